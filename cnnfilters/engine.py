@@ -1,0 +1,388 @@
+"""The convolution engine: ``conv2d``, ``max_pool2d`` and ``avg_pool2d``.
+
+This module holds the only windowing code of cnnfilters. Every construction
+(gradients, grayscale, average pooling) is a weight tensor handed to
+:func:`conv2d`; max pooling walks the same kernel taps with ``maximum``
+instead of multiply-add.
+
+Conventions are those of ``torch.nn.functional``:
+
+- arrays are channels first, one image ``(C, H, W)`` or a batch
+  ``(N, C, H, W)``; the result has the same number of dimensions;
+- "convolution" is cross-correlation::
+
+      Y[n, o, i, j] = b[o] + sum_{c, u, v} w[o, c, u, v] * Xpad[n, g*G + c, s*i + d*u, s*j + d*v]
+
+  where ``g`` is the group of output channel ``o`` and ``G = C_in / groups``;
+- output size ``floor((H + 2p - d*(k - 1) - 1) / s) + 1``;
+- computation in float32, or in float64 when the input is float64.
+
+Cost: one vectorised multiply-add over the whole output per non-zero kernel
+tap and input channel of a group, that is ``O(N * C_out * H_out * W_out *
+taps)`` arithmetic with no Python loop over pixels; all-zero taps are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+
+from .errors import CnnFiltersError
+from .kernels import avg_pool_weight
+
+__all__ = ["PADDING_MODES", "avg_pool2d", "conv2d", "max_pool2d", "pad2d"]
+
+PaddingMode = Literal["zeros", "replicate", "reflect", "circular"]
+PADDING_MODES: tuple[str, ...] = ("zeros", "replicate", "reflect", "circular")
+
+# numpy's name for each torch padding mode.
+_NUMPY_PAD_MODE = {
+    "zeros": "constant",
+    "replicate": "edge",
+    "reflect": "reflect",
+    "circular": "wrap",
+}
+
+# Above this many input channels per group, one matrix product per tap beats
+# one broadcast multiply-add per channel.
+_MATMUL_MIN_CHANNELS = 8
+
+
+def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    """Return ``value`` as a pair of ints, as torch's ``_pair`` does."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise CnnFiltersError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def _positive_pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    pair = _pair(value, name)
+    if min(pair) <= 0:
+        raise CnnFiltersError(f"{name} must be positive, got {value!r}")
+    return pair
+
+
+def _compute_dtype(x: np.ndarray) -> type[np.floating]:
+    """float64 stays float64; every other real dtype is computed in float32."""
+    if np.iscomplexobj(x) or x.dtype.kind not in "biuf":
+        raise CnnFiltersError(f"expected a real-valued array, got dtype {x.dtype}")
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+def _as_batch(x: np.ndarray, what: str = "input") -> tuple[np.ndarray, bool]:
+    """Return ``(x as (N, C, H, W), whether a batch axis was added)``."""
+    if x.ndim == 3:
+        return x[np.newaxis], True
+    if x.ndim == 4:
+        return x, False
+    raise CnnFiltersError(
+        f"{what} must have shape (C, H, W) or (N, C, H, W), got {x.ndim} dimensions {x.shape}"
+    )
+
+
+def pad2d(
+    x: np.ndarray,
+    pads: tuple[int, int, int, int],
+    *,
+    mode: PaddingMode = "zeros",
+    value: float = 0.0,
+) -> np.ndarray:
+    """Pad the last two axes by ``(top, bottom, left, right)``.
+
+    ``mode`` is one of :data:`PADDING_MODES`, with torch's meanings:
+    ``zeros`` (the constant ``value``, 0 unless told), ``replicate`` (repeat
+    the edge pixel), ``reflect`` (mirror without repeating the edge; each pad
+    must be smaller than the side it extends), ``circular`` (wrap around; each
+    pad at most the side).
+    """
+    if mode not in PADDING_MODES:
+        raise CnnFiltersError(
+            f"padding mode must be one of {', '.join(PADDING_MODES)}, got {mode!r}"
+        )
+    top, bottom, left, right = pads
+    if min(pads) < 0:
+        raise CnnFiltersError(f"padding must be non-negative, got {pads}")
+    if not any(pads):
+        return x
+    height, width = x.shape[-2:]
+    if mode == "reflect" and (max(top, bottom) >= height or max(left, right) >= width):
+        raise CnnFiltersError(
+            f"reflect padding of {max(top, bottom)} x {max(left, right)} needs an input larger "
+            f"than the padding, got {height} x {width} pixels"
+        )
+    if mode == "circular" and (max(top, bottom) > height or max(left, right) > width):
+        raise CnnFiltersError(
+            f"circular padding of {max(top, bottom)} x {max(left, right)} wraps around more "
+            f"than once on an input of {height} x {width} pixels"
+        )
+    if mode != "zeros" and (height == 0 or width == 0):
+        raise CnnFiltersError(f"cannot {mode}-pad an empty input ({height} x {width} pixels)")
+    widths = [(0, 0)] * (x.ndim - 2) + [(top, bottom), (left, right)]
+    if mode == "zeros":
+        return np.pad(x, widths, mode="constant", constant_values=value)
+    return np.pad(x, widths, mode=_NUMPY_PAD_MODE[mode])
+
+
+def _output_size(
+    padded: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    input_hw: tuple[int, int],
+) -> tuple[int, int]:
+    """``floor((H_padded - d*(k-1) - 1) / s) + 1``, after checking the kernel fits."""
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
+    if extent[0] > padded[0] or extent[1] > padded[1]:
+        size = f"{extent[0]} x {extent[1]}" if extent[0] != extent[1] else str(extent[0])
+        raise CnnFiltersError(
+            f"kernel size {size} is larger than the padded input "
+            f"({padded[0]} x {padded[1]} pixels, from {input_hw[0]} x {input_hw[1]})"
+        )
+    return tuple((p - e) // s + 1 for p, e, s in zip(padded, extent, stride, strict=True))
+
+
+def _tap_views(
+    xpad: np.ndarray,
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(u, v, view)`` for every kernel tap, with no copy.
+
+    ``view[..., i, j] == xpad[..., s*i + d*u, s*j + d*v]``: the input pixels
+    that tap ``(u, v)`` of every window sees, laid out like the output.
+    """
+    (out_h, out_w), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    for u in range(kernel[0]):
+        rows = slice(u * dh, u * dh + sh * (out_h - 1) + 1, sh)
+        for v in range(kernel[1]):
+            cols = slice(v * dw, v * dw + sw * (out_w - 1) + 1, sw)
+            yield u, v, xpad[..., rows, cols]
+
+
+def _padding_amounts(
+    padding: int | tuple[int, int] | str,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` for an int, a pair, ``"valid"`` or ``"same"``."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            if stride != (1, 1):
+                raise CnnFiltersError(f"padding 'same' needs stride 1, got stride {stride}")
+            # As torch: the odd pixel of an even total goes to the bottom/right.
+            total = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+            return total[0] // 2, total[0] - total[0] // 2, total[1] // 2, total[1] - total[1] // 2
+        raise CnnFiltersError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    ph, pw = _pair(padding, "padding")
+    if ph < 0 or pw < 0:
+        raise CnnFiltersError(f"padding must be non-negative, got {padding!r}")
+    return ph, ph, pw, pw
+
+
+def conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    padding_mode: PaddingMode = "zeros",
+) -> np.ndarray:
+    """2-D cross-correlation, as in ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : array of shape ``(C_in, H, W)`` or ``(N, C_in, H, W)``
+    weight : array of shape ``(C_out, C_in / groups, kh, kw)``
+    bias : optional array of shape ``(C_out,)``
+    stride, padding, dilation : an int or a pair ``(rows, columns)``;
+        ``padding`` may also be ``"valid"`` (none) or ``"same"`` (stride 1
+        only; an odd total puts the extra pixel at the bottom/right, as torch).
+    groups : input and output channels are split into this many groups, each
+        convolved with its own slice of ``weight`` (``groups = C_in`` is a
+        depthwise convolution).
+    padding_mode : ``zeros``, ``replicate``, ``reflect`` or ``circular``, as
+        ``torch.nn.Conv2d(padding_mode=...)``.
+
+    Returns
+    -------
+    array of shape ``(C_out, H_out, W_out)`` (or with the batch axis), float32,
+    or float64 for a float64 input, where
+    ``H_out = floor((H + 2p - d*(kh - 1) - 1) / s) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(9, dtype=np.float32).reshape(1, 3, 3)
+    >>> w = np.array([[[[-1, 1]]]], dtype=np.float32)  # x[i, j+1] - x[i, j]
+    >>> conv2d(x, w)[0]
+    array([[1., 1.],
+           [1., 1.],
+           [1., 1.]], dtype=float32)
+    """
+    x = np.asarray(x)
+    dtype = _compute_dtype(x)
+    batch, added_axis = _as_batch(x)
+    weight = np.asarray(weight)
+    _compute_dtype(weight)
+    if weight.ndim != 4:
+        raise CnnFiltersError(
+            f"weight must have shape (C_out, C_in/groups, kh, kw), "
+            f"got {weight.ndim} dimensions {weight.shape}"
+        )
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups <= 0:
+        raise CnnFiltersError(f"groups must be a positive int, got {groups!r}")
+    n, c_in, height, width = batch.shape
+    c_out, c_in_group, kh, kw = weight.shape
+    if c_in % groups:
+        raise CnnFiltersError(f"input channels ({c_in}) must be divisible by groups ({groups})")
+    if c_out % groups:
+        raise CnnFiltersError(f"output channels ({c_out}) must be divisible by groups ({groups})")
+    if c_in_group != c_in // groups:
+        raise CnnFiltersError(
+            f"weight of shape {weight.shape} expects {c_in_group * groups} input channels "
+            f"with groups={groups}, got {c_in} (input shape {x.shape})"
+        )
+    if kh == 0 or kw == 0 or c_out == 0:
+        raise CnnFiltersError(f"weight must not be empty, got shape {weight.shape}")
+    if bias is not None:
+        bias = np.asarray(bias)
+        _compute_dtype(bias)
+        if bias.shape != (c_out,):
+            raise CnnFiltersError(f"bias must have shape ({c_out},), got {bias.shape}")
+    stride_hw = _positive_pair(stride, "stride")
+    dilation_hw = _positive_pair(dilation, "dilation")
+    pads = _padding_amounts(padding, (kh, kw), stride_hw, dilation_hw)
+    xpad = pad2d(batch.astype(dtype, copy=False), pads, mode=padding_mode)
+    out_h, out_w = _output_size(xpad.shape[-2:], (kh, kw), stride_hw, dilation_hw, (height, width))
+
+    c_out_group = c_out // groups
+    grouped_x = xpad.reshape(n, groups, c_in_group, *xpad.shape[-2:])
+    grouped_w = weight.astype(dtype, copy=False).reshape(groups, c_out_group, c_in_group, kh, kw)
+    out = np.zeros((n, groups, c_out_group, out_h, out_w), dtype=dtype)
+    for u, v, view in _tap_views(grouped_x, (out_h, out_w), (kh, kw), stride_hw, dilation_hw):
+        tap = grouped_w[:, :, :, u, v]  # (groups, C_out/groups, C_in/groups)
+        if not tap.any():
+            continue  # an all-zero tap adds nothing (most of F1, F2 and the one-hot filters)
+        if c_in_group >= _MATMUL_MIN_CHANNELS:
+            columns = view.reshape(n, groups, c_in_group, out_h * out_w)
+            out += np.matmul(tap, columns).reshape(out.shape)
+            continue
+        for c in range(c_in_group):
+            if tap[:, :, c].any():
+                # (1, G, C_out/G, 1, 1) * (N, G, 1, H_out, W_out), channels summed in order.
+                out += tap[np.newaxis, :, :, c, np.newaxis, np.newaxis] * view[:, :, c : c + 1]
+    out = out.reshape(n, c_out, out_h, out_w)
+    if bias is not None:
+        out += bias.astype(dtype, copy=False)[:, np.newaxis, np.newaxis]
+    return out[0] if added_axis else out
+
+
+def _pool_geometry(
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None,
+    padding: int | tuple[int, int],
+    dilation: int | tuple[int, int] = 1,
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+    kernel = _positive_pair(kernel_size, "kernel_size")
+    stride_hw = kernel if stride is None else _positive_pair(stride, "stride")
+    pad = _pair(padding, "padding")
+    dilation_hw = _positive_pair(dilation, "dilation")
+    if min(pad) < 0:
+        raise CnnFiltersError(f"padding must be non-negative, got {padding!r}")
+    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
+        raise CnnFiltersError(
+            f"padding {padding!r} must be at most half the kernel size {kernel_size!r}"
+        )
+    return kernel, stride_hw, pad, dilation_hw
+
+
+def max_pool2d(
+    x: np.ndarray,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    *,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """Max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    ``Y[c, i, j] = max_{u, v} Xpad[c, s*i + d*u, s*j + d*v]`` where ``Xpad``
+    is padded with ``-inf`` (so padding never wins). ``stride`` defaults to
+    ``kernel_size``; ``padding`` is at most half the kernel. With
+    ``ceil_mode`` the last, partial window of each axis is kept when it starts
+    inside the input or its left padding.
+    Cost: one ``maximum`` over the output per kernel tap.
+    """
+    x = np.asarray(x)
+    dtype = _compute_dtype(x)
+    batch, added_axis = _as_batch(x)
+    kernel, stride_hw, pad, dilation_hw = _pool_geometry(kernel_size, stride, padding, dilation)
+    height, width = batch.shape[-2:]
+    out_hw = []
+    for size, k, s, p, d in zip((height, width), kernel, stride_hw, pad, dilation_hw, strict=True):
+        span = size + 2 * p - d * (k - 1) - 1
+        if span < 0:
+            raise CnnFiltersError(
+                f"kernel size {kernel_size!r} is larger than the padded input "
+                f"({height + 2 * pad[0]} x {width + 2 * pad[1]} pixels, from {height} x {width})"
+            )
+        out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= size + p:
+            out -= 1  # a window may not start in the right padding (torch's rule)
+        out_hw.append(out)
+    # Enough -inf on the bottom/right for the windows ceil_mode adds.
+    extra = [
+        max(0, (o - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
+        for o, s, d, k, size, p in zip(
+            out_hw, stride_hw, dilation_hw, kernel, (height, width), pad, strict=True
+        )
+    ]
+    pads = (pad[0], pad[0] + extra[0], pad[1], pad[1] + extra[1])
+    xpad = pad2d(batch.astype(dtype, copy=False), pads, mode="zeros", value=-np.inf)
+    result = None
+    for _, _, view in _tap_views(xpad, tuple(out_hw), kernel, stride_hw, dilation_hw):
+        result = view.copy() if result is None else np.maximum(result, view, out=result)
+    return result[0] if added_axis else result
+
+
+def avg_pool2d(
+    x: np.ndarray,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+) -> np.ndarray:
+    """k x k average pooling, computed as a convolution (SPEC section 2).
+
+    Equals ``torch.nn.functional.avg_pool2d`` with its defaults
+    (``count_include_pad=True``, ``ceil_mode=False``): a depthwise
+    :func:`conv2d` (``groups = C``) with every weight ``1 / (kh * kw)``,
+    stride ``kernel_size`` unless told, zero padding. Rows and columns that
+    do not fill a whole window are dropped.
+    """
+    x = np.asarray(x)
+    batch, _ = _as_batch(x)
+    kernel, stride_hw, pad, _ = _pool_geometry(kernel_size, stride, padding)
+    return conv2d(
+        x,
+        avg_pool_weight(batch.shape[1], kernel, dtype=_compute_dtype(x)),
+        stride=stride_hw,
+        padding=pad,
+        groups=batch.shape[1],
+    )

@@ -1,0 +1,35 @@
+"""The one exception family of cnnfilters, and the exit code each maps to.
+
+Library code raises these with a message that quotes the values it got; the
+command line turns them into one line on stderr and the exit code below.
+"""
+
+from __future__ import annotations
+
+# Exit codes of the command line (documented in the README and in --help).
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_IO = 3
+EXIT_INTERRUPTED = 130
+
+
+class CnnFiltersError(ValueError):
+    """An invalid argument or an input that cannot be processed.
+
+    A subclass of ``ValueError`` so that library users can catch either.
+    """
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(CnnFiltersError):
+    """An input file could not be read, decoded or processed."""
+
+    exit_code = EXIT_IO
+
+
+class OutputError(CnnFiltersError):
+    """An output file could not be written (or would clobber something)."""
+
+    exit_code = EXIT_IO

@@ -1,0 +1,230 @@
+"""The constructions: each one call of the engine with weights from :mod:`kernels`.
+
+Every function takes a float array ``(C, H, W)`` (or a batch ``(N, C, H, W)``)
+with pixel values on their file scale and returns float results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .activations import Activation, get_activation
+from .engine import _as_batch, _positive_pair, avg_pool2d, conv2d, max_pool2d, pad2d
+from .errors import CnnFiltersError
+from .kernels import gradient_weight, grayscale_weight
+
+__all__ = [
+    "CommuteResult",
+    "avgpool",
+    "commute",
+    "find_counterexample",
+    "gradients",
+    "grayscale",
+]
+
+EdgeMode = Literal["drop", "partial"]
+
+
+def _channels(x: np.ndarray) -> int:
+    return _as_batch(np.asarray(x))[0].shape[1]
+
+
+def grayscale(x: np.ndarray, weights: str | tuple[float, float, float] = "bt601") -> np.ndarray:
+    """Luma as a 1x1 convolution: ``Y = wR R + wG G + wB B`` (SPEC section 3).
+
+    ``weights`` is ``"bt601"`` (0.299, 0.587, 0.114), ``"bt709"``, ``"R,G,B"``
+    or three numbers. Returns one channel: ``(1, H, W)``.
+    """
+    channels = _channels(x)
+    if channels != 3:
+        raise CnnFiltersError(f"grayscale needs 3 channels (R, G, B), got {channels}")
+    return conv2d(x, grayscale_weight(weights))
+
+
+def gradients(x: np.ndarray, padding_mode: str = "zeros") -> tuple[np.ndarray, np.ndarray]:
+    """Vertical and horizontal forward differences, F1 and F2 of SPEC section 1.
+
+    One depthwise conv (``groups = C``, padding 1) of every channel with the
+    pair F1, F2. Returns ``(dy, dx)``, each shaped like ``x``:
+    ``dy[c, i, j] = X[c, i+1, j] - X[c, i, j]`` and
+    ``dx[c, i, j] = X[c, i, j+1] - X[c, i, j]``; on the last row (column) the
+    padding supplies ``X[i+1, j]``: 0 with ``zeros`` (so ``-X[i, j]``).
+    """
+    channels = _channels(x)
+    both = conv2d(
+        x, gradient_weight(channels), padding=1, padding_mode=padding_mode, groups=channels
+    )
+    return both[..., 0::2, :, :], both[..., 1::2, :, :]
+
+
+def avgpool(x: np.ndarray, k: int, edge: EdgeMode = "drop") -> np.ndarray:
+    """k x k average pooling as a stride-k convolution (SPEC section 2).
+
+    ``edge="drop"`` is the convolution's own rule: the last ``H mod k`` rows
+    and ``W mod k`` columns are dropped. ``edge="partial"`` keeps them, as
+    Pillow's ``Image.reduce``: the image is zero-padded to a multiple of k,
+    pooled by the same convolution, and each partial block is rescaled from
+    ``1/k^2`` to one over the number of real pixels it holds.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise CnnFiltersError(f"kernel size must be a positive int, got {k!r}")
+    if edge == "drop":
+        return avg_pool2d(x, k)
+    if edge != "partial":
+        raise CnnFiltersError(f"edge must be 'drop' or 'partial', got {edge!r}")
+    x = np.asarray(x)
+    height, width = x.shape[-2:]
+    extra_rows, extra_cols = -height % k, -width % k
+    pooled = avg_pool2d(pad2d(x, (0, extra_rows, 0, extra_cols)), k)
+    rows = np.full(pooled.shape[-2], k)
+    cols = np.full(pooled.shape[-1], k)
+    if extra_rows:
+        rows[-1] = k - extra_rows
+    if extra_cols:
+        cols[-1] = k - extra_cols
+    if extra_rows or extra_cols:
+        pooled *= (k * k / np.outer(rows, cols)).astype(pooled.dtype)
+    return pooled
+
+
+@dataclass(frozen=True)
+class CommuteResult:
+    """Both orders of an activation and max pooling on one array, and where they differ.
+
+    ``counterexample`` is ``None`` or a dict describing the first window (in
+    C order: channel, row, column) where ``sigma(max)`` and ``max(sigma)``
+    differ: its position, its input values and both results.
+    For a nonincreasing activation, ``min_identity_holds`` says whether
+    ``sigma(max(X)) == min(sigma(X))`` on every window (it must).
+    """
+
+    activation: str
+    monotonicity: str
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    act_of_pool: np.ndarray
+    pool_of_act: np.ndarray
+    max_abs: float
+    differing: int
+    total: int
+    counterexample: dict | None
+    min_identity_holds: bool | None
+
+    @property
+    def commutes(self) -> bool:
+        return self.differing == 0
+
+    @property
+    def difference(self) -> np.ndarray:
+        """``sigma(maxpool(x)) - maxpool(sigma(x))`` in float64."""
+        return self.act_of_pool.astype(np.float64) - self.pool_of_act.astype(np.float64)
+
+    @property
+    def expected_to_commute(self) -> bool:
+        return self.monotonicity == "nondecreasing"
+
+    @property
+    def passed(self) -> bool:
+        """Nondecreasing must commute exactly; nonincreasing must give the min identity."""
+        if self.monotonicity == "nondecreasing":
+            return self.commutes
+        if self.monotonicity == "nonincreasing":
+            return bool(self.min_identity_holds)
+        return True
+
+
+def _window_details(
+    x: np.ndarray,
+    activation: Activation,
+    index: tuple[int, ...],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+) -> dict:
+    *channel, i, j = (int(v) for v in index)
+    top, left = i * stride[0], j * stride[1]
+    window = x[(*channel, slice(top, top + kernel[0]), slice(left, left + kernel[1]))]
+    window_act = activation(window)
+    return {
+        "channel": channel[-1] if channel else 0,
+        "output_index": [i, j],
+        "top_left": [top, left],
+        "values": window.tolist(),
+        "activated": window_act.tolist(),
+        "act_of_max": float(activation(np.array(window.max(), dtype=window.dtype))),
+        "max_of_act": float(window_act.max()),
+    }
+
+
+def commute(
+    x: np.ndarray,
+    activation: str | Activation,
+    kernel_size: int | tuple[int, int] = 2,
+    stride: int | tuple[int, int] | None = None,
+) -> CommuteResult:
+    """Compare ``sigma(maxpool(x))`` with ``maxpool(sigma(x))`` (SPEC section 4).
+
+    Both are exact float computations: for a nondecreasing ``sigma`` they are
+    equal bit for bit, for any window size and stride (overlapping windows
+    included). Returns both orders, the number of output values that differ
+    and the first differing window.
+    """
+    act = activation if isinstance(activation, Activation) else get_activation(activation)
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)
+    kernel = _positive_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _positive_pair(stride, "stride")
+    act_of_pool = act(max_pool2d(x, kernel_size, stride))
+    pool_of_act = max_pool2d(act(x), kernel_size, stride)
+    unequal = act_of_pool != pool_of_act
+    differing = int(np.count_nonzero(unequal))
+    max_abs = float(np.max(np.abs(act_of_pool.astype(np.float64) - pool_of_act), initial=0.0))
+    counterexample = None
+    if differing:
+        first = tuple(np.argwhere(unequal)[0])
+        counterexample = _window_details(x, act, first, kernel, stride)
+    min_identity = None
+    if act.monotonicity == "nonincreasing":
+        # sigma(max) = min(sigma): the min pool is -maxpool(-v), exact in floats.
+        min_identity = bool(np.array_equal(act_of_pool, -max_pool2d(-act(x), kernel_size, stride)))
+    return CommuteResult(
+        activation=act.name,
+        monotonicity=act.monotonicity,
+        kernel_size=kernel,
+        stride=stride,
+        act_of_pool=act_of_pool,
+        pool_of_act=pool_of_act,
+        max_abs=max_abs,
+        differing=differing,
+        total=int(act_of_pool.size),
+        counterexample=counterexample,
+        min_identity_holds=min_identity,
+    )
+
+
+def find_counterexample(
+    activation: str | Activation, *, low: float = -8.0, high: float = 8.0, steps: int = 4097
+) -> dict | None:
+    """A 1 x 2 window ``[a, b]`` with ``a < b`` and ``sigma(a) > sigma(b)``, or None.
+
+    Searches a grid of ``steps`` float32 values in ``[low, high]``: for each
+    value, the largest activation among the smaller ones. Where that beats
+    the value's own activation, ``sigma(max) < max(sigma)`` on ``[a, b]``.
+    Returns the pair with the largest gap, with both orders' results.
+    """
+    act = activation if isinstance(activation, Activation) else get_activation(activation)
+    grid = np.linspace(low, high, steps, dtype=np.float32)
+    values = act(grid).astype(np.float64)
+    best_before = np.maximum.accumulate(values)
+    gap = best_before[:-1] - values[1:]  # max over grid[:i+1] minus sigma(grid[i+1])
+    i = int(np.argmax(gap))
+    if gap[i] <= 0:
+        return None
+    b = grid[i + 1]
+    a = grid[int(np.argmax(values[: i + 1]))]
+    window = np.array([[[a, b]]], dtype=np.float32)
+    result = commute(window, act, kernel_size=(1, 2), stride=(1, 2))
+    return result.counterexample

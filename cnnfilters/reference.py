@@ -1,0 +1,100 @@
+"""Independent references: each construction computed without the engine.
+
+Nothing here imports :mod:`cnnfilters.engine`, :mod:`cnnfilters.ops` or
+:mod:`cnnfilters.kernels`: a bug there cannot hide in its own check. The
+references are slicing differences, reshape-mean, a direct max over windows,
+the luma formula in float64, and Pillow's own ``convert("L")`` and
+``Image.reduce``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "block_mean",
+    "forward_differences",
+    "luma",
+    "pillow_grayscale",
+    "pillow_reduce",
+    "window_max",
+]
+
+
+def forward_differences(
+    x: np.ndarray, padding_mode: str = "zeros"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(X[i+1, j] - X[i, j], X[i, j+1] - X[i, j])`` by array slicing.
+
+    The value beyond the last row (column) is 0 for ``zeros``, the last row
+    itself for ``replicate``, the row before it for ``reflect`` and the first
+    row for ``circular``. Computed in the input's float dtype.
+    """
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)
+
+    def beyond(axis: int) -> np.ndarray:
+        size = x.shape[axis]
+        index = {"replicate": size - 1, "reflect": size - 2, "circular": 0}.get(padding_mode)
+        if padding_mode == "zeros":
+            return np.zeros_like(np.take(x, [size - 1], axis=axis))
+        if index is None:
+            raise ValueError(f"unknown padding mode {padding_mode!r}")
+        return np.take(x, [index], axis=axis)
+
+    dy = np.concatenate([x[..., 1:, :], beyond(-2)], axis=-2) - x
+    dx = np.concatenate([x[..., :, 1:], beyond(-1)], axis=-1) - x
+    return dy, dx
+
+
+def luma(rgb: np.ndarray, weights: tuple[float, float, float]) -> np.ndarray:
+    """``wR R + wG G + wB B`` in float64 on an ``(3, H, W)`` array: shape ``(1, H, W)``."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    return (weights[0] * rgb[0] + weights[1] * rgb[1] + weights[2] * rgb[2])[np.newaxis]
+
+
+def block_mean(x: np.ndarray, k: int, edge: str = "drop") -> np.ndarray:
+    """Mean of each k x k block by ``reshape(H/k, k, W/k, k).mean()``, in float64.
+
+    ``edge="drop"`` crops the last ``H mod k`` rows and ``W mod k`` columns;
+    ``edge="partial"`` pads them with NaN and averages what is left of each
+    block (``nanmean``), as Pillow's ``reduce`` does.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    *lead, height, width = x.shape
+    if edge == "drop":
+        x = x[..., : height - height % k, : width - width % k]
+    else:
+        pad = [(0, 0)] * len(lead) + [(0, -height % k), (0, -width % k)]
+        x = np.pad(x, pad, constant_values=np.nan)
+    rows, cols = x.shape[-2] // k, x.shape[-1] // k
+    blocks = x.reshape(*lead, rows, k, cols, k)
+    if edge == "drop":
+        return blocks.mean(axis=(-3, -1))
+    return np.nanmean(blocks, axis=(-3, -1))
+
+
+def window_max(
+    x: np.ndarray, k: int | tuple[int, int], stride: int | tuple[int, int]
+) -> np.ndarray:
+    """Max over every window by numpy's ``sliding_window_view`` (no padding)."""
+    kh, kw = (k, k) if isinstance(k, int) else k
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    windows = sliding_window_view(np.asarray(x), (kh, kw), axis=(-2, -1))
+    return windows[..., ::sh, ::sw, :, :].max(axis=(-2, -1))
+
+
+def pillow_grayscale(image) -> np.ndarray:
+    """Pillow's ``convert("L")`` (BT.601 in 16-bit fixed point) as ``(1, H, W)`` uint8."""
+    return np.asarray(image.convert("L"))[np.newaxis]
+
+
+def pillow_reduce(image, k: int) -> np.ndarray:
+    """Pillow's ``Image.reduce(k)`` (partial edge blocks averaged, half rounded up).
+
+    Returns ``(C, H', W')`` uint8 for an 8-bit ``L``, ``RGB`` or ``RGBA`` image.
+    """
+    reduced = np.asarray(image.reduce(k))
+    return reduced[np.newaxis] if reduced.ndim == 2 else np.moveaxis(reduced, -1, 0)

@@ -1,0 +1,101 @@
+"""SPEC section 4: monotone activations commute with max pooling, exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from cnnfilters import ACTIVATIONS, CnnFiltersError, commute, find_counterexample, get_activation
+from cnnfilters import reference as ref
+
+NONDECREASING = [n for n, a in ACTIVATIONS.items() if a.monotonicity == "nondecreasing"]
+NOT_MONOTONE = [n for n, a in ACTIVATIONS.items() if a.monotonicity == "neither"]
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_declared_monotonicity_holds_on_a_dense_float32_grid(name):
+    act = ACTIVATIONS[name]
+    grid = np.concatenate([np.linspace(-100, 100, 200_001, dtype=np.float32),
+                           np.linspace(-13, -12.4, 100_001, dtype=np.float32)])  # fmt: skip
+    grid.sort()
+    steps = np.diff(act(grid).astype(np.float64))
+    if act.monotonicity == "nondecreasing":
+        assert (steps >= 0).all()
+    elif act.monotonicity == "nonincreasing":
+        assert (steps <= 0).all()
+    else:
+        assert (steps > 0).any() and (steps < 0).any()
+
+
+def test_float32_elu_stays_monotone_where_float32_expm1_does_not():
+    x = np.linspace(-12.8, -12.6, 50_001, dtype=np.float32)
+    assert (np.diff(get_activation("elu")(x)) >= 0).all()
+
+
+windows = st.tuples(st.integers(1, 3), st.integers(1, 3))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    x=hnp.arrays(np.float32, st.tuples(st.integers(1, 2), st.integers(3, 9), st.integers(3, 9)),
+                 elements=st.floats(-50, 50, width=32)),
+    name=st.sampled_from(NONDECREASING),
+    kernel=windows,
+    stride=windows,
+)  # fmt: skip
+def test_nondecreasing_activation_commutes_with_maxpool_on_any_array(x, name, kernel, stride):
+    result = commute(x, name, kernel, stride)
+    assert result.commutes and result.max_abs == 0 and result.passed
+    assert result.counterexample is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(x=hnp.arrays(np.float32, (1, 6, 6), elements=st.floats(-50, 50, width=32)), kernel=windows)
+def test_nonincreasing_activation_turns_max_into_min(x, kernel):
+    result = commute(x, "neg", kernel, 1)
+    assert result.min_identity_holds and result.passed
+
+
+@pytest.mark.parametrize("name", [*NOT_MONOTONE, "neg"])
+def test_every_non_monotone_activation_has_a_counterexample_the_check_finds(name):
+    found = find_counterexample(name)
+    assert found is not None
+    ((a, b),) = found["values"]
+    act = get_activation(name)
+    assert a < b and found["act_of_max"] == float(act(np.float32(b)))
+    assert found["max_of_act"] > found["act_of_max"]
+
+
+@pytest.mark.parametrize("name", NONDECREASING)
+def test_no_counterexample_exists_for_a_nondecreasing_activation(name):
+    assert find_counterexample(name) is None
+
+
+def test_commute_reports_the_first_differing_window():
+    x = np.array([[[-3.0, -0.5, 5.0, 6.0],
+                   [-2.0, -1.0, 7.0, 8.0]]], dtype=np.float32)  # fmt: skip
+    result = commute(x, "gelu")
+    assert result.differing == 1 and not result.commutes
+    assert result.passed  # a non-monotone activation may fail to commute
+    example = result.counterexample
+    assert example["top_left"] == [0, 0] and example["output_index"] == [0, 0]
+    assert example["values"] == [[-3.0, -0.5], [-2.0, -1.0]]
+    assert example["max_of_act"] > example["act_of_max"]
+
+
+def test_both_orders_agree_with_a_direct_window_maximum(rng):
+    x = rng.standard_normal((2, 9, 10)).astype(np.float32)
+    act = get_activation("tanh")
+    result = commute(x, act, 3, 2)
+    np.testing.assert_array_equal(result.pool_of_act, ref.window_max(act(x), 3, 2))
+    np.testing.assert_array_equal(result.act_of_pool, act(ref.window_max(x, 3, 2)))
+
+
+def test_unknown_activation_lists_the_names():
+    with pytest.raises(CnnFiltersError, match="unknown activation 'mish'; choose from relu"):
+        get_activation("mish")
+    assert get_activation("Leaky-ReLU").name == "leaky_relu"
+    assert get_activation("swish").name == "silu"

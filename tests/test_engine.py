@@ -1,0 +1,235 @@
+"""The engine against a naive nested-loop correlation, and its error messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import coordinate_grid, naive_conv2d
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from cnnfilters import CnnFiltersError, avg_pool2d, conv2d, max_pool2d
+
+
+def test_identity_kernel_returns_the_input():
+    x = coordinate_grid(4, 5, channels=2)
+    weight = np.zeros((2, 1, 1, 1), dtype=np.float32)
+    weight[:, 0, 0, 0] = 1
+    np.testing.assert_array_equal(conv2d(x, weight, groups=2), x)
+
+
+def test_cross_correlation_does_not_flip_the_kernel():
+    x = coordinate_grid(3, 3)
+    weight = np.array([[[[0, 0, 0], [0, 0, 1], [0, 0, 0]]]], dtype=np.float32)
+    # A true convolution would read the left neighbour; cross-correlation reads the right one.
+    assert conv2d(x, weight, padding=1)[0, 1, 1] == x[0, 1, 2]
+
+
+def test_output_size_follows_the_floor_formula():
+    x = np.zeros((1, 7, 9), dtype=np.float32)
+    weight = np.ones((1, 1, 3, 2), dtype=np.float32)
+    out = conv2d(x, weight, stride=(2, 3), padding=(1, 2), dilation=(1, 2))
+    assert out.shape == (1, (7 + 2 - 3) // 2 + 1, (9 + 4 - 2 * 1 - 1) // 3 + 1)
+
+
+def test_batch_and_single_image_agree(rng):
+    x = rng.standard_normal((3, 2, 6, 5)).astype(np.float32)
+    weight = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    batch = conv2d(x, weight, padding=1)
+    singles = np.stack([conv2d(image, weight, padding=1) for image in x])
+    np.testing.assert_array_equal(batch, singles)
+
+
+def test_float64_in_gives_float64_out_and_integers_give_float32():
+    weight = np.ones((1, 1, 2, 2))
+    assert conv2d(np.ones((1, 3, 3)), weight).dtype == np.float64
+    assert conv2d(np.ones((1, 3, 3), dtype=np.uint8), weight).dtype == np.float32
+    assert conv2d(np.ones((1, 3, 3), dtype=np.float16), weight).dtype == np.float32
+
+
+CASES = [
+    # (N, C_in, H, W, C_out, groups, kh, kw, stride, padding, dilation, padding_mode, bias)
+    (1, 1, 5, 5, 1, 1, 3, 3, 1, 0, 1, "zeros", False),
+    (2, 3, 7, 6, 4, 1, 3, 2, (2, 1), (1, 2), 1, "zeros", True),
+    (1, 4, 8, 8, 4, 4, 3, 3, 1, 1, 1, "replicate", False),
+    (1, 6, 9, 7, 9, 3, 2, 3, (1, 2), 1, (2, 1), "reflect", True),
+    (2, 2, 5, 6, 2, 2, 3, 3, 2, (2, 1), 1, "circular", True),
+    (1, 16, 6, 6, 5, 1, 3, 3, 1, 1, 1, "zeros", True),
+    (1, 3, 4, 4, 6, 3, 4, 4, 4, 0, 1, "zeros", False),
+    (1, 2, 3, 3, 2, 1, 5, 5, 1, 2, 1, "zeros", False),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv2d_matches_the_naive_correlation(case, rng):
+    n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation, mode, use_bias = case
+    x = rng.standard_normal((n, c_in, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c_out, c_in // groups, kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(c_out).astype(np.float32) if use_bias else None
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    expected = naive_conv2d(x, weight, bias, pair(stride), pair(padding), pair(dilation), groups,
+                            mode)  # fmt: skip
+    actual = conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation,
+                    groups=groups, padding_mode=mode)  # fmt: skip
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_conv2d_matches_the_naive_correlation_on_random_geometry(data):
+    groups = data.draw(st.integers(1, 3), label="groups")
+    c_in = groups * data.draw(st.integers(1, 3))
+    c_out = groups * data.draw(st.integers(1, 2))
+    kh, kw = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    stride = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)))
+    dilation = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
+    mode = data.draw(st.sampled_from(["zeros", "replicate", "reflect", "circular"]))
+    h = data.draw(st.integers(dilation[0] * (kh - 1) + 1, 9))
+    w = data.draw(st.integers(dilation[1] * (kw - 1) + 1, 9))
+    max_pad = (h - 1, w - 1) if mode == "reflect" else (3, 3)
+    padding = (data.draw(st.integers(0, min(3, max_pad[0]))),
+               data.draw(st.integers(0, min(3, max_pad[1]))))  # fmt: skip
+    floats = st.floats(-100, 100, width=32)
+    x = data.draw(hnp.arrays(np.float32, (1, c_in, h, w), elements=floats))
+    weight = data.draw(hnp.arrays(np.float32, (c_out, c_in // groups, kh, kw), elements=floats))
+    bias = data.draw(st.none() | hnp.arrays(np.float32, (c_out,), elements=floats))
+    expected = naive_conv2d(x, weight, bias, stride, padding, dilation, groups, mode)
+    actual = conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation,
+                    groups=groups, padding_mode=mode)  # fmt: skip
+    scale = 1 + np.abs(expected).max()
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * scale * kh * kw * c_in)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    x=hnp.arrays(np.float64, (2, 6, 7), elements=st.floats(-1e3, 1e3)),
+    y=hnp.arrays(np.float64, (2, 6, 7), elements=st.floats(-1e3, 1e3)),
+    a=st.floats(-10, 10),
+    b=st.floats(-10, 10),
+)
+def test_conv2d_is_linear(x, y, a, b):
+    weight = np.arange(2 * 2 * 3 * 3, dtype=np.float64).reshape(2, 2, 3, 3) / 10 - 1.5
+    left = conv2d(a * x + b * y, weight, padding=1)
+    right = a * conv2d(x, weight, padding=1) + b * conv2d(y, weight, padding=1)
+    np.testing.assert_allclose(left, right, rtol=1e-9, atol=1e-7 * (1 + np.abs(right).max()))
+
+
+def test_same_padding_keeps_the_size_and_puts_the_odd_pixel_last():
+    x = coordinate_grid(5, 6)
+    weight = np.zeros((1, 1, 2, 2), dtype=np.float32)
+    weight[0, 0, 0, 0] = 1  # picks the top-left pixel of each window
+    out = conv2d(x, weight, padding="same")
+    assert out.shape == x.shape
+    np.testing.assert_array_equal(out, x)  # total pad 1 goes to the bottom/right
+    assert conv2d(x, weight, padding="valid").shape == (1, 4, 5)
+
+
+def test_max_pool_takes_the_window_maximum():
+    x = coordinate_grid(4, 6)
+    np.testing.assert_array_equal(max_pool2d(x, 2)[0], [[11, 13, 15], [31, 33, 35]])
+
+
+def test_max_pool_padding_never_wins():
+    x = -coordinate_grid(3, 3) - 1  # all negative: zero padding would win
+    out = max_pool2d(x, 3, stride=1, padding=1)
+    assert out.max() < 0
+    np.testing.assert_array_equal(out[0, 0, 0], -1)
+
+
+def test_max_pool_ceil_mode_keeps_the_partial_window():
+    x = coordinate_grid(5, 5)
+    assert max_pool2d(x, 2).shape == (1, 2, 2)
+    out = max_pool2d(x, 2, ceil_mode=True)
+    assert out.shape == (1, 3, 3)
+    assert out[0, 2, 2] == 44
+
+
+@pytest.mark.parametrize(
+    ("k", "stride", "padding"), [(2, None, 0), (3, 1, 1), ((2, 3), (1, 2), (1, 1))]
+)
+def test_max_pool_matches_a_direct_maximum(k, stride, padding, rng):
+    x = rng.standard_normal((2, 3, 7, 8)).astype(np.float32)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    sh, sw = (
+        (kh, kw) if stride is None else ((stride, stride) if isinstance(stride, int) else stride)
+    )
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    xp = np.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw)], constant_values=-np.inf)
+    out_h, out_w = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    expected = np.array([[[[xp[b, c, i * sh:i * sh + kh, j * sw:j * sw + kw].max()
+                            for j in range(out_w)] for i in range(out_h)]
+                          for c in range(3)] for b in range(2)])  # fmt: skip
+    np.testing.assert_array_equal(max_pool2d(x, k, stride, padding), expected)
+
+
+def test_avg_pool_is_the_mean_of_each_block():
+    x = coordinate_grid(4, 6, channels=2)
+    out = avg_pool2d(x, 2)
+    np.testing.assert_array_equal(out[1], [[105.5, 107.5, 109.5], [125.5, 127.5, 129.5]])
+
+
+def test_avg_pool_drops_the_remainder():
+    assert avg_pool2d(np.ones((3, 7, 5), dtype=np.float32), 3).shape == (3, 2, 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_avg_pool_conv_equals_reshape_mean(data):
+    k = data.draw(st.integers(1, 4))
+    rows, cols = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    extra = data.draw(st.integers(0, k - 1)), data.draw(st.integers(0, k - 1))
+    x = data.draw(hnp.arrays(np.float32, (2, rows * k + extra[0], cols * k + extra[1]),
+                             elements=st.floats(0, 65535, width=32)))  # fmt: skip
+    cropped = x[:, : rows * k, : cols * k].astype(np.float64)
+    expected = cropped.reshape(2, rows, k, cols, k).mean(axis=(2, 4))
+    np.testing.assert_allclose(avg_pool2d(x, k), expected, rtol=1e-5, atol=1e-3)
+
+
+ERRORS = [
+    (lambda: conv2d(np.zeros((1, 3, 2)), np.ones((1, 1, 4, 4))),
+     r"kernel size 4 is larger than the padded input \(3 x 2 pixels"),
+    (lambda: conv2d(np.zeros((3, 4, 4)), np.ones((2, 1, 3, 3)), groups=2),
+     r"input channels \(3\) must be divisible by groups \(2\)"),
+    (lambda: conv2d(np.zeros((4, 4, 4)), np.ones((3, 2, 3, 3)), groups=2),
+     r"output channels \(3\) must be divisible by groups \(2\)"),
+    (lambda: conv2d(np.zeros((4, 4, 4)), np.ones((2, 3, 3, 3)), groups=2),
+     r"expects 6 input channels with groups=2, got 4"),
+    (lambda: conv2d(np.zeros((1, 4, 4)), np.ones((1, 1, 3, 3)), stride=0),
+     r"stride must be positive, got 0"),
+    (lambda: conv2d(np.zeros((1, 4, 4)), np.ones((1, 1, 3, 3)), stride=(1, -2)),
+     r"stride must be positive, got \(1, -2\)"),
+    (lambda: conv2d(np.zeros((1, 3, 3)), np.ones((1, 1, 3, 3)), padding=3, padding_mode="reflect"),
+     r"reflect padding of 3 x 3 needs an input larger than the padding, got 3 x 3"),
+    (lambda: conv2d(np.zeros((1, 2, 2)), np.ones((1, 1, 3, 3)), padding=3, padding_mode="circular"),
+     r"circular padding of 3 x 3 wraps around more than once"),
+    (lambda: conv2d(np.zeros((4, 4)), np.ones((1, 1, 3, 3))),
+     r"input must have shape \(C, H, W\) or \(N, C, H, W\), got 2 dimensions \(4, 4\)"),
+    (lambda: conv2d(np.zeros((1, 4, 4)), np.ones((1, 3, 3))),
+     r"weight must have shape .* got 3 dimensions"),
+    (lambda: conv2d(np.zeros((1, 4, 4)), np.ones((2, 1, 3, 3)), np.ones(3)),
+     r"bias must have shape \(2,\), got \(3,\)"),
+    (lambda: conv2d(np.zeros((1, 4, 4)), np.ones((1, 1, 3, 3)), padding_mode="mirror"),
+     r"padding mode must be one of zeros, replicate, reflect, circular, got 'mirror'"),
+    (lambda: conv2d(np.zeros((1, 4, 4)), np.ones((1, 1, 3, 3)), padding=-1),
+     r"padding must be non-negative, got -1"),
+    (lambda: conv2d(np.zeros((1, 4, 4)), np.ones((1, 1, 2, 2)), stride=2, padding="same"),
+     r"padding 'same' needs stride 1"),
+    (lambda: conv2d(np.zeros((1, 4, 4)), np.ones((1, 1, 3, 3)), groups=0),
+     r"groups must be a positive int, got 0"),
+    (lambda: conv2d(np.zeros((1, 4, 4), dtype=complex), np.ones((1, 1, 3, 3))),
+     r"expected a real-valued array, got dtype complex128"),
+    (lambda: max_pool2d(np.zeros((1, 2, 2)), 3),
+     r"kernel size 3 is larger than the padded input \(2 x 2 pixels"),
+    (lambda: max_pool2d(np.zeros((1, 4, 4)), 2, padding=2),
+     r"padding 2 must be at most half the kernel size 2"),
+    (lambda: max_pool2d(np.zeros((1, 4, 4)), 0), r"kernel_size must be positive, got 0"),
+    (lambda: avg_pool2d(np.zeros((1, 4, 4)), 2.5), r"kernel_size must be an int or a pair"),
+    (lambda: avg_pool2d(np.zeros((1, 1, 5)), 2), r"kernel size 2 is larger than the padded input"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "message"), ERRORS)
+def test_errors_quote_what_they_got(call, message):
+    with pytest.raises(CnnFiltersError, match=message):
+        call()
