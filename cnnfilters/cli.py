@@ -1,34 +1,593 @@
-"""The ``cnnfilters`` command line (Typer): parses, calls the library, saves, renders."""
+"""The ``cnnfilters`` command line: parses options, calls the library, renders.
+
+Each image command hands its inputs and options to
+:func:`cnnfilters.pipeline.process` and renders the :class:`RunReport` it gets
+back (a Rich table, or JSON). numpy, Pillow and the library are imported
+inside the commands, so that ``--help`` and ``--version`` start fast.
+"""
 
 from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ._version import __version__
+from .errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_IO,
+    EXIT_OK,
+    CnnFiltersError,
+)
+
+if TYPE_CHECKING:
+    from .report import RunReport
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 all done and every check passed; 1 a check failed; 2 usage error; "
+    "3 an input could not be read or an output could not be written; 130 interrupted; "
+    "70 an internal error."
+)
 
 app = typer.Typer(
     name="cnnfilters",
-    help="Classic image filters built as convolution layers, each checked against a reference.",
+    help="Classic image filters built as convolution layers, each checked against an "
+    "independent reference on every image.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-def _version_callback(value: bool) -> None:
-    if value:
+class Padding(str, Enum):
+    zeros = "zeros"
+    replicate = "replicate"
+    reflect = "reflect"
+    circular = "circular"
+
+
+class GradientOn(str, Enum):
+    gray = "gray"
+    rgb = "rgb"
+
+
+class Edge(str, Enum):
+    drop = "drop"
+    partial = "partial"
+
+
+class CommuteOn(str, Enum):
+    gradient = "gradient"
+    centered = "centered"
+    raw = "raw"
+
+
+# Options shared by every image command.
+Inputs = Annotated[
+    list[Path],
+    typer.Argument(help="Image files (PNG, JPEG, TIFF, GIF, BMP, WebP).", show_default=False),
+]
+OutputOpt = Annotated[
+    Optional[Path],  # noqa: UP045 (Typer reads the annotation at run time on Python 3.10)
+    typer.Option(
+        "-o",
+        "--output",
+        help="One input only: the output file, or the stem for commands that write several.",
+    ),
+]
+OutDirOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--out-dir", help="Write outputs to this folder (created if missing)."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+RawOpt = Annotated[
+    bool, typer.Option("--raw", help="Also write each float result as .npy (exact values).")
+]
+ReportOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--report", help="Write the JSON report to this file."),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the JSON report on stdout instead of the table.")
+]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
+MaxPixelsOpt = Annotated[
+    int,
+    typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
+]
+CompressOpt = Annotated[
+    int,
+    typer.Option(
+        "--compress-level", min=0, max=9, help="PNG compression, 0-9 (1: fast, 9: smallest)."
+    ),
+]
+
+
+def _write_stderr(line: str) -> None:
+    """One line on stderr that survives any file name (bytes that are not UTF-8 included)."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8", "backslashreplace")
+    stream = getattr(sys.stderr, "buffer", None)
+    if stream is not None:
+        stream.write(data)
+        stream.flush()
+    else:
+        sys.stderr.write(data.decode("utf-8"))
+
+
+def _error(message: str) -> None:
+    _write_stderr(f"cnnfilters: error: {message}")
+
+
+def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn a library error into one line on stderr and its exit code (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CnnFiltersError as exc:
+            _error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _format_number(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    return f"{value:.{digits}g}"
+
+
+def _render(report: RunReport, *, written: int) -> None:
+    """The diff report as a Rich table on stdout."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    table = Table(
+        title=f"cnnfilters {report.command}: engine vs independent references",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    for column, justify in [
+        ("input", "left"), ("check", "left"), ("reference", "left"), ("max abs", "right"),
+        ("mean abs", "right"), ("RMSE", "right"), ("PSNR dB", "right"),
+        ("differing / total", "right"), ("tol", "right"), ("result", "left"),
+    ]:  # fmt: skip
+        table.add_column(column, justify=justify, overflow="fold")
+    for item in report.inputs:
+        name = escape(Path(item.input).name)
+        if item.error:
+            table.add_row(name, "[red]error[/]", escape(item.error), *[""] * 6, "[red]ERROR[/]")
+            continue
+        for check in item.checks:
+            label = escape(check.name)
+            if "monotonicity" in check.extra:
+                label += f" [dim]({check.extra['monotonicity']})[/]"
+            psnr = "identical" if check.identical else _format_number(check.psnr_db, 5)
+            verdict = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
+            if "commutes" in check.extra:
+                verdict += " commutes" if check.extra["commutes"] else " [yellow]differs[/]"
+            table.add_row(
+                name, label, escape(check.reference), _format_number(check.max_abs),
+                _format_number(check.mean_abs), _format_number(check.rmse), psnr,
+                f"{check.differing} / {check.total}",
+                _format_number(check.tolerance) if check.tolerance != float("inf") else "-",
+                verdict,
+            )  # fmt: skip
+            name = ""
+    console.print(table)
+    for item in report.inputs:
+        for notice in item.notices:
+            console.print(f"[dim]{escape(Path(item.input).name)}: {escape(notice)}[/]")
+        for check in item.checks:
+            example = check.extra.get("counterexample") or check.extra.get(
+                "synthetic_counterexample"
+            )
+            if check.extra.get("min_identity_holds") is not None:
+                holds = "holds" if check.extra["min_identity_holds"] else "[red]FAILS[/]"
+                console.print(
+                    f"[dim]{escape(check.name)}: nonincreasing, so sigma(max) = min(sigma) on "
+                    f"every window: {holds}[/]"
+                )
+            if example and not check.extra.get("commutes", True):
+                console.print(
+                    f"[dim]{escape(check.name)}: first differing window at channel "
+                    f"{example['channel']}, rows/cols from {example['top_left']}: "
+                    f"{escape(str(example['values']))} -> sigma(max) = "
+                    f"{example['act_of_max']:.6g}, max(sigma) = {example['max_of_act']:.6g}[/]"
+                )
+    failed = sum(1 for item in report.inputs if not item.passed)
+    console.print(
+        f"{len(report.inputs)} input(s), {len(report.inputs) - failed} passed, "
+        f"{failed} failed or errored; {written} file(s) written"
+    )
+
+
+def _finish(report: RunReport, *, report_path: Path | None, as_json: bool, quiet: bool) -> int:
+    """Errors to stderr, the report to stdout and/or a file; return the exit code."""
+    from .images import _atomic_write
+
+    for item in report.inputs:
+        if item.error:
+            _error(item.error)
+    text = report.to_json()
+    if report_path is not None:
+        try:
+            _atomic_write(report_path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
+        except CnnFiltersError as exc:
+            _error(str(exc))
+            return EXIT_IO
+    if as_json:
+        sys.stdout.write(text + "\n")
+    elif not quiet:
+        _render(report, written=sum(len(item.outputs) for item in report.inputs))
+    codes = [item.exit_code for item in report.inputs if item.error]
+    if codes:
+        return max(codes)
+    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+
+
+def _run_image_command(
+    command: str,
+    inputs: list[Path],
+    options: dict,
+    *,
+    output: Path | None,
+    out_dir: Path | None,
+    force: bool,
+    raw: bool,
+    report_path: Path | None,
+    as_json: bool,
+    quiet: bool,
+    max_pixels: int,
+    compress_level: int,
+) -> None:
+    if output is not None and len(inputs) > 1:
+        raise CnnFiltersError(f"-o/--output takes one input, got {len(inputs)}; use --out-dir")
+    if output is not None and out_dir is not None:
+        raise CnnFiltersError("use either -o/--output or --out-dir, not both")
+    from .pipeline import process
+
+    report = process(
+        command, inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
+        max_pixels=max_pixels, compress_level=compress_level,
+    )  # fmt: skip
+    raise typer.Exit(_finish(report, report_path=report_path, as_json=as_json, quiet=quiet))
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@_reports_errors
+def grayscale(
+    inputs: Inputs,
+    weights: Annotated[
+        str, typer.Option("--weights", help="bt601 (0.299, 0.587, 0.114), bt709, or R,G,B.")
+    ] = "bt601",
+    output: OutputOpt = None,
+    out_dir: OutDirOpt = None,
+    force: ForceOpt = False,
+    raw: RawOpt = False,
+    report: ReportOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    compress_level: CompressOpt = 1,
+) -> None:
+    """Grayscale as a 1x1 convolution. Writes {stem}.grayscale.png.
+
+    Checked against the luma formula in float64 and, for bt601 on 8-bit
+    input, Pillow's convert("L") (within 1 level).
+    """
+    from .kernels import parse_grayscale_weights
+
+    parse_grayscale_weights(weights)
+    _run_image_command(
+        "grayscale", inputs, {"weights": weights}, output=output, out_dir=out_dir, force=force,
+        raw=raw, report_path=report, as_json=json_, quiet=quiet, max_pixels=max_pixels,
+        compress_level=compress_level,
+    )  # fmt: skip
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@_reports_errors
+def gradient(
+    inputs: Inputs,
+    padding: Annotated[
+        Padding, typer.Option("--padding", help="How the border is padded.")
+    ] = Padding.zeros,
+    on: Annotated[
+        GradientOn, typer.Option("--on", help="The grayscale image, or each RGB channel.")
+    ] = GradientOn.gray,
+    output: OutputOpt = None,
+    out_dir: OutDirOpt = None,
+    force: ForceOpt = False,
+    raw: RawOpt = False,
+    report: ReportOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    compress_level: CompressOpt = 1,
+) -> None:
+    """Vertical and horizontal forward differences as two 3x3 conv filters.
+
+    Writes {stem}.dy.png, {stem}.dx.png (0 at mid-gray 128) and
+    {stem}.gradient.png (the magnitude). Checked against slicing differences:
+    they must agree exactly.
+    """
+    _run_image_command(
+        "gradient", inputs, {"padding": padding.value, "on": on.value}, output=output,
+        out_dir=out_dir, force=force, raw=raw, report_path=report, as_json=json_, quiet=quiet,
+        max_pixels=max_pixels, compress_level=compress_level,
+    )  # fmt: skip
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@_reports_errors
+def avgpool(
+    inputs: Inputs,
+    kernel_size: Annotated[
+        int, typer.Option("-k", "--kernel-size", min=1, help="Window size k (stride k).")
+    ] = 2,
+    edge: Annotated[
+        Edge,
+        typer.Option(
+            "--edge", help="drop: the conv's own rule; partial: average partial blocks (Pillow)."
+        ),
+    ] = Edge.drop,
+    output: OutputOpt = None,
+    out_dir: OutDirOpt = None,
+    force: ForceOpt = False,
+    raw: RawOpt = False,
+    report: ReportOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    compress_level: CompressOpt = 1,
+) -> None:
+    """k x k average pooling as a stride-k convolution. Writes {stem}.avgpool{k}.png.
+
+    Checked against reshape-mean (float) and Pillow's Image.reduce(k)
+    (within 1 level).
+    """
+    _run_image_command(
+        "avgpool", inputs, {"kernel_size": kernel_size, "edge": edge.value}, output=output,
+        out_dir=out_dir, force=force, raw=raw, report_path=report, as_json=json_, quiet=quiet,
+        max_pixels=max_pixels, compress_level=compress_level,
+    )  # fmt: skip
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@_reports_errors
+def commute(
+    inputs: Inputs,
+    activation: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "-a", "--activation", help="An activation name (repeatable), or 'all' (the default)."
+        ),
+    ] = None,
+    kernel_size: Annotated[
+        int, typer.Option("-k", "--kernel-size", min=1, help="Max-pooling window.")
+    ] = 2,
+    stride: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--stride", min=1, help="Max-pooling stride (default: the window)."),
+    ] = None,
+    on: Annotated[
+        CommuteOn,
+        typer.Option(
+            "--on",
+            help="gradient: dy, dx of the gray image (signed); centered: pixels scaled to "
+            "[-1, 1]; raw: pixels.",
+        ),
+    ] = CommuteOn.gradient,
+    output: OutputOpt = None,
+    out_dir: OutDirOpt = None,
+    force: ForceOpt = False,
+    raw: RawOpt = False,
+    report: ReportOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    compress_level: CompressOpt = 1,
+) -> None:
+    """Does an activation commute with max pooling? sigma(maxpool(x)) vs maxpool(sigma(x)).
+
+    A nondecreasing activation must commute exactly (else exit 1); for the
+    others the first differing window is reported. Writes, per activation,
+    {stem}.{act}.act-of-pool.png, {stem}.{act}.pool-of-act.png and
+    {stem}.{act}.diff.png (0 at mid-gray 128).
+    """
+    from .activations import ACTIVATIONS, get_activation
+
+    names = activation or ["all"]
+    if "all" in names:
+        chosen = list(ACTIVATIONS)
+    else:
+        chosen = list(dict.fromkeys(get_activation(n).name for n in names))
+    options = {"activations": chosen, "kernel_size": kernel_size, "stride": stride, "on": on.value}
+    _run_image_command(
+        "commute", inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
+        report_path=report, as_json=json_, quiet=quiet, max_pixels=max_pixels,
+        compress_level=compress_level,
+    )  # fmt: skip
+
+
+@app.command()
+@_reports_errors
+def kernels(
+    name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help="One construction (default: all).", show_default=False),
+    ] = None,
+    kernel_size: Annotated[
+        int, typer.Option("-k", "--kernel-size", min=1, help="k of the average-pooling weights.")
+    ] = 2,
+    json_: JsonOpt = False,
+) -> None:
+    """Print the weight tensors of every construction, in torch layout."""
+    import json
+
+    from .kernels import constructions
+
+    available = constructions(kernel_size)
+    if name is not None and name not in available:
+        raise CnnFiltersError(f"unknown construction {name!r}; choose from {', '.join(available)}")
+    chosen = [available[name]] if name else list(available.values())
+    if json_:
+        sys.stdout.write(json.dumps([c.to_dict() for c in chosen], indent=2) + "\n")
+        return
+    from rich.columns import Columns
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    for construction in chosen:
+        weight = construction.weight
+        console.print(
+            f"[bold]{construction.name}[/]: {construction.description}\n"
+            f"  weight {tuple(weight.shape)} (C_out, C_in/groups, kh, kw), "
+            f"stride {construction.stride}, padding {construction.padding}, "
+            f"groups {construction.groups}"
+        )
+        panels = []
+        for o in range(weight.shape[0]):
+            for c in range(weight.shape[1]):
+                grid = Table.grid(padding=(0, 1))
+                for _ in range(weight.shape[3]):
+                    grid.add_column(justify="right")
+                for row in weight[o, c]:
+                    grid.add_row(*(f"{v:.6g}" for v in row))
+                panels.append(Panel(grid, title=f"w[{o}, {c}]", expand=False))
+        console.print(Columns(panels))
+        for note in construction.notes:
+            console.print(f"  [dim]{note}[/]")
+
+
+@app.command()
+@_reports_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where to write everything.")] = Path(
+        "cnnfilters-demo"
+    ),
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every construction on the bundled sample images.
+
+    Writes the images and one JSON report per command to OUT_DIR (its own
+    earlier outputs there are replaced), then prints a summary.
+    """
+    from .demo import run_demo
+
+    summary = run_demo(out_dir)
+    if json_:
+        import json
+
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    elif not quiet:
+        _render_demo(summary)
+    for command in summary["commands"]:
+        for message in command["errors"]:
+            _error(message)
+    raise typer.Exit(summary["exit_code"])
+
+
+def _render_demo(summary: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(title="cnnfilters demo: every construction on the bundled samples")
+    for column in ("command", "inputs", "checks passed", "largest difference", "report"):
+        table.add_column(column)
+    for command in summary["commands"]:
+        table.add_row(
+            command["command"] + (f" {command['options']}" if command["options"] else ""),
+            str(command["inputs"]),
+            f"{command['checks_passed']} / {command['checks']}",
+            escape(command["largest_difference"]),
+            escape(command["report"]),
+        )
+    console.print(table)
+    console.print(f"Outputs are in {escape(summary['out_dir'])}")
+
+
+def _root_callback(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    if version:
         typer.echo(f"cnnfilters {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
-    ),
-) -> None:
-    """Classic image filters built as convolution layers, each checked against a reference."""
+app.callback(invoke_without_command=True)(_root_callback)
 
 
-def main() -> None:
-    app()
+def _usage_line(exc: Exception) -> str:
+    """Click's usage error as one line, with where to look for help."""
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", "") or ""
+    sub = path.split(" ", 1)[1] + " " if " " in path else ""
+    return f"{exc.format_message()} (see 'cnnfilters {sub}--help')"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; usage errors and library errors are one line on stderr."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="cnnfilters", standalone_mode=False)
+    except CnnFiltersError as exc:
+        _error(str(exc))
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted")
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # A reader such as `head` closed the pipe: not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_OK
+    except Exception as exc:
+        # Click's exceptions (a usage error, an abort), whichever copy of click Typer uses.
+        if type(exc).__name__ == "Abort":
+            _error("interrupted")
+            code = EXIT_INTERRUPTED
+        elif hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            if exc.format_message():  # empty when the help was shown for a bare command
+                _error(_usage_line(exc))
+            code = exc.exit_code
+        elif os.environ.get("CNNFILTERS_DEBUG"):
+            raise
+        else:
+            _error(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(this is a bug; set CNNFILTERS_DEBUG=1 to see the traceback)"
+            )
+            code = EXIT_INTERNAL
+    code = EXIT_OK if code is None else int(code)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+__all__ = ["EXIT_CHECK_FAILED", "EXIT_IO", "app", "main"]

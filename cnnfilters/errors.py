@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_IO = 3
+EXIT_INTERNAL = 70  # a bug in cnnfilters (sysexits' EX_SOFTWARE)
 EXIT_INTERRUPTED = 130
 
 

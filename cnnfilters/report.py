@@ -74,7 +74,7 @@ class Check:
             "differing": self.differing,
             "exceeding": self.exceeding,
             "total": self.total,
-            "tolerance": self.tolerance,
+            "tolerance": _finite_or_none(self.tolerance),
             "passed": self.passed,
             "shape": list(self.shape),
         }

@@ -1,0 +1,373 @@
+"""What each command does to one image, and the loop that runs it over files.
+
+A *runner* takes a :class:`~cnnfilters.images.LoadedImage` and options, calls
+one operation of :mod:`cnnfilters.ops`, checks it against its references
+from :mod:`cnnfilters.reference` with :func:`~cnnfilters.report.compare`,
+and returns the images to write. :func:`process` plans the output names,
+refuses to clobber anything, writes atomically and gathers the report.
+The command line only parses options and renders what comes back.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import ops
+from . import reference as ref
+from .activations import ACTIVATIONS, get_activation
+from .errors import EXIT_IO, CnnFiltersError, OutputError
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    PNG_COMPRESS_LEVEL,
+    LoadedImage,
+    load_image,
+    mosaic,
+    quantize,
+    save_array,
+    save_image,
+    signed_to_image,
+    unsigned_to_image,
+)
+from .kernels import parse_grayscale_weights
+from .report import Check, InputReport, RunReport, compare
+
+__all__ = ["COMMANDS", "Output", "Result", "plan_outputs", "process"]
+
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def float32_tolerance(peak: float) -> float:
+    """Float32 rounding of a few operations on values up to ``peak``: 8 ulp of the peak."""
+    return 8 * _EPS32 * peak
+
+
+@dataclass
+class Output:
+    """One image a command writes, with the exact float values behind it."""
+
+    pixels: np.ndarray  # (1 or 3, H, W) uint8/uint16, ready to save
+    values: np.ndarray  # the float result, for --raw
+    description: str
+
+
+@dataclass
+class Result:
+    """What a runner returns for one input."""
+
+    outputs: dict[str, Output] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_rgb(image: LoadedImage, notices: list[str]) -> np.ndarray:
+    if image.channels == 3:
+        return image.pixels
+    notices.append("gray input: used as R = G = B")
+    return np.repeat(image.pixels, 3, axis=0)
+
+
+def _gray_levels(image: LoadedImage) -> np.ndarray:
+    """The grayscale image as ``grayscale`` writes it: integer levels, as float32."""
+    if image.channels == 1:
+        return image.pixels
+    return quantize(ops.grayscale(image.pixels), image.bit_depth).astype(np.float32)
+
+
+def run_grayscale(image: LoadedImage, *, weights: str = "bt601") -> Result:
+    """Luma by a 1x1 conv; checked against the float64 formula and Pillow's ``convert("L")``."""
+    result = Result()
+    triple = parse_grayscale_weights(weights)
+    rgb = _as_rgb(image, result.notices)
+    luma = ops.grayscale(rgb, triple)
+    peak = image.max_value
+    result.checks.append(
+        compare(luma, ref.luma(rgb, triple), name="luma", reference="float64 formula",
+                tolerance=float32_tolerance(peak), peak=peak)
+    )  # fmt: skip
+    pixels = quantize(luma, image.bit_depth)
+    clipped = int(np.count_nonzero((luma < -0.5) | (luma >= peak + 0.5)))
+    if clipped:
+        result.notices.append(f"{clipped} values outside 0..{peak} were clipped")
+    if triple == parse_grayscale_weights("bt601") and image.pil is not None:
+        result.checks.append(
+            compare(pixels, ref.pillow_grayscale(image.pil), name="8-bit output",
+                    reference="Pillow convert('L')", tolerance=1, peak=peak)
+        )  # fmt: skip
+    result.outputs["grayscale"] = Output(pixels, luma, f"luma, weights {triple}")
+    result.info["weights"] = list(triple)
+    return result
+
+
+def run_gradient(image: LoadedImage, *, padding: str = "zeros", on: str = "gray") -> Result:
+    """F1 and F2 as one depthwise conv; checked against slicing differences, exactly."""
+    result = Result()
+    if on == "gray":
+        base = _gray_levels(image)
+        if image.channels == 3:
+            result.notices.append("gradients of the BT.601 grayscale image (integer levels)")
+    else:
+        base = image.pixels
+        if image.channels == 1:
+            result.notices.append("gray input: --on rgb has one channel")
+    dy, dx = ops.gradients(base, padding)
+    ref_dy, ref_dx = ref.forward_differences(base, padding)
+    peak = image.max_value
+    for name, values, expected in (("dy", dy, ref_dy), ("dx", dx, ref_dx)):
+        result.checks.append(
+            compare(values, expected, name=name, reference="slicing differences",
+                    tolerance=0.0, peak=peak)
+        )  # fmt: skip
+    magnitude = np.sqrt(np.square(dy) + np.square(dx))
+    # One scale for both maps, so that equal differences look equal.
+    pixels, units = signed_to_image(np.stack([dy, dx]), image.bit_depth)
+    result.outputs["dy"] = Output(pixels[0], dy, "vertical forward difference X[i+1,j] - X[i,j]")
+    result.outputs["dx"] = Output(pixels[1], dx, "horizontal forward difference X[i,j+1] - X[i,j]")
+    mag_pixels, mag_units = unsigned_to_image(magnitude, image.bit_depth)
+    result.outputs["gradient"] = Output(mag_pixels, magnitude, "magnitude sqrt(dy^2 + dx^2)")
+    mid = 1 << (image.bit_depth - 1)
+    result.info.update(
+        padding=padding,
+        on=on,
+        signed_maps=f"value = (pixel - {mid}) * {units:.6g}",
+        magnitude_map=f"value = pixel * {mag_units:.6g}",
+        units_per_level=units,
+        magnitude_units_per_level=mag_units,
+    )
+    return result
+
+
+def run_avgpool(image: LoadedImage, *, kernel_size: int = 2, edge: str = "drop") -> Result:
+    """Stride-k conv; checked against reshape-mean and Pillow's ``Image.reduce``."""
+    result = Result()
+    k = kernel_size
+    pooled = ops.avgpool(image.pixels, k, edge)
+    peak = image.max_value
+    result.checks.append(
+        compare(pooled, ref.block_mean(image.pixels, k, edge), name="block mean",
+                reference="reshape-mean (float64)", tolerance=float32_tolerance(peak), peak=peak)
+    )  # fmt: skip
+    pixels = quantize(pooled, image.bit_depth)
+    if image.pil is not None:
+        source = image.pil
+        height, width = image.size
+        if edge == "drop":
+            source = source.crop((0, 0, width - width % k, height - height % k))
+        result.checks.append(
+            compare(pixels, ref.pillow_reduce(source, k), name="8-bit output",
+                    reference=f"Pillow reduce({k})", tolerance=1, peak=peak)
+        )  # fmt: skip
+    height, width = image.size
+    if edge == "drop" and (height % k or width % k):
+        result.notices.append(
+            f"dropped the last {height % k} rows and {width % k} columns (not a whole window)"
+        )
+    result.outputs[f"avgpool{k}"] = Output(pixels, pooled, f"{k}x{k} average pooling, edge={edge}")
+    result.info.update(kernel_size=k, stride=k, edge=edge)
+    return result
+
+
+def _commute_input(image: LoadedImage, on: str) -> np.ndarray:
+    if on == "gradient":
+        dy, dx = ops.gradients(_gray_levels(image))
+        return np.concatenate([dy, dx])
+    if on == "centered":
+        half = image.max_value / 2
+        return (image.pixels / np.float32(half) - 1).astype(np.float32)
+    return image.pixels
+
+
+def run_commute(
+    image: LoadedImage,
+    *,
+    activations: Sequence[str] = tuple(ACTIVATIONS),
+    kernel_size: int = 2,
+    stride: int | None = None,
+    on: str = "gradient",
+) -> Result:
+    """Both orders of activation and max pooling, per activation, with counterexamples."""
+    result = Result()
+    x = _commute_input(image, on)
+    units: dict[str, float] = {}
+    for name in activations:
+        act = get_activation(name)
+        outcome = ops.commute(x, act, kernel_size, stride)
+        counterexample = outcome.counterexample
+        synthetic = None
+        if counterexample is None and act.monotonicity != "nondecreasing":
+            synthetic = ops.find_counterexample(act)
+        expected_equal = act.monotonicity == "nondecreasing"
+        check = compare(
+            outcome.act_of_pool, outcome.pool_of_act, name=act.name,
+            reference="maxpool(sigma(x))", tolerance=0.0 if expected_equal else math.inf,
+            extra={
+                "activation": act.name,
+                "monotonicity": act.monotonicity,
+                "commutes": outcome.commutes,
+                "windows_differing": outcome.differing,
+                "counterexample": counterexample,
+                "synthetic_counterexample": synthetic,
+                "min_identity_holds": outcome.min_identity_holds,
+            },
+        )  # fmt: skip
+        result.checks.append(replace(check, passed=outcome.passed))
+        for suffix, values, what in (
+            ("act-of-pool", outcome.act_of_pool, f"{act.name}(maxpool(x))"),
+            ("pool-of-act", outcome.pool_of_act, f"maxpool({act.name}(x))"),
+            ("diff", outcome.difference, f"{act.name}(maxpool(x)) - maxpool({act.name}(x))"),
+        ):
+            pixels, scale = signed_to_image(mosaic(values, gap=2), 8)
+            result.outputs[f"{act.name}.{suffix}"] = Output(pixels, values, what)
+            units[f"{act.name}.{suffix}"] = scale
+    k, s = outcome.kernel_size, outcome.stride
+    result.info.update(
+        on=on,
+        channels=int(x.shape[0]),
+        kernel_size=list(k),
+        stride=list(s),
+        images="signed maps, 0 at mid-gray 128; value = (pixel - 128) * units_per_level",
+        units_per_level=units,
+    )
+    if on == "gradient":
+        result.notices.append("input: dy and dx of the grayscale image (side by side in images)")
+    return result
+
+
+@dataclass(frozen=True)
+class Command:
+    """An image command: its runner and the names of what it writes."""
+
+    name: str
+    run: Callable[..., Result]
+
+
+COMMANDS: dict[str, Command] = {
+    "grayscale": Command("grayscale", run_grayscale),
+    "gradient": Command("gradient", run_gradient),
+    "avgpool": Command("avgpool", run_avgpool),
+    "commute": Command("commute", run_commute),
+}
+
+
+def output_path(
+    source: Path, name: str, *, output: Path | None, out_dir: Path | None, single: bool
+) -> Path:
+    """Where output ``name`` of ``source`` goes.
+
+    Default ``{stem}.{name}.png`` beside the input; ``out_dir`` changes the
+    folder; ``output`` is the file itself for a one-image command, else the
+    stem (a ``.png`` suffix is dropped) that ``.{name}.png`` is appended to.
+    """
+    if output is not None:
+        if single:
+            return output
+        stem = output.with_suffix("") if output.suffix.lower() == ".png" else output
+        return stem.parent / f"{stem.name}.{name}.png"
+    folder = out_dir if out_dir is not None else source.parent
+    return folder / f"{source.stem}.{name}.png"
+
+
+def plan_outputs(
+    source: Path,
+    names: Sequence[str],
+    *,
+    output: Path | None = None,
+    out_dir: Path | None = None,
+    raw: bool = False,
+    force: bool = False,
+) -> dict[str, list[Path]]:
+    """Map each output name to its target file(s), refusing to clobber.
+
+    An input is never a target (even through a symlink or a hard link); an
+    existing file is replaced only with ``force``.
+    """
+    planned: dict[str, list[Path]] = {}
+    single = len(names) == 1
+    for name in names:
+        png = output_path(source, name, output=output, out_dir=out_dir, single=single)
+        targets = [png] + ([png.with_suffix(".npy")] if raw else [])
+        for target in targets:
+            if target.exists() or target.is_symlink():
+                try:
+                    same = os.path.samefile(target, source)
+                except OSError:
+                    same = False
+                if same or target.resolve() == source.resolve():
+                    raise OutputError(f"{target}: this is the input file; it is never overwritten")
+                if not force:
+                    raise OutputError(f"{target}: exists (use --force to overwrite)")
+                if target.is_dir():
+                    raise OutputError(f"{target}: is a directory")
+        planned[name] = targets
+    return planned
+
+
+def process(
+    command: str,
+    paths: Sequence[str | os.PathLike],
+    options: dict[str, Any],
+    *,
+    output: Path | None = None,
+    out_dir: Path | None = None,
+    force: bool = False,
+    raw: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    compress_level: int = PNG_COMPRESS_LEVEL,
+    on_input: Callable[[InputReport], None] | None = None,
+) -> RunReport:
+    """Run ``command`` on every path; one bad input never stops the others."""
+    runner = COMMANDS[command].run
+    report = RunReport(command, options={k: _jsonable(v) for k, v in options.items()})
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
+    for raw_path in paths:
+        source = Path(raw_path)
+        item = InputReport(os.fsdecode(source))
+        try:
+            image = load_image(source, max_pixels=max_pixels)
+            item.notices.extend(image.notices)
+            item.info.update(mode=image.mode, format=image.format, bit_depth=image.bit_depth,
+                             height=image.size[0], width=image.size[1])  # fmt: skip
+            result = runner(image, **options)
+            item.checks.extend(result.checks)
+            item.notices.extend(result.notices)
+            item.info.update(result.info)
+            targets = plan_outputs(source, list(result.outputs), output=output,
+                                   out_dir=out_dir, raw=raw, force=force)  # fmt: skip
+            for name, out in result.outputs.items():
+                png, *npy = targets[name]
+                save_image(out.pixels, png, compress_level=compress_level)
+                item.outputs.append(os.fsdecode(png))
+                if npy:
+                    save_array(out.values, npy[0])
+                    item.outputs.append(os.fsdecode(npy[0]))
+        except CnnFiltersError as exc:
+            message = str(exc)
+            prefix = os.fsdecode(source)
+            item.error = message if message.startswith(prefix) else f"{prefix}: {message}"
+            item.exit_code = max(exc.exit_code, EXIT_IO)
+        except MemoryError:
+            item.error = f"{os.fsdecode(source)}: not enough memory to process this image"
+            item.exit_code = EXIT_IO
+        report.inputs.append(item)
+        if on_input is not None:
+            on_input(item)
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return os.fsdecode(value)
+    return value

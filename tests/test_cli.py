@@ -1,0 +1,289 @@
+"""The command line, through Typer's CliRunner and through the installed executable."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnfilters.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def rgb_png(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (37, 50, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def gray_png(tmp_path: Path) -> Path:
+    rows, cols = np.mgrid[0:24, 0:30]
+    path = tmp_path / "steps.png"
+    Image.fromarray(((rows >= 12) * 150 + (cols >= 15) * 60).astype(np.uint8)).save(path)
+    return path
+
+
+def test_every_command_answers_help():
+    group = typer.main.get_command(app)
+    assert set(group.commands) >= {"grayscale", "gradient", "avgpool", "commute", "kernels", "demo"}
+    for name in group.commands:
+        result = invoke(name, "--help")
+        assert result.exit_code == 0, name
+        assert "Usage" in result.stdout
+
+
+def test_version():
+    from cnnfilters import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"cnnfilters {__version__}"
+
+
+def test_grayscale_writes_a_gray_image_beside_the_input(rgb_png):
+    result = invoke("grayscale", rgb_png)
+    assert result.exit_code == 0, result.output
+    out = rgb_png.with_name("photo.grayscale.png")
+    with Image.open(out) as image:
+        assert image.mode == "L" and image.size == (50, 37)
+    assert "Pillow convert('L')" in result.stdout and "pass" in result.stdout
+
+
+def test_grayscale_json_report_has_the_documented_shape(rgb_png, tmp_path):
+    report_path = tmp_path / "report.json"
+    result = invoke("grayscale", rgb_png, "--json", "--report", report_path)
+    assert result.exit_code == 0
+    printed = json.loads(result.stdout)
+    assert printed == json.loads(report_path.read_text())
+    assert printed["schema"] == 1 and printed["command"] == "grayscale" and printed["passed"]
+    (entry,) = printed["inputs"]
+    assert entry["input"] == str(rgb_png) and entry["error"] is None
+    assert entry["outputs"] == [str(rgb_png.with_name("photo.grayscale.png"))]
+    names = [c["name"] for c in entry["checks"]]
+    assert names == ["luma", "8-bit output"]
+    pillow = entry["checks"][1]
+    assert pillow["max_abs"] <= 1 and pillow["tolerance"] == 1 and pillow["total"] == 37 * 50
+
+
+def test_grayscale_bt709_and_custom_weights(rgb_png, tmp_path):
+    assert (
+        invoke("grayscale", rgb_png, "--weights", "bt709", "--out-dir", tmp_path / "a").exit_code
+        == 0
+    )
+    result = invoke(
+        "grayscale", rgb_png, "--weights", "0.5,0.5,0", "--json", "-o", tmp_path / "b.png"
+    )
+    checks = json.loads(result.stdout)["inputs"][0]["checks"]
+    assert [c["name"] for c in checks] == ["luma"]  # Pillow's check is for bt601 only
+    assert (tmp_path / "b.png").exists()
+
+
+def test_gradient_writes_three_maps_and_matches_slicing_exactly(gray_png):
+    result = invoke("gradient", gray_png, "--json", "--raw")
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.stdout)["inputs"][0]
+    for check in entry["checks"]:
+        assert check["max_abs"] == 0 and check["differing"] == 0 and check["psnr_db"] is None
+    for name in ("dy", "dx", "gradient"):
+        assert gray_png.with_name(f"steps.{name}.png").exists()
+    dy = np.load(gray_png.with_name("steps.dy.npy"))
+    assert dy[0, 11, 0] == 150 and dy[0, -1, 0] == -150  # the step, then the border: -X
+    assert dy[0, -1, 20] == -210
+    with Image.open(gray_png.with_name("steps.dy.png")) as image:
+        pixels = np.asarray(image)
+    assert pixels[0, 0] == 128  # zero is mid-gray
+
+
+def test_gradient_on_rgb_writes_colour_maps(rgb_png):
+    result = invoke("gradient", rgb_png, "--on", "rgb", "--padding", "replicate", "-q")
+    assert result.exit_code == 0 and result.stdout == ""
+    with Image.open(rgb_png.with_name("photo.dx.png")) as image:
+        assert image.mode == "RGB"
+
+
+@pytest.mark.parametrize(("edge", "size"), [("drop", (16, 12)), ("partial", (17, 13))])
+def test_avgpool_edge_rule_decides_the_size(rgb_png, edge, size):
+    result = invoke("avgpool", rgb_png, "-k", "3", "--edge", edge, "--json")
+    assert result.exit_code == 0, result.output
+    with Image.open(rgb_png.with_name("photo.avgpool3.png")) as image:
+        assert image.size == size
+    checks = json.loads(result.stdout)["inputs"][0]["checks"]
+    assert checks[1]["reference"] == "Pillow reduce(3)" and checks[1]["max_abs"] <= 1
+
+
+def test_commute_reports_counterexamples_and_exact_commutation(gray_png):
+    result = invoke("commute", gray_png, "-a", "relu", "-a", "gelu", "-a", "neg", "--json")
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["inputs"][0]["checks"]}
+    assert checks["relu"]["commutes"] and checks["relu"]["max_abs"] == 0
+    assert checks["relu"]["monotonicity"] == "nondecreasing"
+    assert checks["neg"]["min_identity_holds"] is True
+    gelu = checks["gelu"]
+    assert gelu["monotonicity"] == "neither" and gelu["passed"]
+    example = gelu["counterexample"] or gelu["synthetic_counterexample"]
+    assert example["max_of_act"] > example["act_of_max"]
+    for act in ("relu", "gelu", "neg"):
+        for part in ("act-of-pool", "pool-of-act", "diff"):
+            assert gray_png.with_name(f"steps.{act}.{part}.png").exists()
+
+
+def test_commute_all_is_the_default(gray_png):
+    result = invoke(
+        "commute", gray_png, "--on", "centered", "--json", "--out-dir", gray_png.parent / "c"
+    )
+    names = [c["name"] for c in json.loads(result.stdout)["inputs"][0]["checks"]]
+    assert len(names) == 13 and names[0] == "relu"
+
+
+def test_existing_output_is_kept_without_force(rgb_png):
+    target = rgb_png.with_name("photo.grayscale.png")
+    target.write_bytes(b"precious")
+    result = invoke("grayscale", rgb_png)
+    assert result.exit_code == 3
+    assert "exists (use --force to overwrite)" in result.stderr
+    assert target.read_bytes() == b"precious"
+    assert invoke("grayscale", rgb_png, "--force").exit_code == 0
+    assert target.read_bytes() != b"precious"
+
+
+def test_the_input_is_never_overwritten(rgb_png):
+    before = rgb_png.read_bytes()
+    result = invoke("grayscale", rgb_png, "-o", rgb_png, "--force")
+    assert result.exit_code == 3 and "this is the input file" in result.stderr
+    assert rgb_png.read_bytes() == before
+
+
+def test_a_bad_input_does_not_stop_the_others(rgb_png, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    missing = tmp_path / "missing.png"
+    result = invoke("grayscale", bad, missing, rgb_png, "--json")
+    assert result.exit_code == 3
+    errors = result.stderr.strip().splitlines()
+    assert errors == [
+        f"cnnfilters: error: {bad}: not a recognised image file",
+        f"cnnfilters: error: {missing}: no such file",
+    ]
+    assert "Traceback" not in result.output
+    assert rgb_png.with_name("photo.grayscale.png").exists()
+    entries = json.loads(result.stdout)["inputs"]
+    assert [e["error"] is None for e in entries] == [False, False, True]
+    assert not bad.with_name("notes.grayscale.png").exists()
+
+
+def test_an_image_smaller_than_the_pool_is_an_input_error(tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.new("L", (2, 3)).save(tiny)
+    result = invoke("avgpool", tiny, "-k", "4")
+    assert result.exit_code == 3
+    assert f"{tiny}: kernel size 4 is larger than the padded input (3 x 2 pixels" in result.stderr
+    assert invoke("avgpool", tiny, "-k", "4", "--edge", "partial").exit_code == 0
+
+
+def test_usage_errors_exit_2(rgb_png, tmp_path):
+    assert invoke("grayscale", rgb_png, "--weights", "bt2020").exit_code == 2
+    assert invoke("commute", rgb_png, "-a", "mish").exit_code == 2
+    assert invoke("gradient", rgb_png, "--padding", "mirror").exit_code == 2
+    assert invoke("avgpool", rgb_png, "-k", "0").exit_code == 2
+    result = invoke("grayscale", rgb_png, rgb_png, "-o", tmp_path / "x.png")
+    assert result.exit_code == 2 and "-o/--output takes one input, got 2" in result.stderr
+
+
+def test_a_failed_check_exits_1(gray_png, monkeypatch):
+    from cnnfilters import reference
+
+    monkeypatch.setattr(reference, "forward_differences", lambda x, mode: (x * 0 + 1, x * 0))
+    result = invoke("gradient", gray_png, "--force")
+    assert result.exit_code == 1
+    assert "FAIL" in result.stdout
+
+
+def test_sixteen_bit_input_gives_sixteen_bit_output(tmp_path):
+    path = tmp_path / "deep.png"
+    values = (np.arange(20 * 16).reshape(20, 16) * 200).astype(np.uint16)
+    Image.fromarray(values).save(path)  # uint16 -> mode I;16
+    result = invoke("avgpool", path, "--raw", "--json")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "deep.avgpool2.png") as image:
+        assert image.mode in ("I;16", "I") and np.asarray(image).max() > 255
+    pooled = np.load(tmp_path / "deep.avgpool2.npy")
+    assert pooled[0, 0, 0] == values[:2, :2].mean()
+
+
+def test_kernels_prints_the_matrices():
+    result = invoke("kernels", "gradient")
+    assert result.exit_code == 0 and "w[0, 0]" in result.stdout and "-1" in result.stdout
+    data = json.loads(invoke("kernels", "--json", "-k", "3").stdout)
+    by_name = {c["name"]: c for c in data}
+    assert by_name["gradient"]["weight"][0][0] == [[0, 0, 0], [0, -1, 0], [0, 1, 0]]
+    assert by_name["avgpool3"]["stride"] == 3 and by_name["avgpool3"]["groups"] == 3
+    assert invoke("kernels", "sobel").exit_code == 2
+
+
+def test_demo_writes_every_construction(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke("demo", "--out-dir", out)
+    assert result.exit_code == 0, result.output
+    for command in ("grayscale", "gradient", "avgpool-k4", "avgpool-k3", "commute"):
+        report = json.loads((out / f"{command}.json").read_text())
+        assert report["passed"]
+        for entry in report["inputs"]:
+            assert all(Path(p).exists() for p in entry["outputs"])
+    assert (out / "gradient" / "chart.dy.png").exists()
+    assert invoke("demo", "--out-dir", out, "-q").exit_code == 0  # reruns replace its own outputs
+
+
+def _executable() -> str:
+    found = shutil.which("cnnfilters", path=os.path.dirname(sys.executable))
+    if found is None:
+        pytest.skip("the cnnfilters executable is not installed beside this Python")
+    return found
+
+
+def test_installed_executable_runs_and_reports_usage_errors_in_one_line(rgb_png):
+    exe = _executable()
+    done = subprocess.run([exe, "grayscale", str(rgb_png), "-q"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == ""
+    bad = subprocess.run([exe, "gradient", str(rgb_png), "--padding", "mirror"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2
+    (line,) = bad.stderr.splitlines()
+    assert line.startswith("cnnfilters: error:") and "mirror" in line
+    missing = subprocess.run([exe, "avgpool", "/nonexistent/x.png"], capture_output=True, text=True)
+    assert missing.returncode == 3
+    assert missing.stderr == "cnnfilters: error: /nonexistent/x.png: no such file\n"
+
+
+def test_python_dash_m_works():
+    done = subprocess.run([sys.executable, "-m", "cnnfilters", "--version"], capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.startswith("cnnfilters ")
+
+
+def test_help_and_version_import_neither_numpy_nor_pillow():
+    code = (
+        "import sys\n"
+        "from cnnfilters.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['grayscale', '--help']):\n"
+        "    main(argv)\n"
+        "print(sorted(m for m in ('numpy', 'PIL') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
