@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -25,16 +26,18 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_IO,
     EXIT_OK,
+    EXIT_TERMINATED,
     CnnFiltersError,
 )
 
 if TYPE_CHECKING:
+    from .images import ReadOptions
     from .report import RunReport
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all done and every check passed; 1 a check failed; 2 usage error; "
     "3 an input could not be read or an output could not be written; 130 interrupted; "
-    "70 an internal error."
+    "143 terminated; 70 an internal error."
 )
 
 app = typer.Typer(
@@ -64,6 +67,12 @@ class GradientOn(str, Enum):
 class Edge(str, Enum):
     drop = "drop"
     partial = "partial"
+
+
+class AlphaPolicy(str, Enum):
+    keep = "keep"
+    drop = "drop"
+    flatten = "flatten"
 
 
 class CommuteOn(str, Enum):
@@ -105,12 +114,42 @@ MaxPixelsOpt = Annotated[
     int,
     typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
 ]
+AlphaOpt = Annotated[
+    AlphaPolicy,
+    typer.Option(
+        "--alpha",
+        help="keep: pass alpha through (pooled by avgpool); drop: ignore it; "
+        "flatten: composite on --background first.",
+    ),
+]
+BackgroundOpt = Annotated[
+    str,
+    typer.Option(
+        "--background", help="Colour for --alpha flatten: white, black, #rrggbb or R,G,B."
+    ),
+]
+NoOrientOpt = Annotated[
+    bool,
+    typer.Option("--no-auto-orient", help="Keep the stored pixels; ignore the EXIF orientation."),
+]
+AllFramesOpt = Annotated[
+    bool,
+    typer.Option("--all-frames", help="Every frame of a multi-frame file (default: the first)."),
+]
+TruncatedOpt = Annotated[
+    bool,
+    typer.Option("--allow-truncated", help="Read truncated files, filling the missing pixels."),
+]
 CompressOpt = Annotated[
     int,
     typer.Option(
         "--compress-level", min=0, max=9, help="PNG compression, 0-9 (1: fast, 9: smallest)."
     ),
 ]
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that temporary files are removed on the way out."""
 
 
 def _write_stderr(line: str) -> None:
@@ -138,6 +177,13 @@ def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
         except CnnFiltersError as exc:
             _error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            # Outputs are atomic: what was finished stays whole, nothing partial is left.
+            _error("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Terminated:
+            _error("terminated")
+            raise typer.Exit(EXIT_TERMINATED) from None
 
     return wrapper
 
@@ -242,6 +288,26 @@ def _finish(report: RunReport, *, report_path: Path | None, as_json: bool, quiet
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
 
 
+def _read_options(
+    max_pixels: int,
+    alpha: AlphaPolicy,
+    background: str,
+    no_auto_orient: bool,
+    all_frames: bool,
+    allow_truncated: bool,
+) -> ReadOptions:
+    from .images import ReadOptions, parse_colour
+
+    return ReadOptions(
+        max_pixels=max_pixels,
+        auto_orient=not no_auto_orient,
+        alpha=alpha.value,
+        background=parse_colour(background),
+        allow_truncated=allow_truncated,
+        all_frames=all_frames,
+    )
+
+
 def _run_image_command(
     command: str,
     inputs: list[Path],
@@ -254,7 +320,7 @@ def _run_image_command(
     report_path: Path | None,
     as_json: bool,
     quiet: bool,
-    max_pixels: int,
+    read: ReadOptions,
     compress_level: int,
 ) -> None:
     if output is not None and len(inputs) > 1:
@@ -265,7 +331,7 @@ def _run_image_command(
 
     report = process(
         command, inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
-        max_pixels=max_pixels, compress_level=compress_level,
+        read=read, compress_level=compress_level,
     )  # fmt: skip
     raise typer.Exit(_finish(report, report_path=report_path, as_json=as_json, quiet=quiet))
 
@@ -285,6 +351,11 @@ def grayscale(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = 100_000_000,
+    alpha: AlphaOpt = AlphaPolicy.keep,
+    background: BackgroundOpt = "white",
+    no_auto_orient: NoOrientOpt = False,
+    all_frames: AllFramesOpt = False,
+    allow_truncated: TruncatedOpt = False,
     compress_level: CompressOpt = 1,
 ) -> None:
     """Grayscale as a 1x1 convolution. Writes {stem}.grayscale.png.
@@ -297,8 +368,9 @@ def grayscale(
     parse_grayscale_weights(weights)
     _run_image_command(
         "grayscale", inputs, {"weights": weights}, output=output, out_dir=out_dir, force=force,
-        raw=raw, report_path=report, as_json=json_, quiet=quiet, max_pixels=max_pixels,
-        compress_level=compress_level,
+        raw=raw, report_path=report, as_json=json_, quiet=quiet, compress_level=compress_level,
+        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
+                           allow_truncated),
     )  # fmt: skip
 
 
@@ -320,6 +392,11 @@ def gradient(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = 100_000_000,
+    alpha: AlphaOpt = AlphaPolicy.keep,
+    background: BackgroundOpt = "white",
+    no_auto_orient: NoOrientOpt = False,
+    all_frames: AllFramesOpt = False,
+    allow_truncated: TruncatedOpt = False,
     compress_level: CompressOpt = 1,
 ) -> None:
     """Vertical and horizontal forward differences as two 3x3 conv filters.
@@ -331,7 +408,9 @@ def gradient(
     _run_image_command(
         "gradient", inputs, {"padding": padding.value, "on": on.value}, output=output,
         out_dir=out_dir, force=force, raw=raw, report_path=report, as_json=json_, quiet=quiet,
-        max_pixels=max_pixels, compress_level=compress_level,
+        compress_level=compress_level,
+        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
+                           allow_truncated),
     )  # fmt: skip
 
 
@@ -356,6 +435,11 @@ def avgpool(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = 100_000_000,
+    alpha: AlphaOpt = AlphaPolicy.keep,
+    background: BackgroundOpt = "white",
+    no_auto_orient: NoOrientOpt = False,
+    all_frames: AllFramesOpt = False,
+    allow_truncated: TruncatedOpt = False,
     compress_level: CompressOpt = 1,
 ) -> None:
     """k x k average pooling as a stride-k convolution. Writes {stem}.avgpool{k}.png.
@@ -366,7 +450,9 @@ def avgpool(
     _run_image_command(
         "avgpool", inputs, {"kernel_size": kernel_size, "edge": edge.value}, output=output,
         out_dir=out_dir, force=force, raw=raw, report_path=report, as_json=json_, quiet=quiet,
-        max_pixels=max_pixels, compress_level=compress_level,
+        compress_level=compress_level,
+        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
+                           allow_truncated),
     )  # fmt: skip
 
 
@@ -403,6 +489,11 @@ def commute(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = 100_000_000,
+    alpha: AlphaOpt = AlphaPolicy.keep,
+    background: BackgroundOpt = "white",
+    no_auto_orient: NoOrientOpt = False,
+    all_frames: AllFramesOpt = False,
+    allow_truncated: TruncatedOpt = False,
     compress_level: CompressOpt = 1,
 ) -> None:
     """Does an activation commute with max pooling? sigma(maxpool(x)) vs maxpool(sigma(x)).
@@ -422,8 +513,9 @@ def commute(
     options = {"activations": chosen, "kernel_size": kernel_size, "stride": stride, "on": on.value}
     _run_image_command(
         "commute", inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
-        report_path=report, as_json=json_, quiet=quiet, max_pixels=max_pixels,
-        compress_level=compress_level,
+        report_path=report, as_json=json_, quiet=quiet, compress_level=compress_level,
+        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
+                           allow_truncated),
     )  # fmt: skip
 
 
@@ -551,9 +643,14 @@ def _usage_line(exc: Exception) -> str:
     return f"{exc.format_message()} (see 'cnnfilters {sub}--help')"
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; usage errors and library errors are one line on stderr."""
     command = typer.main.get_command(app)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = command.main(args=argv, prog_name="cnnfilters", standalone_mode=False)
     except CnnFiltersError as exc:
@@ -562,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         code = EXIT_INTERRUPTED
+    except Terminated:
+        _error("terminated")
+        code = EXIT_TERMINATED
     except BrokenPipeError:
         # A reader such as `head` closed the pipe: not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -584,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
                 "(this is a bug; set CNNFILTERS_DEBUG=1 to see the traceback)"
             )
             code = EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     code = EXIT_OK if code is None else int(code)
     if argv is None:
         sys.exit(code)

@@ -12,7 +12,8 @@ EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_IO = 3
 EXIT_INTERNAL = 70  # a bug in cnnfilters (sysexits' EX_SOFTWARE)
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 class CnnFiltersError(ValueError):

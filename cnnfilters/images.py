@@ -1,9 +1,25 @@
-"""Image files in and out: modes, bit depth, orientation, atomic writes.
+"""Image files in and out: modes, bit depth, alpha, orientation, atomic writes.
 
-Reading turns a file into a float32 array ``(C, H, W)`` on its file scale
-(0..255 or 0..65535) and says what it did in ``notices``. Writing is atomic:
-a temporary file in the target's folder, flushed and fsynced, then renamed
-over the target, so a target is either untouched or whole.
+Reading turns a file into a float array ``(C, H, W)`` on its file scale
+(0..255 or 0..65535) and says what it did in ``notices``; nothing is clipped
+or dropped silently. Writing is atomic: a temporary file in the target's
+folder, flushed and fsynced, then renamed over the target, so a target is
+either untouched or whole.
+
+Modes, and what they become:
+
+========================  =============================================
+``1``                     gray, 0 and 255
+``L``, ``LA``             gray (8-bit), alpha set aside
+``P``, ``PA``             RGB (or RGB + alpha when it has transparency)
+``RGB``, ``RGBA``         RGB (8-bit), alpha set aside
+``CMYK``, ``YCbCr``, ...  RGB by Pillow's conversion (no colour management)
+``I;16``, ``I;16B``       gray, 16-bit, full precision
+16-bit RGB(A)/LA PNG      RGB or gray, 16-bit, full precision (decoded by pypng,
+                          since Pillow would keep only the high byte)
+``I`` (32-bit int)        gray as float64, written as 16-bit with a stated scale
+``F`` (32-bit float)      gray as float32, written as 16-bit with a stated scale
+========================  =============================================
 """
 
 from __future__ import annotations
@@ -11,8 +27,10 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import struct
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,41 +39,70 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from .errors import InputError, OutputError
+from .errors import CnnFiltersError, InputError, OutputError
 
 __all__ = [
+    "ALPHA_POLICIES",
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
     "LoadedImage",
+    "ReadOptions",
+    "load_frames",
     "load_image",
     "mosaic",
+    "parse_colour",
     "quantize",
     "save_array",
     "save_image",
     "signed_to_image",
-    "to_pil",
     "unsigned_to_image",
 ]
 
 # Formats read; anything else (PSD, ICO, PCX, ...) is refused by name.
 FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "WEBP")
 DEFAULT_MAX_PIXELS = 100_000_000
+ALPHA_POLICIES = ("keep", "drop", "flatten")
 
 # Fast PNG: level 1 with zlib's RLE strategy wrote a slightly *smaller* file
 # than Pillow's default level at about 3.6 times the speed on photographs.
 PNG_COMPRESS_LEVEL = 1
-_EXIF_ORIENTATION = 0x0112
 _Z_RLE = 3
+_EXIF_ORIENTATION = 0x0112
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import (single-threaded): os.umask can only be read by setting it.
+_UMASK = _current_umask()
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How files are read (the command line's input options)."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    auto_orient: bool = True
+    alpha: str = "keep"
+    background: tuple[int, int, int] = (255, 255, 255)
+    allow_truncated: bool = False
+    all_frames: bool = False
 
 
 @dataclass
 class LoadedImage:
     """A decoded image as floats, with what is needed to write results back.
 
-    ``pixels`` is ``(C, H, W)`` float32 with C = 1 (gray) or 3 (RGB);
-    ``max_value`` is 255 or 65535; ``pil`` is the 8-bit ``L``/``RGB`` image the
-    Pillow references see (``None`` for 16-bit data, which Pillow's 8-bit
-    operations would clip).
+    ``pixels`` is ``(C, H, W)`` with C = 1 (gray) or 3 (RGB): float32, or
+    float64 for 32-bit integer images. ``bit_depth`` (8 or 16) is the depth
+    outputs are written with; ``kind`` says what the samples were
+    (``uint8``, ``uint16``, ``int32`` or ``float32``). ``pil`` is the 8-bit
+    ``L``/``RGB`` image the Pillow references see: exactly the pixels of
+    ``pixels`` (``None`` for other depths, which Pillow's 8-bit operations
+    would clip). ``alpha`` is ``(H, W)`` on the same scale, or ``None``.
     """
 
     path: Path
@@ -63,13 +110,25 @@ class LoadedImage:
     mode: str
     pixels: np.ndarray
     bit_depth: int
-    pil: Image.Image | None
+    kind: str
+    pil: Image.Image | None = None
     alpha: np.ndarray | None = None
+    icc_profile: bytes | None = None
+    frame: int = 0
+    frames: int = 1
     notices: list[str] = field(default_factory=list)
 
     @property
     def max_value(self) -> int:
+        """The top level of the output depth (255 or 65535)."""
         return (1 << self.bit_depth) - 1
+
+    @property
+    def peak(self) -> float:
+        """The largest magnitude the samples can have (for tolerances and PSNR)."""
+        if self.kind in ("uint8", "uint16"):
+            return float(self.max_value)
+        return max(1.0, float(np.max(np.abs(self.pixels), initial=0.0)))
 
     @property
     def channels(self) -> int:
@@ -79,6 +138,56 @@ class LoadedImage:
     def size(self) -> tuple[int, int]:
         """``(height, width)``."""
         return self.pixels.shape[1], self.pixels.shape[2]
+
+    @property
+    def icc_space(self) -> str | None:
+        """The colour space an embedded ICC profile describes (``RGB``, ``GRAY``, ...)."""
+        if not self.icc_profile or len(self.icc_profile) < 20:
+            return None
+        return self.icc_profile[16:20].decode("ascii", "replace").strip()
+
+    def levels(self, values: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """Pixels to write for a result on the input's scale, and a note on scaling.
+
+        8/16-bit inputs: round half up and clip to the same depth (the note
+        counts clipped values). 32-bit int and float inputs: a linear map of
+        the result's range onto 0..65535, stated in the note.
+        """
+        if self.kind in ("uint8", "uint16"):
+            top = self.max_value
+            outside = int(np.count_nonzero((values < -0.5) | (values >= top + 0.5)))
+            note = f"{outside} values outside 0..{top} were clipped" if outside else None
+            return quantize(values, self.bit_depth), note
+        low = float(np.min(values, initial=0.0))
+        high = float(np.max(values, initial=0.0))
+        span = high - low if high > low else 1.0
+        scaled = (np.asarray(values, dtype=np.float64) - low) * (65535 / span)
+        return quantize(scaled, 16), (
+            f"{self.kind} data written as 16-bit: value = {low:.9g} + pixel * {span / 65535:.9g}"
+        )
+
+
+_NAMED_COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128),
+                  "grey": (128, 128, 128)}  # fmt: skip
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """``white``, ``black``, ``gray``, ``#rrggbb`` or ``R,G,B`` (0-255) -> an RGB triple."""
+    key = text.strip().lower()
+    if key in _NAMED_COLOURS:
+        return _NAMED_COLOURS[key]
+    try:
+        if key.startswith("#") and len(key) == 7:
+            values = tuple(int(key[i : i + 2], 16) for i in (1, 3, 5))
+        else:
+            values = tuple(int(v) for v in key.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        raise CnnFiltersError(
+            f"background must be white, black, gray, #rrggbb or R,G,B (0-255), got {text!r}"
+        )
+    return values  # type: ignore[return-value]
 
 
 def _check_readable_file(path: Path) -> None:
@@ -97,87 +206,165 @@ def _check_readable_file(path: Path) -> None:
         raise InputError(f"{path}: not a regular file (a FIFO, socket or device)")
     if info.st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied")
 
 
-def load_image(
+def _rawmode(image: Image.Image) -> str:
+    """The decoder's raw mode of the first tile (``RGB;16B`` for a 48-bit PNG)."""
+    if not image.tile:
+        return ""
+    args = image.tile[0][3] if len(image.tile[0]) > 3 else None
+    if isinstance(args, tuple):
+        args = args[0] if args else ""
+    return args if isinstance(args, str) else ""
+
+
+def load_image(path: str | os.PathLike, options: ReadOptions | None = None) -> LoadedImage:
+    """Read and decode the first frame of an image file (see :func:`load_frames`)."""
+    return load_frames(path, options, first_only=True)[0]
+
+
+def load_frames(
     path: str | os.PathLike,
+    options: ReadOptions | None = None,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    auto_orient: bool = True,
-) -> LoadedImage:
-    """Read and decode an image file.
+    first_only: bool = False,
+) -> list[LoadedImage]:
+    """Read and decode an image file: every frame with ``options.all_frames``, else the first.
 
-    Modes: ``1``, ``L``, ``P`` and ``LA`` become one gray channel or RGB
-    (a palette with colours); ``RGB``, ``RGBA``, ``CMYK`` become RGB;
-    16-bit gray (``I;16``) stays 16-bit. Alpha is set aside in ``alpha``.
-    EXIF orientation is applied unless ``auto_orient`` is false. The pixel
-    count is checked against ``max_pixels`` from the header, before decoding.
-
-    Raises :class:`InputError` with the path and the problem.
+    The pixel count is checked against ``options.max_pixels`` from the
+    header, before anything is decoded. Any failure of the decoder (corrupt,
+    truncated or hostile data) becomes an :class:`InputError` naming the file.
     """
+    options = options or ReadOptions()
     path = Path(path)
     _check_readable_file(path)
-    notices: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        previous_limit = Image.MAX_IMAGE_PIXELS
+        previous_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+        # Our own limit is checked from the header below; Pillow's must not contradict it.
+        Image.MAX_IMAGE_PIXELS = None
         try:
-            image = Image.open(path)
-        except Image.UnidentifiedImageError:
-            raise InputError(f"{path}: not a recognised image file") from None
-        except Image.DecompressionBombError as exc:
-            raise InputError(f"{path}: {exc} (see --max-pixels)") from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read the image header ({exc})") from None
-        with image:
-            if image.format not in FORMATS:
-                raise InputError(
-                    f"{path}: {image.format} files are not supported "
-                    f"(supported: {', '.join(FORMATS)})"
-                )
-            width, height = image.size
-            if width == 0 or height == 0:
-                raise InputError(f"{path}: the image is empty ({width} x {height} pixels)")
-            if width * height > max_pixels:
-                raise InputError(
-                    f"{path}: {width} x {height} = {width * height} pixels exceeds the limit "
-                    f"of {max_pixels} (raise it with --max-pixels)"
-                )
-            if getattr(image, "n_frames", 1) > 1:
-                notices.append(f"{image.n_frames} frames: only the first one is used")
-            previous = Image.MAX_IMAGE_PIXELS
             try:
-                # Our own limit was checked above; Pillow's must not contradict it.
-                Image.MAX_IMAGE_PIXELS = max(max_pixels, previous or 0)
                 ImageFile.LOAD_TRUNCATED_IMAGES = False
-                image.load()
-            except (OSError, SyntaxError, ValueError, EOFError) as exc:
-                raise InputError(f"{path}: cannot decode the {image.format} data ({exc})") from None
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous
-            fmt = image.format
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-            if orientation not in (1, None) and auto_orient:
-                image = ImageOps.exif_transpose(image)
-                notices.append(f"turned upright by its EXIF orientation ({orientation})")
-            elif orientation not in (1, None):
-                notices.append(f"EXIF orientation {orientation} ignored (--no-auto-orient)")
-            loaded = _to_array(image, path, fmt, notices)
+                frames = _decode(path, options, first_only)
+            except (OSError, SyntaxError, ValueError, EOFError):
+                if not options.allow_truncated:
+                    raise
+                # Opted in: decode again, letting Pillow fill what is missing.
+                ImageFile.LOAD_TRUNCATED_IMAGES = True
+                frames = _decode(path, options, first_only)
+                frames[0].notices.append(
+                    "truncated or damaged data: missing pixels were filled (--allow-truncated)"
+                )
+        except InputError:
+            raise
+        except MemoryError:
+            raise InputError(f"{path}: not enough memory to decode this image") from None
+        except Exception as exc:  # a decoder's failure on bad data, whatever its type
+            detail = str(exc) or type(exc).__name__
+            raise InputError(f"{path}: cannot decode the image ({detail})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous_limit
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous_truncated
     for warning in caught:
-        loaded.notices.append(f"decoder warning: {warning.message}")
-    return loaded
+        frames[0].notices.append(f"decoder warning: {warning.message}")
+    return frames
 
 
-def _to_array(image: Image.Image, path: Path, fmt: str, notices: list[str]) -> LoadedImage:
+def _decode(path: Path, options: ReadOptions, first_only: bool) -> list[LoadedImage]:
+    try:
+        image = Image.open(path)
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{path}: not a recognised image file") from None
+    with image:
+        if image.format not in FORMATS:
+            raise InputError(
+                f"{path}: {image.format} files are not supported (supported: {', '.join(FORMATS)})"
+            )
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise InputError(f"{path}: the image is empty ({width} x {height} pixels)")
+        if width * height > options.max_pixels:
+            raise InputError(
+                f"{path}: {width} x {height} = {width * height} pixels is more than "
+                f"--max-pixels {options.max_pixels}"
+            )
+        count = getattr(image, "n_frames", 1) or 1
+        wanted = count if options.all_frames and not first_only else 1
+        notices = []
+        if count > 1 and wanted == 1:
+            notices.append(f"{count} frames: only the first is used (--all-frames for all)")
+        frames = []
+        for index in range(wanted):
+            if index:
+                image.seek(index)
+            frame = _decode_frame(image, path, options)
+            frame.frame, frame.frames = index, count
+            frames.append(frame)
+        frames[0].notices[:0] = notices
+        return frames
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # unreadable EXIF is no reason to refuse the pixels
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _decode_frame(image: Image.Image, path: Path, options: ReadOptions) -> LoadedImage:
+    notices: list[str] = []
+    fmt = image.format or "PNG"
     mode = image.mode
-    alpha = None
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        values = np.asarray(image).astype(np.float32)
-        return LoadedImage(path, fmt, mode, values[np.newaxis], 16, None, None, notices)
-    if mode in ("I", "F"):
+    rawmode = _rawmode(image)
+    icc = image.info.get("icc_profile") or None
+    orientation = _orientation(image)
+    deep_colour = ";16" in rawmode and mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I")
+    if deep_colour and fmt == "PNG":
+        array = _read_png16(path)
+        array = _orient_array(array, orientation if options.auto_orient else 1)
+        values = np.moveaxis(array, -1, 0).astype(np.float32)
+        colour_channels = 3 if values.shape[0] >= 3 else 1
+        pixels, alpha = values[:colour_channels], None
+        if values.shape[0] in (2, 4):
+            alpha = values[-1]
+        loaded = LoadedImage(path, fmt, f"{mode} (16-bit)", pixels, 16, "uint16",
+                             icc_profile=icc, notices=notices)  # fmt: skip
+        _orientation_notice(orientation, options, notices)
+        return _apply_alpha_policy(loaded, alpha, options)
+    if deep_colour:
         raise InputError(
-            f"{path}: {'32-bit integer' if mode == 'I' else 'floating-point'} images "
-            f"(mode {mode}) are not supported; convert to 8 or 16 bits first"
+            f"{path}: 16-bit colour {fmt} is not supported (it would be clipped to 8 bits); "
+            "convert it to a 16-bit PNG"
         )
+    image.load()
+    if getattr(image, "n_frames", 1) > 1:
+        image = image.copy()  # detach this frame: the file object moves on to the next
+    if orientation != 1 and options.auto_orient:
+        image = ImageOps.exif_transpose(image)
+    _orientation_notice(orientation, options, notices)
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        pixels = np.asarray(image).astype(np.float32)[np.newaxis]
+        return LoadedImage(path, fmt, mode, pixels, 16, "uint16", icc_profile=icc,
+                           notices=notices)  # fmt: skip
+    if mode == "I":
+        pixels = np.asarray(image).astype(np.float64)[np.newaxis]
+        if pixels.min() >= 0 and pixels.max() <= 65535:
+            notices.append("32-bit integer image with values in 0..65535: read as 16-bit")
+            return LoadedImage(path, fmt, mode, pixels.astype(np.float32), 16, "uint16",
+                               icc_profile=icc, notices=notices)  # fmt: skip
+        return LoadedImage(path, fmt, mode, pixels, 16, "int32", notices=notices)
+    if mode == "F":
+        pixels = np.asarray(image).astype(np.float32)[np.newaxis]
+        if not np.isfinite(pixels).all():
+            raise InputError(f"{path}: the floating-point image holds NaN or infinite values")
+        return LoadedImage(path, fmt, mode, pixels, 16, "float32", notices=notices)
+    original_mode = mode
     if mode == "P":
         has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
         image = image.convert("RGBA" if has_alpha else "RGB")
@@ -188,25 +375,91 @@ def _to_array(image: Image.Image, path: Path, fmt: str, notices: list[str]) -> L
     elif mode == "1":
         image = image.convert("L")
         notices.append("1-bit image read as 0 and 255")
-    elif mode == "CMYK":
-        image = image.convert("RGB")
-        notices.append("CMYK converted to RGB (Pillow's naive formula, no colour management)")
+    elif mode in ("La", "RGBa"):
+        image = image.convert(mode.upper())
+        notices.append("premultiplied alpha converted to straight alpha")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         try:
             image = image.convert("RGB")
         except (ValueError, OSError) as exc:
             raise InputError(f"{path}: cannot convert mode {mode} to RGB ({exc})") from None
-        notices.append(f"mode {mode} converted to RGB")
+        notices.append(f"{mode} converted to RGB by Pillow (no colour management)")
+        if icc:
+            notices.append(f"the {mode} ICC profile no longer fits and is not copied")
+            icc = None
+    alpha = None
     if image.mode in ("LA", "RGBA"):
         alpha = np.asarray(image.getchannel("A")).astype(np.float32)
         image = image.convert(image.mode[:-1])
-        if alpha.min() < 255:
-            notices.append("alpha channel set aside: outputs are opaque")
-        else:
-            alpha = None
     values = np.asarray(image).astype(np.float32)
     pixels = values[np.newaxis] if values.ndim == 2 else np.moveaxis(values, -1, 0)
-    return LoadedImage(path, fmt, mode, np.ascontiguousarray(pixels), 8, image, alpha, notices)
+    loaded = LoadedImage(path, fmt, original_mode, np.ascontiguousarray(pixels), 8, "uint8",
+                         pil=image, icc_profile=icc, notices=notices)  # fmt: skip
+    return _apply_alpha_policy(loaded, alpha, options)
+
+
+def _orientation_notice(orientation: int, options: ReadOptions, notices: list[str]) -> None:
+    if orientation != 1 and options.auto_orient:
+        notices.append(f"turned upright by its EXIF orientation ({orientation})")
+    elif orientation != 1:
+        notices.append(f"EXIF orientation {orientation} not applied (--no-auto-orient)")
+
+
+def _apply_alpha_policy(
+    image: LoadedImage, alpha: np.ndarray | None, options: ReadOptions
+) -> LoadedImage:
+    """keep: set alpha aside for the outputs; drop: forget it; flatten: composite first."""
+    if alpha is None:
+        return image
+    top = float(image.max_value)
+    if options.alpha == "drop" or (options.alpha == "keep" and alpha.min() >= top):
+        if alpha.min() < top:
+            image.notices.append("alpha channel dropped (--alpha drop)")
+        return image
+    if options.alpha == "keep":
+        image.alpha = alpha
+        image.notices.append("alpha channel kept beside the results (--alpha keep)")
+        return image
+    colour = np.array(options.background[: image.channels], dtype=np.float64) * (top / 255)
+    if image.channels == 1:
+        colour = np.array([np.dot(options.background, (0.299, 0.587, 0.114)) * top / 255])
+    weight = alpha.astype(np.float64) / top
+    flat = image.pixels * weight + colour[:, np.newaxis, np.newaxis] * (1 - weight)
+    # Round to the file's levels, so that the Pillow references see the same pixels.
+    image.pixels = np.floor(flat + 0.5).astype(np.float32)
+    if image.bit_depth == 8:
+        levels = image.pixels.astype(np.uint8)
+        image.pil = Image.fromarray(
+            levels[0] if image.channels == 1 else np.moveaxis(levels, 0, -1)
+        )
+    background = ",".join(str(v) for v in options.background)
+    image.notices.append(f"alpha flattened onto the background {background} (--alpha flatten)")
+    return image
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    """A 16-bit colour or gray+alpha PNG as ``(H, W, C)`` uint16, with pypng."""
+    import png  # pypng: correct unfiltering of every PNG row filter, in pure Python
+
+    with open(path, "rb") as handle:
+        width, height, rows, info = png.Reader(file=handle).asDirect()
+        array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    return array.reshape(height, width, info["planes"])
+
+
+def _orient_array(array: np.ndarray, orientation: int) -> np.ndarray:
+    """``(H, W, ...)`` turned as ``ImageOps.exif_transpose`` turns an image."""
+    transforms = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(transforms[orientation](array))
 
 
 def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
@@ -252,17 +505,38 @@ def mosaic(values: np.ndarray, gap: int = 0) -> np.ndarray:
     return np.concatenate(tiles, axis=1)[np.newaxis]
 
 
-def to_pil(pixels: np.ndarray) -> Image.Image:
-    """``(1 or 3, H, W)`` uint8/uint16 -> a Pillow image (``L``, ``RGB`` or ``I;16``)."""
-    if pixels.ndim == 3 and pixels.shape[0] == 1:
-        pixels = pixels[0]
-    elif pixels.ndim == 3:
-        pixels = np.moveaxis(pixels, 0, -1)
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _encode_png16(planes: np.ndarray, compress_level: int, icc: bytes | None) -> bytes:
+    """``(C, H, W)`` uint16 (C = 1..4: gray, gray+alpha, RGB, RGBA) as a 16-bit PNG.
+
+    Pillow cannot write 16-bit colour or 16-bit alpha; the format is simple
+    enough to write directly: rows with filter type 0, big-endian samples.
+    """
+    channels, height, width = planes.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = np.moveaxis(planes, 0, -1).astype(">u2").reshape(height, width * channels)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows.view(np.uint8)], axis=1)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    chunks = [_png_chunk(b"IHDR", header)]
+    if icc:
+        chunks.append(_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc)))
+    chunks.append(_png_chunk(b"IDAT", zlib.compress(raw.tobytes(), max(compress_level, 1))))
+    chunks.append(_png_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+def to_pil(pixels: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
+    """``(1 or 3, H, W)`` uint8 (+ alpha), or one uint16 channel, as a Pillow image."""
+    planes = pixels if alpha is None else np.concatenate([pixels, alpha[np.newaxis]])
     if pixels.dtype == np.uint16:
-        if pixels.ndim == 3:
-            raise OutputError("16-bit RGB output is not supported by Pillow; use 8 bits")
-        return Image.fromarray(np.ascontiguousarray(pixels, dtype="<u2"))  # mode I;16
-    return Image.fromarray(np.ascontiguousarray(pixels))
+        if planes.shape[0] != 1:
+            raise OutputError("Pillow cannot hold 16-bit colour or alpha")
+        return Image.fromarray(np.ascontiguousarray(planes[0], dtype="<u2"))  # mode I;16
+    array = planes[0] if planes.shape[0] == 1 else np.moveaxis(planes, 0, -1)
+    return Image.fromarray(np.ascontiguousarray(array))
 
 
 def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -284,9 +558,7 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get normal permissions
+        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get normal permissions
         os.replace(temp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -300,13 +572,22 @@ def save_image(
     pixels: np.ndarray,
     target: str | os.PathLike,
     *,
+    alpha: np.ndarray | None = None,
+    icc_profile: bytes | None = None,
     compress_level: int = PNG_COMPRESS_LEVEL,
 ) -> None:
-    """Write ``(1 or 3, H, W)`` uint8/uint16 pixels as a PNG, atomically."""
-    image = to_pil(pixels)
-    options = {"compress_level": compress_level}
+    """Write ``(1 or 3, H, W)`` uint8/uint16 pixels (and alpha) as a PNG, atomically."""
+    if pixels.dtype == np.uint16 and (pixels.shape[0] == 3 or alpha is not None):
+        planes = pixels if alpha is None else np.concatenate([pixels, alpha[np.newaxis]])
+        data = _encode_png16(planes, compress_level, icc_profile)
+        _atomic_write(Path(target), lambda fh: fh.write(data))
+        return
+    image = to_pil(pixels, alpha)
+    options: dict = {"compress_level": compress_level}
     if compress_level == PNG_COMPRESS_LEVEL:
         options["compress_type"] = _Z_RLE
+    if icc_profile:
+        options["icc_profile"] = icc_profile
     _atomic_write(Path(target), lambda fh: image.save(fh, format="PNG", **options))
 
 

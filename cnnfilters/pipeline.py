@@ -12,22 +12,24 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from . import ops
 from . import reference as ref
 from .activations import ACTIVATIONS, get_activation
 from .errors import EXIT_IO, CnnFiltersError, OutputError
 from .images import (
-    DEFAULT_MAX_PIXELS,
     PNG_COMPRESS_LEVEL,
     LoadedImage,
-    load_image,
+    ReadOptions,
+    load_frames,
     mosaic,
     quantize,
     save_array,
@@ -50,11 +52,18 @@ def float32_tolerance(peak: float) -> float:
 
 @dataclass
 class Output:
-    """One image a command writes, with the exact float values behind it."""
+    """One image a command writes, with the exact float values behind it.
+
+    ``colorimetric`` outputs (grayscale, average pooling) are images in the
+    input's colour space, so a fitting ICC profile is copied to them; maps of
+    differences are not.
+    """
 
     pixels: np.ndarray  # (1 or 3, H, W) uint8/uint16, ready to save
     values: np.ndarray  # the float result, for --raw
     description: str
+    alpha: np.ndarray | None = None  # (H, W), same dtype as pixels
+    colorimetric: bool = False
 
 
 @dataclass
@@ -65,6 +74,19 @@ class Result:
     checks: list[Check] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def _levels(image: LoadedImage, values: np.ndarray, result: Result) -> np.ndarray:
+    pixels, note = image.levels(values)
+    if note:
+        result.notices.append(note)
+    return pixels
+
+
+def _alpha_levels(image: LoadedImage, alpha: np.ndarray | None = None) -> np.ndarray | None:
+    """The kept alpha channel (or a pooled one) as output levels, or None."""
+    alpha = image.alpha if alpha is None else alpha
+    return None if alpha is None else quantize(alpha, image.bit_depth)
 
 
 def _as_rgb(image: LoadedImage, notices: list[str]) -> np.ndarray:
@@ -87,21 +109,20 @@ def run_grayscale(image: LoadedImage, *, weights: str = "bt601") -> Result:
     triple = parse_grayscale_weights(weights)
     rgb = _as_rgb(image, result.notices)
     luma = ops.grayscale(rgb, triple)
-    peak = image.max_value
+    peak = image.peak
     result.checks.append(
         compare(luma, ref.luma(rgb, triple), name="luma", reference="float64 formula",
                 tolerance=float32_tolerance(peak), peak=peak)
     )  # fmt: skip
-    pixels = quantize(luma, image.bit_depth)
-    clipped = int(np.count_nonzero((luma < -0.5) | (luma >= peak + 0.5)))
-    if clipped:
-        result.notices.append(f"{clipped} values outside 0..{peak} were clipped")
+    pixels = _levels(image, luma, result)
     if triple == parse_grayscale_weights("bt601") and image.pil is not None:
         result.checks.append(
             compare(pixels, ref.pillow_grayscale(image.pil), name="8-bit output",
                     reference="Pillow convert('L')", tolerance=1, peak=peak)
         )  # fmt: skip
-    result.outputs["grayscale"] = Output(pixels, luma, f"luma, weights {triple}")
+    result.outputs["grayscale"] = Output(
+        pixels, luma, f"luma, weights {triple}", alpha=_alpha_levels(image), colorimetric=True
+    )
     result.info["weights"] = list(triple)
     return result
 
@@ -119,7 +140,7 @@ def run_gradient(image: LoadedImage, *, padding: str = "zeros", on: str = "gray"
             result.notices.append("gray input: --on rgb has one channel")
     dy, dx = ops.gradients(base, padding)
     ref_dy, ref_dx = ref.forward_differences(base, padding)
-    peak = image.max_value
+    peak = image.peak
     for name, values, expected in (("dy", dy, ref_dy), ("dx", dx, ref_dx)):
         result.checks.append(
             compare(values, expected, name=name, reference="slicing differences",
@@ -128,10 +149,14 @@ def run_gradient(image: LoadedImage, *, padding: str = "zeros", on: str = "gray"
     magnitude = np.sqrt(np.square(dy) + np.square(dx))
     # One scale for both maps, so that equal differences look equal.
     pixels, units = signed_to_image(np.stack([dy, dx]), image.bit_depth)
-    result.outputs["dy"] = Output(pixels[0], dy, "vertical forward difference X[i+1,j] - X[i,j]")
-    result.outputs["dx"] = Output(pixels[1], dx, "horizontal forward difference X[i,j+1] - X[i,j]")
+    alpha = _alpha_levels(image)
+    result.outputs["dy"] = Output(pixels[0], dy, "vertical forward difference X[i+1,j] - X[i,j]",
+                                  alpha=alpha)  # fmt: skip
+    result.outputs["dx"] = Output(pixels[1], dx, "horizontal forward difference X[i,j+1] - X[i,j]",
+                                  alpha=alpha)  # fmt: skip
     mag_pixels, mag_units = unsigned_to_image(magnitude, image.bit_depth)
-    result.outputs["gradient"] = Output(mag_pixels, magnitude, "magnitude sqrt(dy^2 + dx^2)")
+    result.outputs["gradient"] = Output(mag_pixels, magnitude, "magnitude sqrt(dy^2 + dx^2)",
+                                        alpha=alpha)  # fmt: skip
     mid = 1 << (image.bit_depth - 1)
     result.info.update(
         padding=padding,
@@ -149,27 +174,41 @@ def run_avgpool(image: LoadedImage, *, kernel_size: int = 2, edge: str = "drop")
     result = Result()
     k = kernel_size
     pooled = ops.avgpool(image.pixels, k, edge)
-    peak = image.max_value
+    peak = image.peak
     result.checks.append(
         compare(pooled, ref.block_mean(image.pixels, k, edge), name="block mean",
                 reference="reshape-mean (float64)", tolerance=float32_tolerance(peak), peak=peak)
     )  # fmt: skip
-    pixels = quantize(pooled, image.bit_depth)
+    pixels = _levels(image, pooled, result)
+    # Alpha is pooled by the same convolution as the colour channels.
+    alpha = None if image.alpha is None else ops.avgpool(image.alpha[np.newaxis], k, edge)[0]
+    alpha_levels = _alpha_levels(image, alpha)
     if image.pil is not None:
-        source = image.pil
+        # Pillow's reduce premultiplies RGBA by its alpha; the engine pools every
+        # channel alike, so alpha is reduced by Pillow as an image of its own.
+        sources = [image.pil]
+        ours = pixels
+        if alpha_levels is not None:
+            sources.append(Image.fromarray(quantize(image.alpha, 8)))
+            ours = np.concatenate([pixels, alpha_levels[np.newaxis]])
         height, width = image.size
-        if edge == "drop":
-            source = source.crop((0, 0, width - width % k, height - height % k))
+        box = (0, 0, width - width % k, height - height % k) if edge == "drop" else None
+        expected = np.concatenate(
+            [ref.pillow_reduce(source.crop(box) if box else source, k) for source in sources]
+        )
         result.checks.append(
-            compare(pixels, ref.pillow_reduce(source, k), name="8-bit output",
-                    reference=f"Pillow reduce({k})", tolerance=1, peak=peak)
+            compare(ours, expected, name="8-bit output", reference=f"Pillow reduce({k})",
+                    tolerance=1, peak=peak)
         )  # fmt: skip
     height, width = image.size
     if edge == "drop" and (height % k or width % k):
         result.notices.append(
             f"dropped the last {height % k} rows and {width % k} columns (not a whole window)"
         )
-    result.outputs[f"avgpool{k}"] = Output(pixels, pooled, f"{k}x{k} average pooling, edge={edge}")
+    result.outputs[f"avgpool{k}"] = Output(
+        pixels, pooled, f"{k}x{k} average pooling, edge={edge}", alpha=alpha_levels,
+        colorimetric=True,
+    )  # fmt: skip
     result.info.update(kernel_size=k, stride=k, edge=edge)
     return result
 
@@ -179,8 +218,12 @@ def _commute_input(image: LoadedImage, on: str) -> np.ndarray:
         dy, dx = ops.gradients(_gray_levels(image))
         return np.concatenate([dy, dx])
     if on == "centered":
-        half = image.max_value / 2
-        return (image.pixels / np.float32(half) - 1).astype(np.float32)
+        if image.kind in ("uint8", "uint16"):
+            low, high = 0.0, float(image.max_value)
+        else:
+            low, high = float(image.pixels.min()), float(image.pixels.max())
+        half = (high - low) / 2 or 1.0
+        return ((image.pixels - (low + half)) / half).astype(np.float32)
     return image.pixels
 
 
@@ -237,6 +280,8 @@ def run_commute(
     )
     if on == "gradient":
         result.notices.append("input: dy and dx of the grayscale image (side by side in images)")
+    if image.alpha is not None:
+        result.notices.append("alpha is not carried to the pooled feature maps")
     return result
 
 
@@ -257,14 +302,24 @@ COMMANDS: dict[str, Command] = {
 
 
 def output_path(
-    source: Path, name: str, *, output: Path | None, out_dir: Path | None, single: bool
+    source: Path,
+    name: str,
+    *,
+    output: Path | None,
+    out_dir: Path | None,
+    single: bool,
+    frame: int | None = None,
 ) -> Path:
     """Where output ``name`` of ``source`` goes.
 
-    Default ``{stem}.{name}.png`` beside the input; ``out_dir`` changes the
-    folder; ``output`` is the file itself for a one-image command, else the
-    stem (a ``.png`` suffix is dropped) that ``.{name}.png`` is appended to.
+    Default ``{stem}.{name}.png`` beside the input (``{stem}.frame{i}.{name}.png``
+    for frame ``i`` with --all-frames); ``out_dir`` changes the folder;
+    ``output`` is the file itself for a one-image command, else the stem (a
+    ``.png`` suffix is dropped) that ``.{name}.png`` is appended to.
     """
+    if frame is not None:
+        name = f"frame{frame}.{name}"
+        single = False
     if output is not None:
         if single:
             return output
@@ -282,31 +337,89 @@ def plan_outputs(
     out_dir: Path | None = None,
     raw: bool = False,
     force: bool = False,
+    frame: int | None = None,
 ) -> dict[str, list[Path]]:
     """Map each output name to its target file(s), refusing to clobber.
 
     An input is never a target (even through a symlink or a hard link); an
-    existing file is replaced only with ``force``.
+    existing file is replaced only with ``force``; a directory never.
     """
     planned: dict[str, list[Path]] = {}
     single = len(names) == 1
     for name in names:
-        png = output_path(source, name, output=output, out_dir=out_dir, single=single)
+        png = output_path(source, name, output=output, out_dir=out_dir, single=single,
+                          frame=frame)  # fmt: skip
         targets = [png] + ([png.with_suffix(".npy")] if raw else [])
         for target in targets:
-            if target.exists() or target.is_symlink():
-                try:
-                    same = os.path.samefile(target, source)
-                except OSError:
-                    same = False
-                if same or target.resolve() == source.resolve():
-                    raise OutputError(f"{target}: this is the input file; it is never overwritten")
-                if not force:
-                    raise OutputError(f"{target}: exists (use --force to overwrite)")
-                if target.is_dir():
-                    raise OutputError(f"{target}: is a directory")
+            if not (target.exists() or target.is_symlink()):
+                continue
+            try:
+                same = os.path.samefile(target, source)
+            except OSError:
+                same = False
+            if same:
+                raise OutputError(f"{target}: this is the input file; it is never overwritten")
+            if target.is_dir():
+                raise OutputError(f"{target}: is a directory")
+            if not force:
+                raise OutputError(f"{target}: exists (use --force to overwrite)")
         planned[name] = targets
     return planned
+
+
+def _icc_for(output: Output, image: LoadedImage) -> tuple[bytes | None, str | None]:
+    """The ICC profile to embed in ``output`` and, when one is left out, why."""
+    space = image.icc_space
+    if not image.icc_profile:
+        return None, None
+    fits = {1: "GRAY", 3: "RGB"}.get(output.pixels.shape[0]) == space
+    if output.colorimetric and fits:
+        return image.icc_profile, None
+    if output.colorimetric:
+        channels = output.pixels.shape[0]
+        return None, f"the {space} ICC profile does not fit a {channels}-channel output: not copied"
+    return None, "the ICC profile is not copied to maps of differences (they are not colours)"
+
+
+def process_image(
+    runner: Callable[..., Result],
+    image: LoadedImage,
+    options: dict[str, Any],
+    item: InputReport,
+    *,
+    output: Path | None,
+    out_dir: Path | None,
+    force: bool,
+    raw: bool,
+    compress_level: int,
+    frame: int | None = None,
+) -> None:
+    """Run one command on one decoded image and write its outputs into ``item``.
+
+    ``frame`` (for --all-frames) goes into the output names.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner(image, **options)
+    item.checks.extend(result.checks)
+    item.notices.extend(result.notices)
+    item.notices.extend(f"warning: {w.message}" for w in caught)
+    item.info.update(result.info)
+    targets = plan_outputs(image.path, list(result.outputs), output=output, out_dir=out_dir,
+                           raw=raw, force=force, frame=frame)  # fmt: skip
+    icc_notes = set()
+    for name, out in result.outputs.items():
+        png, *npy = targets[name]
+        icc, note = _icc_for(out, image)
+        if note:
+            icc_notes.add(note)
+        save_image(out.pixels, png, alpha=out.alpha, icc_profile=icc,
+                   compress_level=compress_level)  # fmt: skip
+        item.outputs.append(os.fsdecode(png))
+        if npy:
+            save_array(out.values, npy[0])
+            item.outputs.append(os.fsdecode(npy[0]))
+    item.notices.extend(sorted(icc_notes))
 
 
 def process(
@@ -318,12 +431,17 @@ def process(
     out_dir: Path | None = None,
     force: bool = False,
     raw: bool = False,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    read: ReadOptions | None = None,
     compress_level: int = PNG_COMPRESS_LEVEL,
     on_input: Callable[[InputReport], None] | None = None,
 ) -> RunReport:
-    """Run ``command`` on every path; one bad input never stops the others."""
+    """Run ``command`` on every path; one bad input never stops the others.
+
+    Each input (or each frame, with ``read.all_frames``) becomes one entry
+    of the report, with its outputs, checks and notices, or its error.
+    """
     runner = COMMANDS[command].run
+    read = read or ReadOptions()
     report = RunReport(command, options={k: _jsonable(v) for k, v in options.items()})
     if out_dir is not None:
         try:
@@ -332,37 +450,40 @@ def process(
             raise OutputError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
     for raw_path in paths:
         source = Path(raw_path)
-        item = InputReport(os.fsdecode(source))
+        name = os.fsdecode(source)
+        items: list[InputReport] = []
         try:
-            image = load_image(source, max_pixels=max_pixels)
-            item.notices.extend(image.notices)
-            item.info.update(mode=image.mode, format=image.format, bit_depth=image.bit_depth,
-                             height=image.size[0], width=image.size[1])  # fmt: skip
-            result = runner(image, **options)
-            item.checks.extend(result.checks)
-            item.notices.extend(result.notices)
-            item.info.update(result.info)
-            targets = plan_outputs(source, list(result.outputs), output=output,
-                                   out_dir=out_dir, raw=raw, force=force)  # fmt: skip
-            for name, out in result.outputs.items():
-                png, *npy = targets[name]
-                save_image(out.pixels, png, compress_level=compress_level)
-                item.outputs.append(os.fsdecode(png))
-                if npy:
-                    save_array(out.values, npy[0])
-                    item.outputs.append(os.fsdecode(npy[0]))
+            frames = load_frames(source, read)
+            for image in frames:
+                label = name if len(frames) == 1 else f"{name}[frame {image.frame}]"
+                item = InputReport(label)
+                items.append(item)
+                item.notices.extend(image.notices)
+                item.info.update(
+                    mode=image.mode, format=image.format, bit_depth=image.bit_depth,
+                    kind=image.kind, height=image.size[0], width=image.size[1],
+                )  # fmt: skip
+                process_image(runner, image, options, item, output=output, out_dir=out_dir,
+                              force=force, raw=raw, compress_level=compress_level,
+                              frame=image.frame if len(frames) > 1 else None)  # fmt: skip
         except CnnFiltersError as exc:
-            message = str(exc)
-            prefix = os.fsdecode(source)
-            item.error = message if message.startswith(prefix) else f"{prefix}: {message}"
-            item.exit_code = max(exc.exit_code, EXIT_IO)
+            _record_error(items, name, str(exc), max(exc.exit_code, EXIT_IO))
         except MemoryError:
-            item.error = f"{os.fsdecode(source)}: not enough memory to process this image"
-            item.exit_code = EXIT_IO
-        report.inputs.append(item)
-        if on_input is not None:
-            on_input(item)
+            _record_error(items, name, f"{name}: not enough memory to process this image", EXIT_IO)
+        for item in items:
+            report.inputs.append(item)
+            if on_input is not None:
+                on_input(item)
     return report
+
+
+def _record_error(items: list[InputReport], name: str, message: str, code: int) -> None:
+    """Put the error on the entry being processed (a new one if none was started)."""
+    if not items or items[-1].error is not None:
+        items.append(InputReport(name))
+    item = items[-1]
+    item.error = message if message.startswith(name) else f"{name}: {message}"
+    item.exit_code = code
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 
 def coordinate_grid(height: int, width: int, channels: int = 1) -> np.ndarray:
@@ -48,3 +51,10 @@ def naive_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261127)
+
+
+# CI runs the property tests derandomized, so that a run is reproducible; a
+# developer's runs explore new examples each time.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

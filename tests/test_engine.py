@@ -87,7 +87,7 @@ def test_conv2d_matches_the_naive_correlation_on_random_geometry(data):
     mode = data.draw(st.sampled_from(["zeros", "replicate", "reflect", "circular"]))
     h = data.draw(st.integers(dilation[0] * (kh - 1) + 1, 9))
     w = data.draw(st.integers(dilation[1] * (kw - 1) + 1, 9))
-    max_pad = (h - 1, w - 1) if mode == "reflect" else (3, 3)
+    max_pad = {"reflect": (h - 1, w - 1), "circular": (h, w)}.get(mode, (3, 3))
     padding = (data.draw(st.integers(0, min(3, max_pad[0]))),
                data.draw(st.integers(0, min(3, max_pad[1]))))  # fmt: skip
     floats = st.floats(-100, 100, width=32)

@@ -1,0 +1,81 @@
+"""Truncated and mutated image files give documented clean errors, never anything else."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from cnnfilters.errors import EXIT_IO
+from cnnfilters.pipeline import process
+
+
+def _seed_files() -> dict[str, bytes]:
+    rng = np.random.default_rng(9)
+    rgb = Image.fromarray(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8))
+    seeds = {}
+    for fmt, options in [("PNG", {}), ("JPEG", {"quality": 80}), ("GIF", {}), ("TIFF", {}),
+                         ("BMP", {}), ("WEBP", {"lossless": True}),
+                         ("TIFF", {"compression": "tiff_deflate"})]:  # fmt: skip
+        buffer = io.BytesIO()
+        rgb.save(buffer, format=fmt, **options)
+        seeds[f"{fmt}-{len(seeds)}"] = buffer.getvalue()
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 65536, (7, 6)).astype(np.uint16)).save(buffer, format="PNG")
+    seeds["PNG16"] = buffer.getvalue()
+    buffer = io.BytesIO()
+    rgb.convert("RGBA").save(buffer, format="PNG")
+    seeds["RGBA"] = buffer.getvalue()
+    return seeds
+
+
+SEEDS = _seed_files()
+
+mutation = st.one_of(
+    st.tuples(st.just("truncate"), st.floats(0, 1)),
+    st.tuples(st.just("flip"), st.floats(0, 1), st.integers(1, 255)),
+    st.tuples(st.just("overwrite"), st.floats(0, 1), st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("insert"), st.floats(0, 1), st.binary(min_size=1, max_size=16)),
+)
+
+
+def mutate(data: bytes, mutations) -> bytes:
+    buffer = bytearray(data)
+    for op, where, *rest in mutations:
+        at = min(int(where * len(buffer)), max(len(buffer) - 1, 0))
+        if op == "truncate":
+            del buffer[at:]
+        elif op == "flip" and buffer:
+            buffer[at] ^= rest[0]
+        elif op == "overwrite":
+            buffer[at : at + len(rest[0])] = rest[0]
+        elif op == "insert":
+            buffer[at:at] = rest[0]
+    return bytes(buffer)
+
+
+WORKDIR = Path(tempfile.mkdtemp(prefix="cnnfilters-fuzz-"))
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(sorted(SEEDS)), mutations=st.lists(mutation, min_size=1, max_size=3),
+       command=st.sampled_from(["grayscale", "avgpool", "gradient"]))  # fmt: skip
+def test_mutated_files_give_only_clean_errors(seed, mutations, command):
+    path = WORKDIR / "input.img"
+    path.write_bytes(mutate(SEEDS[seed], mutations))
+    out = WORKDIR / "out"
+    report = process(command, [path], {}, out_dir=out, force=True)
+    for item in report.inputs:
+        if item.error is not None:
+            assert item.exit_code == EXIT_IO
+            assert item.error.startswith(str(path)) and "\n" not in item.error
+        else:
+            assert item.outputs
+    for leftover in out.iterdir():
+        assert not leftover.name.endswith(".tmp")
+        assert leftover.stat().st_size > 0
