@@ -1,0 +1,288 @@
+"""Benchmark cnnfilters against the usual tools: ratios measured in one run.
+
+Makes deterministic photo-like test images from the bundled samples (12 MP
+and 48 MP PNGs), then measures, each as the median of several repetitions:
+
+1. end to end, as a user runs it: ``cnnfilters grayscale|gradient|avgpool`` on
+   the 12 MP PNG against a Pillow one-liner doing the same with default save
+   settings, and against OpenCV one-liners when ``cv2`` is installed;
+2. the engine alone, per construction, against a straightforward numpy
+   implementation (``np.pad`` + ``sliding_window_view`` + ``einsum``), and
+   against OpenCV and PyTorch CPU when installed;
+3. peak memory (RSS) of ``cnnfilters gradient --on rgb`` on the 48 MP image;
+4. start-up: ``cnnfilters --help`` and ``--version`` against ``import typer``.
+
+Prints a table of ratios (ours / baseline; below 1 is faster) with the
+targets, and writes everything to ``OUT/bench.json``.
+
+Usage::
+
+    pip install ".[bench]"          # adds opencv-python-headless (optional)
+    python scripts/bench.py [--out bench-out] [--reps 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+try:
+    import cv2
+except ImportError:
+    cv2 = None
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def make_photo(width: int, height: int, target: Path) -> Path:
+    """A deterministic photo-like RGB image: the IHC sample upscaled, with sensor noise."""
+    if target.exists():
+        return target
+    source = resources.files("cnnfilters") / "samples" / "ihc.png"
+    with Image.open(str(source)) as sample:
+        base = sample.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+    rng = np.random.default_rng(12)
+    pixels = np.asarray(base, dtype=np.int16)
+    # Noise in 8-row bands keeps generation fast and still looks like grain.
+    noise = rng.normal(0, 3, size=(8, width, 3)).round().astype(np.int16)
+    for top in range(0, height, 8):
+        rows = pixels[top : top + 8]
+        rows += noise[: rows.shape[0]]
+        noise = np.roll(noise, 7, axis=1)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(target, compress_level=1)
+    return target
+
+
+def median_time(run: Callable[[], object], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def command(*args: str) -> Callable[[], None]:
+    def run() -> None:
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    return run
+
+
+def python_snippet(code: str) -> Callable[[], None]:
+    return command(sys.executable, "-c", code)
+
+
+def cnnfilters_exe() -> str:
+    found = shutil.which("cnnfilters", path=os.path.dirname(sys.executable))
+    return found or "cnnfilters"
+
+
+# ------------------------------------------------------- engine baselines
+
+
+def swv_conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
+    """The straightforward numpy conv: pad, sliding_window_view, einsum."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    xp = np.pad(x, [(0, 0), (padding, padding), (padding, padding)])
+    kh, kw = weight.shape[-2:]
+    windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+    return np.einsum("chwuv,ocuv->ohw", windows, weight)
+
+
+def engine_cases(rgb: np.ndarray) -> list[dict]:
+    """Per construction: ours, the numpy baseline, OpenCV and PyTorch when installed."""
+    import cnnfilters
+    from cnnfilters.kernels import FORWARD_DIFF_X, FORWARD_DIFF_Y, gradient_weight
+
+    chw = np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32)
+    gray = np.ascontiguousarray(cnnfilters.grayscale(chw))
+    hwc = np.ascontiguousarray(rgb, dtype=np.float32)
+    luma = np.float32([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
+    box = np.eye(3, dtype=np.float32)[:, :, None, None] * np.full((4, 4), 1 / 16, np.float32)
+    edge = cv2.BORDER_CONSTANT if cv2 else None
+
+    def cv2_gradient():
+        return (cv2.filter2D(gray[0], -1, FORWARD_DIFF_Y, borderType=edge),
+                cv2.filter2D(gray[0], -1, FORWARD_DIFF_X, borderType=edge))  # fmt: skip
+
+    def cv2_avgpool():
+        return cv2.resize(hwc, (hwc.shape[1] // 4, hwc.shape[0] // 4), interpolation=cv2.INTER_AREA)
+
+    def cv2_grayscale():
+        return cv2.cvtColor(hwc, cv2.COLOR_RGB2GRAY)
+
+    if torch is not None:
+        t_gray, t_chw = torch.from_numpy(gray[None]), torch.from_numpy(chw[None])
+        t_grad, t_luma = torch.from_numpy(gradient_weight(1)), torch.from_numpy(luma)
+
+    def torch_gradient():
+        return torch.nn.functional.conv2d(t_gray, t_grad, padding=1)
+
+    def torch_avgpool():
+        return torch.nn.functional.avg_pool2d(t_chw, 4)
+
+    def torch_grayscale():
+        return torch.nn.functional.conv2d(t_chw, t_luma)
+
+    return [
+        {"name": "gradient (F1, F2 on gray)", "ours": lambda: cnnfilters.gradients(gray),
+         "numpy": lambda: swv_conv2d(gray, gradient_weight(1), padding=1),
+         "cv2": cv2_gradient if cv2 else None, "torch": torch_gradient if torch else None},
+        {"name": "avgpool k=4 (RGB)", "ours": lambda: cnnfilters.avgpool(chw, 4),
+         "numpy": lambda: swv_conv2d(chw, box, stride=4),
+         "cv2": cv2_avgpool if cv2 else None, "torch": torch_avgpool if torch else None},
+        {"name": "grayscale 1x1 (RGB)", "ours": lambda: cnnfilters.grayscale(chw),
+         "numpy": lambda: swv_conv2d(chw, luma),
+         "cv2": cv2_grayscale if cv2 else None, "torch": torch_grayscale if torch else None},
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smaller images, fewer reps")
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    reps = 3 if args.quick else max(5, args.reps)
+    small = (1600, 1200) if args.quick else (4000, 3000)
+    large = (3200, 2400) if args.quick else (8000, 6000)
+    started = time.perf_counter()
+    print(f"making test images in {out} ...", flush=True)
+    photo12 = make_photo(*small, out / f"photo-{small[0]}x{small[1]}.png")
+    photo48 = make_photo(*large, out / f"photo-{large[0]}x{large[1]}.png")
+    exe = cnnfilters_exe()
+    work = Path(tempfile.mkdtemp(prefix="cnnfilters-bench-"))
+    rows: list[dict] = []
+
+    def row(group: str, name: str, ours: float, baseline_name: str, baseline: float,
+            target: float | None, unit: str = "s") -> None:  # fmt: skip
+        ratio = ours / baseline if baseline else float("inf")
+        entry = {"group": group, "name": name, "ours": ours, "baseline": baseline_name,
+                 "baseline_value": baseline, "ratio": ratio, "target": target,
+                 "met": None if target is None else ratio <= target, "unit": unit}  # fmt: skip
+        rows.append(entry)
+        met = "" if target is None else ("yes" if entry["met"] else "NO")
+        print(f"  {name:<38} {ours:9.3f} {unit:<2} vs {baseline_name:<28} {baseline:9.3f} "
+              f"ratio {ratio:6.2f}  target {'' if target is None else f'<= {target}':<8} {met}",
+              flush=True)  # fmt: skip
+
+    # 1. End to end, as a user runs it.
+    print(f"\n1. end to end on {photo12.name} (median of {reps})", flush=True)
+    src = str(photo12)
+    dst = str(work / "out.png")
+    ours = median_time(command(exe, "grayscale", src, "-o", dst, "--force", "-q"), reps)
+    snippet = f"from PIL import Image; Image.open({src!r}).convert('L').save({dst!r})"
+    pil = median_time(python_snippet(snippet), reps)
+    row("end to end", "grayscale", ours, "Pillow one-liner", pil, 0.6)
+    if cv2:
+        ocv = median_time(python_snippet(
+            f"import cv2; cv2.imwrite({dst!r}, cv2.cvtColor(cv2.imread({src!r}), "
+            "cv2.COLOR_BGR2GRAY))"), reps)  # fmt: skip
+        row("end to end", "grayscale", ours, "OpenCV one-liner", ocv, 1.5)
+    stem = str(work / "grad")
+    ours = median_time(command(exe, "gradient", src, "-o", stem, "--force", "-q"), reps)
+    pil = median_time(python_snippet(
+        "from PIL import Image, ImageFilter\n"
+        f"g = Image.open({src!r}).convert('L')\n"
+        "g.filter(ImageFilter.Kernel((3, 3), [0, 0, 0, 0, -1, 0, 0, 1, 0], 1, 128))"
+        f".save({stem + '.dy.png'!r})\n"
+        "g.filter(ImageFilter.Kernel((3, 3), [0, 0, 0, 0, -1, 1, 0, 0, 0], 1, 128))"
+        f".save({stem + '.dx.png'!r})\n"), reps)  # fmt: skip
+    row("end to end", "gradient (3 maps vs 2)", ours, "Pillow ImageFilter.Kernel", pil, 0.6)
+    ours = median_time(command(exe, "avgpool", src, "-k", "4", "-o", dst, "--force", "-q"), reps)
+    pil = median_time(python_snippet(
+        f"from PIL import Image; Image.open({src!r}).reduce(4).save({dst!r})"), reps)  # fmt: skip
+    row("end to end", "avgpool -k 4", ours, "Pillow reduce(4)", pil, 1.2)
+
+    # 2. The engine alone.
+    print(f"\n2. engine alone on a {small[0]}x{small[1]} float32 image (median of {reps})",
+          flush=True)  # fmt: skip
+    with Image.open(photo12) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count() or 1)
+    for case in engine_cases(rgb):
+        ours = median_time(case["ours"], reps)
+        row(
+            "engine",
+            case["name"],
+            ours,
+            "numpy sliding_window_view",
+            median_time(case["numpy"], reps),
+            1 / 3,
+        )
+        if case["torch"] is not None:
+            row("engine", case["name"], ours, "PyTorch CPU", median_time(case["torch"], reps), 1.0)
+        if case["cv2"] is not None:
+            target = {"gradient": 3.0, "avgpool": 4.0}.get(case["name"].split()[0])
+            row("engine", case["name"], ours, "OpenCV", median_time(case["cv2"], reps), target)
+
+    # 3. Peak memory.
+    print(f"\n3. peak RSS of gradient --on rgb on {photo48.name}", flush=True)
+    probe = ("import resource, subprocess, sys\n"
+             "subprocess.run(sys.argv[1:], check=True)\n"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe, exe, "gradient", str(photo48), "--on",
+                           "rgb", "-o", str(work / "big"), "--force", "-q"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    peak_mb = int(done.stdout.strip().splitlines()[-1]) / 1024
+    decoded_mb = large[0] * large[1] * 3 / 2**20
+    row("memory", "peak RSS, gradient --on rgb", peak_mb, "decoded 8-bit image", decoded_mb, 4.0,
+        unit="MB")  # fmt: skip
+
+    # 4. Start-up.
+    print(f"\n4. start-up (median of {2 * reps})", flush=True)
+    typer_time = median_time(python_snippet("import typer"), 2 * reps)
+    row("start-up", "cnnfilters --help", median_time(command(exe, "--help"), 2 * reps),
+        "python -c 'import typer'", typer_time, 1.5)  # fmt: skip
+    row("start-up", "cnnfilters --version", median_time(command(exe, "--version"), 2 * reps),
+        "python -c 'import typer'", typer_time, 1.5)  # fmt: skip
+
+    shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pillow": Image.__version__,
+            "opencv": getattr(cv2, "__version__", None),
+            "torch": getattr(torch, "__version__", None),
+        },
+        "images": {"end_to_end": photo12.name, "memory": photo48.name},
+        "repetitions": reps,
+        "seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+    }
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    missed = [r for r in rows if r["met"] is False]
+    print(f"\n{len(rows)} measurements in {result['seconds']} s; "
+          f"{len(missed)} target(s) missed; wrote {out / 'bench.json'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
