@@ -202,6 +202,7 @@ def conv2d(
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
     padding_mode: PaddingMode = "zeros",
+    rows: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """2-D cross-correlation, as in ``torch.nn.functional.conv2d``.
 
@@ -218,6 +219,8 @@ def conv2d(
         depthwise convolution).
     padding_mode : ``zeros``, ``replicate``, ``reflect`` or ``circular``, as
         ``torch.nn.Conv2d(padding_mode=...)``.
+    rows : ``(first, stop)`` to compute only those output rows, reading only
+        the input rows they need (for images processed in strips).
 
     Returns
     -------
@@ -276,17 +279,19 @@ def conv2d(
     padded_hw = (height + pads[0] + pads[1], width + pads[2] + pads[3])
     out_h, out_w = _output_size(padded_hw, (kh, kw), stride_hw, dilation_hw, (height, width))
 
-    grouped_w = weight.astype(dtype, copy=False).reshape(
-        groups, c_out // groups, c_in_group, kh, kw
-    )
-    out = np.empty((n, groups, c_out // groups, out_h, out_w), dtype=dtype)
-    plan = _Plan(grouped_w, dtype)
-    for first, stop in _row_blocks(out_h, n * c_in * padded_hw[1], dtype, stride_hw[0]):
+    begin, end = (0, out_h) if rows is None else (max(0, rows[0]), min(out_h, rows[1]))
+    if end < begin:
+        raise CnnFiltersError(f"rows {rows} are outside the output's 0..{out_h}")
+    shape = (groups, c_out // groups, c_in_group, kh, kw)
+    plan = _Plan(weight.astype(dtype, copy=False).reshape(shape), dtype)
+    out = np.empty((n, groups, c_out // groups, end - begin, out_w), dtype=dtype)
+    for first, stop in _row_blocks(begin, end, n * c_in * padded_hw[1], dtype, stride_hw[0]):
         block = _padded_rows(batch, first, stop, pads, padding_mode, (kh, kw), stride_hw,
                              dilation_hw, dtype)  # fmt: skip
         grouped = block.reshape(n, groups, c_in_group, *block.shape[-2:])
-        plan.run(grouped, out[..., first:stop, :], (kh, kw), stride_hw, dilation_hw)
-    out = out.reshape(n, c_out, out_h, out_w)
+        target = out[..., first - begin : stop - begin, :]
+        plan.run(grouped, target, (kh, kw), stride_hw, dilation_hw)
+    out = out.reshape(n, c_out, end - begin, out_w)
     if bias is not None:
         out += bias.astype(dtype, copy=False)[:, np.newaxis, np.newaxis]
     return out[0] if added_axis else out
@@ -299,13 +304,13 @@ _BLOCK_BYTES = 1024 * 1024
 
 
 def _row_blocks(
-    out_h: int, row_elements: int, dtype: type, stride: int
+    begin: int, end: int, row_elements: int, dtype: type, stride: int
 ) -> Iterator[tuple[int, int]]:
-    """``(first, stop)`` output-row ranges covering ``0..out_h``."""
+    """``(first, stop)`` output-row ranges covering ``begin..end``."""
     row_bytes = max(1, row_elements * np.dtype(dtype).itemsize * stride)
     rows = max(1, _BLOCK_BYTES // row_bytes)
-    for first in range(0, out_h, rows):
-        yield first, min(first + rows, out_h)
+    for first in range(begin, end, rows):
+        yield first, min(first + rows, end)
 
 
 def _check_padding_fits(pads: tuple[int, int, int, int], size: tuple[int, int], mode: str) -> None:

@@ -31,7 +31,7 @@ import struct
 import tempfile
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -47,6 +47,7 @@ __all__ = [
     "FORMATS",
     "LoadedImage",
     "ReadOptions",
+    "Rows",
     "load_frames",
     "load_image",
     "mosaic",
@@ -54,6 +55,7 @@ __all__ = [
     "quantize",
     "save_array",
     "save_image",
+    "save_images",
     "signed_to_image",
     "unsigned_to_image",
 ]
@@ -63,10 +65,8 @@ FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "WEBP")
 DEFAULT_MAX_PIXELS = 100_000_000
 ALPHA_POLICIES = ("keep", "drop", "flatten")
 
-# Fast PNG: level 1 with zlib's RLE strategy wrote a slightly *smaller* file
-# than Pillow's default level at about 3.6 times the speed on photographs.
+# Fast PNG (see PngWriter): level 1 with zlib's RLE strategy.
 PNG_COMPRESS_LEVEL = 1
-_Z_RLE = 3
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -96,13 +96,16 @@ class ReadOptions:
 class LoadedImage:
     """A decoded image as floats, with what is needed to write results back.
 
-    ``pixels`` is ``(C, H, W)`` with C = 1 (gray) or 3 (RGB): float32, or
-    float64 for 32-bit integer images. ``bit_depth`` (8 or 16) is the depth
-    outputs are written with; ``kind`` says what the samples were
-    (``uint8``, ``uint16``, ``int32`` or ``float32``). ``pil`` is the 8-bit
-    ``L``/``RGB`` image the Pillow references see: exactly the pixels of
-    ``pixels`` (``None`` for other depths, which Pillow's 8-bit operations
-    would clip). ``alpha`` is ``(H, W)`` on the same scale, or ``None``.
+    ``pixels`` is ``(C, H, W)`` with C = 1 (gray) or 3 (RGB), in the file's
+    own sample type (uint8 or uint16; float32 for ``F``, float64 for ``I``),
+    often a channels-first *view* of the decoded ``(H, W, C)`` array: the
+    engine converts it to float one block of rows at a time, so no full-size
+    float copy is made. ``bit_depth`` (8 or 16) is the depth outputs are
+    written with; ``kind`` says what the samples were (``uint8``, ``uint16``,
+    ``int32`` or ``float32``). :attr:`pil` is the 8-bit ``L``/``RGB`` image
+    the Pillow references see: exactly ``pixels`` (``None`` for other
+    depths, which Pillow's 8-bit operations would clip). ``alpha`` is
+    ``(H, W)`` on the same scale, or ``None``.
     """
 
     path: Path
@@ -111,12 +114,19 @@ class LoadedImage:
     pixels: np.ndarray
     bit_depth: int
     kind: str
-    pil: Image.Image | None = None
     alpha: np.ndarray | None = None
     icc_profile: bytes | None = None
     frame: int = 0
     frames: int = 1
     notices: list[str] = field(default_factory=list)
+
+    @property
+    def pil(self) -> Image.Image | None:
+        """The pixels as a Pillow ``L`` or ``RGB`` image (made when asked for), 8-bit only."""
+        if self.kind != "uint8":
+            return None
+        planes = self.pixels[0] if self.channels == 1 else np.moveaxis(self.pixels, 0, -1)
+        return Image.fromarray(np.ascontiguousarray(planes, dtype=np.uint8))
 
     @property
     def max_value(self) -> int:
@@ -327,7 +337,7 @@ def _decode_frame(image: Image.Image, path: Path, options: ReadOptions) -> Loade
     if deep_colour and fmt == "PNG":
         array = _read_png16(path)
         array = _orient_array(array, orientation if options.auto_orient else 1)
-        values = np.moveaxis(array, -1, 0).astype(np.float32)
+        values = np.moveaxis(array, -1, 0)
         colour_channels = 3 if values.shape[0] >= 3 else 1
         pixels, alpha = values[:colour_channels], None
         if values.shape[0] in (2, 4):
@@ -349,14 +359,14 @@ def _decode_frame(image: Image.Image, path: Path, options: ReadOptions) -> Loade
     _orientation_notice(orientation, options, notices)
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        pixels = np.asarray(image).astype(np.float32)[np.newaxis]
+        pixels = np.asarray(image).astype(np.uint16)[np.newaxis]
         return LoadedImage(path, fmt, mode, pixels, 16, "uint16", icc_profile=icc,
                            notices=notices)  # fmt: skip
     if mode == "I":
         pixels = np.asarray(image).astype(np.float64)[np.newaxis]
         if pixels.min() >= 0 and pixels.max() <= 65535:
             notices.append("32-bit integer image with values in 0..65535: read as 16-bit")
-            return LoadedImage(path, fmt, mode, pixels.astype(np.float32), 16, "uint16",
+            return LoadedImage(path, fmt, mode, pixels.astype(np.uint16), 16, "uint16",
                                icc_profile=icc, notices=notices)  # fmt: skip
         return LoadedImage(path, fmt, mode, pixels, 16, "int32", notices=notices)
     if mode == "F":
@@ -389,12 +399,12 @@ def _decode_frame(image: Image.Image, path: Path, options: ReadOptions) -> Loade
             icc = None
     alpha = None
     if image.mode in ("LA", "RGBA"):
-        alpha = np.asarray(image.getchannel("A")).astype(np.float32)
+        alpha = np.asarray(image.getchannel("A"))
         image = image.convert(image.mode[:-1])
-    values = np.asarray(image).astype(np.float32)
+    values = np.asarray(image)  # (H, W, C) uint8, our own copy: Pillow's can go
     pixels = values[np.newaxis] if values.ndim == 2 else np.moveaxis(values, -1, 0)
-    loaded = LoadedImage(path, fmt, original_mode, np.ascontiguousarray(pixels), 8, "uint8",
-                         pil=image, icc_profile=icc, notices=notices)  # fmt: skip
+    loaded = LoadedImage(path, fmt, original_mode, pixels, 8, "uint8", icc_profile=icc,
+                         notices=notices)  # fmt: skip
     return _apply_alpha_policy(loaded, alpha, options)
 
 
@@ -412,8 +422,8 @@ def _apply_alpha_policy(
     if alpha is None:
         return image
     top = float(image.max_value)
-    if options.alpha == "drop" or (options.alpha == "keep" and alpha.min() >= top):
-        if alpha.min() < top:
+    if options.alpha == "drop" or (options.alpha == "keep" and int(alpha.min()) >= top):
+        if int(alpha.min()) < top:
             image.notices.append("alpha channel dropped (--alpha drop)")
         return image
     if options.alpha == "keep":
@@ -426,12 +436,7 @@ def _apply_alpha_policy(
     weight = alpha.astype(np.float64) / top
     flat = image.pixels * weight + colour[:, np.newaxis, np.newaxis] * (1 - weight)
     # Round to the file's levels, so that the Pillow references see the same pixels.
-    image.pixels = np.floor(flat + 0.5).astype(np.float32)
-    if image.bit_depth == 8:
-        levels = image.pixels.astype(np.uint8)
-        image.pil = Image.fromarray(
-            levels[0] if image.channels == 1 else np.moveaxis(levels, 0, -1)
-        )
+    image.pixels = quantize(flat, image.bit_depth)
     background = ",".join(str(v) for v in options.background)
     image.notices.append(f"alpha flattened onto the background {background} (--alpha flatten)")
     return image
@@ -463,33 +468,56 @@ def _orient_array(array: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
-    """Round half up (as Pillow) and clip to ``0..2^bits - 1``: uint8 or uint16."""
+    """Round half up (as Pillow) and clip to ``0..2^bits - 1``: uint8 or uint16.
+
+    float32 input is rounded in float32, which is exact here: ``x + 0.5`` is
+    representable for every ``|x| < 2^22``. Done in blocks, in cache.
+    """
+    values = np.asarray(values)
     top = (1 << bit_depth) - 1
     dtype = np.uint8 if bit_depth == 8 else np.uint16
-    return np.clip(np.floor(np.asarray(values, dtype=np.float64) + 0.5), 0, top).astype(dtype)
+    work = np.float32 if values.dtype == np.float32 else np.float64
+    out = np.empty(values.shape, dtype=dtype)
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    step = 1 << 18
+    for start in range(0, flat_in.size, step):
+        block = flat_in[start : start + step].astype(work)
+        np.add(block, 0.5, out=block)
+        np.floor(block, out=block)
+        np.clip(block, 0, top, out=block)
+        flat_out[start : start + step] = block
+    return out
 
 
-def signed_to_image(values: np.ndarray, bit_depth: int = 8) -> tuple[np.ndarray, float]:
+def signed_to_image(
+    values: np.ndarray, bit_depth: int = 8, units: float | None = None
+) -> tuple[np.ndarray, float]:
     """Show a signed map: 0 at mid-gray, scaled so that no value is clipped.
 
     Returns ``(pixels, units_per_level)``: a value ``v`` is drawn at
     ``mid + v / units_per_level`` with ``mid = 2^(bits-1)``, and
-    ``units_per_level = max|v| / (mid - 1)`` (1 for an all-zero map).
+    ``units_per_level = max|v| / (mid - 1)`` (1 for an all-zero map) unless
+    ``units`` is given (a strip of a larger map drawn on the map's scale).
     """
     mid = 1 << (bit_depth - 1)
-    peak = float(np.max(np.abs(values), initial=0.0))
-    units = peak / (mid - 1) if peak > 0 else 1.0
+    if units is None:
+        peak = float(np.max(np.abs(values), initial=0.0))
+        units = peak / (mid - 1) if peak > 0 else 1.0
     return quantize(mid + np.asarray(values, dtype=np.float64) / units, bit_depth), units
 
 
-def unsigned_to_image(values: np.ndarray, bit_depth: int = 8) -> tuple[np.ndarray, float]:
+def unsigned_to_image(
+    values: np.ndarray, bit_depth: int = 8, units: float | None = None
+) -> tuple[np.ndarray, float]:
     """Show a map of values >= 0 from black (0) to white (its maximum).
 
-    Returns ``(pixels, units_per_level)`` with ``units_per_level = max / top``.
+    Returns ``(pixels, units_per_level)`` with ``units_per_level = max / top``
+    unless ``units`` is given.
     """
     top = (1 << bit_depth) - 1
-    peak = float(np.max(values, initial=0.0))
-    units = peak / top if peak > 0 else 1.0
+    if units is None:
+        peak = float(np.max(values, initial=0.0))
+        units = peak / top if peak > 0 else 1.0
     return quantize(np.asarray(values, dtype=np.float64) / units, bit_depth), units
 
 
@@ -509,34 +537,78 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _encode_png16(planes: np.ndarray, compress_level: int, icc: bytes | None) -> bytes:
-    """``(C, H, W)`` uint16 (C = 1..4: gray, gray+alpha, RGB, RGBA) as a 16-bit PNG.
+_PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # gray, gray+alpha, RGB, RGBA
 
-    Pillow cannot write 16-bit colour or 16-bit alpha; the format is simple
-    enough to write directly: rows with filter type 0, big-endian samples.
+
+@dataclass(frozen=True)
+class Rows:
+    """An image too large to hold: its shape, and strips of rows made on demand.
+
+    ``strips()`` yields ``(C, rows, W)`` arrays of ``dtype``, top to bottom.
     """
-    channels, height, width = planes.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = np.moveaxis(planes, 0, -1).astype(">u2").reshape(height, width * channels)
-    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows.view(np.uint8)], axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    chunks = [_png_chunk(b"IHDR", header)]
-    if icc:
-        chunks.append(_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc)))
-    chunks.append(_png_chunk(b"IDAT", zlib.compress(raw.tobytes(), max(compress_level, 1))))
-    chunks.append(_png_chunk(b"IEND", b""))
-    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+    shape: tuple[int, int, int]
+    dtype: type
+    strips: Callable[[], Iterator[np.ndarray]]
 
 
-def to_pil(pixels: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
-    """``(1 or 3, H, W)`` uint8 (+ alpha), or one uint16 channel, as a Pillow image."""
-    planes = pixels if alpha is None else np.concatenate([pixels, alpha[np.newaxis]])
-    if pixels.dtype == np.uint16:
-        if planes.shape[0] != 1:
-            raise OutputError("Pillow cannot hold 16-bit colour or alpha")
-        return Image.fromarray(np.ascontiguousarray(planes[0], dtype="<u2"))  # mode I;16
-    array = planes[0] if planes.shape[0] == 1 else np.moveaxis(planes, 0, -1)
-    return Image.fromarray(np.ascontiguousarray(array))
+class PngWriter:
+    """Write a PNG from strips of rows: 8 or 16 bits, 1 to 4 channels.
+
+    Every row uses PNG's "Sub" filter (each byte minus the one a pixel to its
+    left), computed with numpy; the rows are deflated as they come. With
+    level 1 and zlib's RLE strategy (the default) this wrote files as small
+    as Pillow's default level 6 on photographs, about 10x faster (Pillow's
+    level 1 with RLE: 3x faster). zlib releases the GIL, so several writers
+    run in parallel threads.
+    """
+
+    def __init__(self, handle: IO[bytes], width: int, height: int, channels: int,
+                 bit_depth: int, *, compress_level: int = PNG_COMPRESS_LEVEL,
+                 icc_profile: bytes | None = None) -> None:  # fmt: skip
+        self.handle, self.channels, self.bit_depth = handle, channels, bit_depth
+        self.rows_left = height
+        header = struct.pack(">IIBBBBB", width, height, bit_depth,
+                             _PNG_COLOUR_TYPES[channels], 0, 0, 0)  # fmt: skip
+        handle.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header))
+        if icc_profile:
+            handle.write(_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc_profile)))
+        strategy = zlib.Z_RLE if compress_level == 1 else zlib.Z_DEFAULT_STRATEGY
+        self.deflate = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9, strategy)
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+
+    def write(self, strip: np.ndarray) -> None:
+        """Append rows: ``(rows, W, C)`` uint8/uint16, C as given to the constructor."""
+        rows = strip.shape[0]
+        sample = ">u2" if self.bit_depth == 16 else np.uint8
+        data = np.ascontiguousarray(strip, dtype=sample).view(np.uint8).reshape(rows, -1)
+        bpp = self.channels * self.bit_depth // 8
+        line = np.empty((rows, data.shape[1] + 1), dtype=np.uint8)
+        line[:, 0] = 1  # filter type Sub
+        line[:, 1 : 1 + bpp] = data[:, :bpp]
+        np.subtract(data[:, bpp:], data[:, :-bpp], out=line[:, 1 + bpp :])
+        self._emit(self.deflate.compress(line))
+        self.rows_left -= rows
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.pending.append(data)
+            self.pending_size += len(data)
+        if self.pending_size >= 1 << 20:
+            self._flush_chunk()
+
+    def _flush_chunk(self) -> None:
+        if self.pending:
+            self.handle.write(_png_chunk(b"IDAT", b"".join(self.pending)))
+            self.pending, self.pending_size = [], 0
+
+    def close(self) -> None:
+        if self.rows_left:
+            raise OutputError(f"PNG writer closed with {self.rows_left} rows missing")
+        self._emit(self.deflate.flush())
+        self._flush_chunk()
+        self.handle.write(_png_chunk(b"IEND", b""))
 
 
 def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -569,28 +641,75 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def save_image(
-    pixels: np.ndarray,
+    pixels: np.ndarray | Rows,
     target: str | os.PathLike,
     *,
     alpha: np.ndarray | None = None,
     icc_profile: bytes | None = None,
     compress_level: int = PNG_COMPRESS_LEVEL,
 ) -> None:
-    """Write ``(1 or 3, H, W)`` uint8/uint16 pixels (and alpha) as a PNG, atomically."""
-    if pixels.dtype == np.uint16 and (pixels.shape[0] == 3 or alpha is not None):
-        planes = pixels if alpha is None else np.concatenate([pixels, alpha[np.newaxis]])
-        data = _encode_png16(planes, compress_level, icc_profile)
-        _atomic_write(Path(target), lambda fh: fh.write(data))
+    """Write ``(1 or 3, H, W)`` uint8/uint16 pixels (and alpha) as a PNG, atomically.
+
+    ``pixels`` may be :class:`Rows`, written strip by strip without ever
+    holding the whole image.
+    """
+    channels, height, width = pixels.shape
+    bit_depth = 16 if np.dtype(pixels.dtype) == np.uint16 else 8
+    strips = pixels.strips() if isinstance(pixels, Rows) else iter([pixels])
+    planes = channels + (alpha is not None)
+
+    def write(handle: IO[bytes]) -> None:
+        writer = PngWriter(handle, width, height, planes, bit_depth,
+                           compress_level=compress_level, icc_profile=icc_profile)  # fmt: skip
+        top = 0
+        for strip in strips:
+            rows = strip.shape[1]
+            if alpha is not None:
+                strip = np.concatenate([strip, alpha[np.newaxis, top : top + rows]])
+            # Strips of a few MB keep the filter's temporaries small.
+            step = max(1, (4 << 20) // max(1, width * planes * bit_depth // 8))
+            for first in range(0, rows, step):
+                writer.write(np.moveaxis(strip[:, first : first + step], 0, -1))
+            top += rows
+        writer.close()
+
+    _atomic_write(Path(target), write)
+
+
+def save_images(jobs: list[tuple[np.ndarray | Rows, Path, dict]], *, threads: int = 0) -> None:
+    """Write several images at once, in threads (PNG deflate releases the GIL).
+
+    Each job is ``(pixels, target, keyword arguments of save_image)``; the
+    first error is raised after every job has finished or failed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = threads or min(len(jobs), os.cpu_count() or 1)
+    if workers <= 1 or len(jobs) <= 1:
+        for pixels, target, options in jobs:
+            save_image(pixels, target, **options)
         return
-    image = to_pil(pixels, alpha)
-    options: dict = {"compress_level": compress_level}
-    if compress_level == PNG_COMPRESS_LEVEL:
-        options["compress_type"] = _Z_RLE
-    if icc_profile:
-        options["icc_profile"] = icc_profile
-    _atomic_write(Path(target), lambda fh: image.save(fh, format="PNG", **options))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(save_image, p, t, **o) for p, t, o in jobs]
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
-def save_array(values: np.ndarray, target: str | os.PathLike) -> None:
-    """Write exact float values as a ``.npy`` file, atomically."""
-    _atomic_write(Path(target), lambda fh: np.save(fh, values, allow_pickle=False))
+def save_array(values: np.ndarray | Rows, target: str | os.PathLike) -> None:
+    """Write exact float values as a ``.npy`` file, atomically (:class:`Rows` one channel
+    at a time, since ``.npy`` stores each channel whole)."""
+    if not isinstance(values, Rows):
+        _atomic_write(Path(target), lambda fh: np.save(fh, values, allow_pickle=False))
+        return
+
+    def write(handle: IO[bytes]) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(values.dtype)),
+                  "fortran_order": False, "shape": tuple(values.shape)}  # fmt: skip
+        np.lib.format.write_array_header_1_0(handle, header)
+        for channel in range(values.shape[0]):
+            for strip in values.strips():
+                handle.write(np.ascontiguousarray(strip[channel], dtype=values.dtype).tobytes())
+
+    _atomic_write(Path(target), write)

@@ -44,7 +44,9 @@ def grayscale(x: np.ndarray, weights: str | tuple[float, float, float] = "bt601"
     return conv2d(x, grayscale_weight(weights))
 
 
-def gradients(x: np.ndarray, padding_mode: str = "zeros") -> tuple[np.ndarray, np.ndarray]:
+def gradients(
+    x: np.ndarray, padding_mode: str = "zeros", *, rows: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Vertical and horizontal forward differences, F1 and F2 of SPEC section 1.
 
     One depthwise conv (``groups = C``, padding 1) of every channel with the
@@ -52,11 +54,11 @@ def gradients(x: np.ndarray, padding_mode: str = "zeros") -> tuple[np.ndarray, n
     ``dy[c, i, j] = X[c, i+1, j] - X[c, i, j]`` and
     ``dx[c, i, j] = X[c, i, j+1] - X[c, i, j]``; on the last row (column) the
     padding supplies ``X[i+1, j]``: 0 with ``zeros`` (so ``-X[i, j]``).
+    ``rows=(first, stop)`` computes only those rows (strips of a large image).
     """
     channels = _channels(x)
-    both = conv2d(
-        x, gradient_weight(channels), padding=1, padding_mode=padding_mode, groups=channels
-    )
+    both = conv2d(x, gradient_weight(channels), padding=1, padding_mode=padding_mode,
+                  groups=channels, rows=rows)  # fmt: skip
     return both[..., 0::2, :, :], both[..., 1::2, :, :]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,16 +29,17 @@ from .images import (
     PNG_COMPRESS_LEVEL,
     LoadedImage,
     ReadOptions,
+    Rows,
     load_frames,
     mosaic,
     quantize,
     save_array,
-    save_image,
+    save_images,
     signed_to_image,
     unsigned_to_image,
 )
 from .kernels import parse_grayscale_weights
-from .report import Check, InputReport, RunReport, compare
+from .report import Check, Comparison, InputReport, RunReport, compare
 
 __all__ = ["COMMANDS", "Output", "Result", "plan_outputs", "process"]
 
@@ -59,8 +60,8 @@ class Output:
     differences are not.
     """
 
-    pixels: np.ndarray  # (1 or 3, H, W) uint8/uint16, ready to save
-    values: np.ndarray  # the float result, for --raw
+    pixels: np.ndarray | Rows  # (1 or 3, H, W) uint8/uint16, ready to save
+    values: np.ndarray | Rows  # the float result, for --raw
     description: str
     alpha: np.ndarray | None = None  # (H, W), same dtype as pixels
     colorimetric: bool = False
@@ -127,8 +128,24 @@ def run_grayscale(image: LoadedImage, *, weights: str = "bt601") -> Result:
     return result
 
 
+# Rows of float32 a strip of a large image holds: a few MB, so that memory
+# stays bounded by the decoded image whatever its size.
+_STRIP_BYTES = 4 << 20
+
+
+def _strips(height: int, row_bytes: int) -> list[tuple[int, int]]:
+    step = max(8, _STRIP_BYTES // max(1, row_bytes))
+    return [(first, min(first + step, height)) for first in range(0, height, step)]
+
+
 def run_gradient(image: LoadedImage, *, padding: str = "zeros", on: str = "gray") -> Result:
-    """F1 and F2 as one depthwise conv; checked against slicing differences, exactly."""
+    """F1 and F2 as one depthwise conv; checked against slicing differences, exactly.
+
+    Works in strips of rows: a first pass checks every strip against the
+    reference and finds the maps' ranges; each output is then computed again,
+    strip by strip, while it is written. Memory stays near the size of the
+    decoded image however large it is.
+    """
     result = Result()
     if on == "gray":
         base = _gray_levels(image)
@@ -138,26 +155,56 @@ def run_gradient(image: LoadedImage, *, padding: str = "zeros", on: str = "gray"
         base = image.pixels
         if image.channels == 1:
             result.notices.append("gray input: --on rgb has one channel")
-    dy, dx = ops.gradients(base, padding)
-    ref_dy, ref_dx = ref.forward_differences(base, padding)
+    channels, height, width = base.shape
+    strips = _strips(height, channels * width * 4)
     peak = image.peak
-    for name, values, expected in (("dy", dy, ref_dy), ("dx", dx, ref_dx)):
-        result.checks.append(
-            compare(values, expected, name=name, reference="slicing differences",
-                    tolerance=0.0, peak=peak)
-        )  # fmt: skip
-    magnitude = np.sqrt(np.square(dy) + np.square(dx))
-    # One scale for both maps, so that equal differences look equal.
-    pixels, units = signed_to_image(np.stack([dy, dx]), image.bit_depth)
+    checks = {
+        name: Comparison(name=name, reference="slicing differences", tolerance=0.0, peak=peak)
+        for name in ("dy", "dx")
+    }
+    largest_difference = largest_magnitude = 0.0
+    for rows in strips:
+        dy, dx = ops.gradients(base, padding, rows=rows)
+        ref_dy, ref_dx = ref.forward_differences(base, padding, rows=rows)
+        checks["dy"].update(dy, ref_dy)
+        checks["dx"].update(dx, ref_dx)
+        largest_difference = max(largest_difference, float(np.abs(dy).max()),
+                                 float(np.abs(dx).max()))  # fmt: skip
+        largest_magnitude = max(largest_magnitude, float(_magnitude(dy, dx).max()))
+    for comparison in checks.values():
+        comparison.add_shape(base.shape)
+        result.checks.append(comparison.check())
+
+    bits = image.bit_depth
+    mid, top = 1 << (bits - 1), (1 << bits) - 1
+    # One scale for both signed maps, so that equal differences look equal.
+    units = largest_difference / (mid - 1) if largest_difference else 1.0
+    mag_units = largest_magnitude / top if largest_magnitude else 1.0
+
+    def rows_of(kind: str, as_levels: bool) -> Rows:
+        def strips_of() -> Iterator[np.ndarray]:
+            for rows in strips:
+                dy, dx = ops.gradients(base, padding, rows=rows)
+                values = {"dy": dy, "dx": dx}.get(kind)
+                if values is None:
+                    values = _magnitude(dy, dx)
+                if not as_levels:
+                    yield values
+                elif kind == "gradient":
+                    yield unsigned_to_image(values, bits, mag_units)[0]
+                else:
+                    yield signed_to_image(values, bits, units)[0]
+
+        dtype = (np.uint16 if bits == 16 else np.uint8) if as_levels else np.float32
+        return Rows(base.shape, dtype, strips_of)
+
     alpha = _alpha_levels(image)
-    result.outputs["dy"] = Output(pixels[0], dy, "vertical forward difference X[i+1,j] - X[i,j]",
-                                  alpha=alpha)  # fmt: skip
-    result.outputs["dx"] = Output(pixels[1], dx, "horizontal forward difference X[i,j+1] - X[i,j]",
-                                  alpha=alpha)  # fmt: skip
-    mag_pixels, mag_units = unsigned_to_image(magnitude, image.bit_depth)
-    result.outputs["gradient"] = Output(mag_pixels, magnitude, "magnitude sqrt(dy^2 + dx^2)",
-                                        alpha=alpha)  # fmt: skip
-    mid = 1 << (image.bit_depth - 1)
+    for kind, what in (
+        ("dy", "vertical forward difference X[i+1,j] - X[i,j]"),
+        ("dx", "horizontal forward difference X[i,j+1] - X[i,j]"),
+        ("gradient", "magnitude sqrt(dy^2 + dx^2)"),
+    ):
+        result.outputs[kind] = Output(rows_of(kind, True), rows_of(kind, False), what, alpha=alpha)
     result.info.update(
         padding=padding,
         on=on,
@@ -167,6 +214,10 @@ def run_gradient(image: LoadedImage, *, padding: str = "zeros", on: str = "gray"
         magnitude_units_per_level=mag_units,
     )
     return result
+
+
+def _magnitude(dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.square(dy) + np.square(dx))
 
 
 def run_avgpool(image: LoadedImage, *, kernel_size: int = 2, edge: str = "drop") -> Result:
@@ -408,13 +459,18 @@ def process_image(
     targets = plan_outputs(image.path, list(result.outputs), output=output, out_dir=out_dir,
                            raw=raw, force=force, frame=frame)  # fmt: skip
     icc_notes = set()
+    jobs = []
     for name, out in result.outputs.items():
         png, *npy = targets[name]
         icc, note = _icc_for(out, image)
         if note:
             icc_notes.add(note)
-        save_image(out.pixels, png, alpha=out.alpha, icc_profile=icc,
-                   compress_level=compress_level)  # fmt: skip
+        options = {"alpha": out.alpha, "icc_profile": icc, "compress_level": compress_level}
+        jobs.append((out.pixels, png, options))
+    # The images of one input are encoded in parallel threads (deflate releases the GIL).
+    save_images(jobs)
+    for name, out in result.outputs.items():
+        png, *npy = targets[name]
         item.outputs.append(os.fsdecode(png))
         if npy:
             save_array(out.values, npy[0])

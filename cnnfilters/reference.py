@@ -23,30 +23,35 @@ __all__ = [
 
 
 def forward_differences(
-    x: np.ndarray, padding_mode: str = "zeros"
+    x: np.ndarray, padding_mode: str = "zeros", *, rows: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(X[i+1, j] - X[i, j], X[i, j+1] - X[i, j])`` by array slicing.
 
     The value beyond the last row (column) is 0 for ``zeros``, the last row
     itself for ``replicate``, the row before it for ``reflect`` and the first
-    row for ``circular``. Computed in the input's float dtype.
+    row for ``circular``. Computed in float32 (float64 for float64 input).
+    ``rows=(first, stop)`` gives only those rows.
     """
     x = np.asarray(x)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float32)
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    height, width = x.shape[-2:]
+    first, stop = rows if rows is not None else (0, height)
+    beyond = {"zeros": None, "replicate": -1, "reflect": -2, "circular": 0}
+    if padding_mode not in beyond:
+        raise ValueError(f"unknown padding mode {padding_mode!r}")
 
-    def beyond(axis: int) -> np.ndarray:
-        size = x.shape[axis]
-        index = {"replicate": size - 1, "reflect": size - 2, "circular": 0}.get(padding_mode)
-        if padding_mode == "zeros":
-            return np.zeros_like(np.take(x, [size - 1], axis=axis))
-        if index is None:
-            raise ValueError(f"unknown padding mode {padding_mode!r}")
-        return np.take(x, [index], axis=axis)
+    def edge(axis: int, size: int) -> np.ndarray:
+        """The row (column) the padding puts after the last one."""
+        index = beyond[padding_mode]
+        picked = np.take(x, [size - 1 if index is None else index % size], axis=axis)
+        return np.zeros_like(picked, dtype=dtype) if index is None else picked.astype(dtype)
 
-    dy = np.concatenate([x[..., 1:, :], beyond(-2)], axis=-2) - x
-    dx = np.concatenate([x[..., :, 1:], beyond(-1)], axis=-1) - x
-    return dy, dx
+    here = x[..., first:stop, :].astype(dtype)
+    below = x[..., first + 1 : stop + 1, :].astype(dtype)
+    if stop >= height:
+        below = np.concatenate([below, edge(-2, height)], axis=-2)
+    right = np.concatenate([here[..., 1:], edge(-1, width)[..., first:stop, :]], axis=-1)
+    return below - here, right - here
 
 
 def luma(rgb: np.ndarray, weights: tuple[float, float, float]) -> np.ndarray:

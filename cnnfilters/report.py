@@ -19,7 +19,7 @@ import numpy as np
 
 from ._version import __version__
 
-__all__ = ["SCHEMA_VERSION", "Check", "InputReport", "RunReport", "compare"]
+__all__ = ["SCHEMA_VERSION", "Check", "Comparison", "InputReport", "RunReport", "compare"]
 
 SCHEMA_VERSION = 1
 
@@ -89,6 +89,101 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+class Comparison:
+    """Figures of ``actual - expected`` accumulated block by block.
+
+    Feed it matching pieces of the two arrays with :meth:`update` (for
+    example the rows of an image processed in strips), then call
+    :meth:`check`. Differences are taken in float64 one block at a time, so
+    that no full-size float64 temporary is ever made.
+    """
+
+    # Elements per block: about 1 MB of float64, so that temporaries stay in cache.
+    BLOCK = 1 << 17
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        reference: str,
+        tolerance: float = 0.0,
+        peak: float | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name, self.reference = name, reference
+        self.tolerance, self.peak = tolerance, peak
+        self.extra = dict(extra or {})
+        self.total = self.differing = self.exceeding = self.nan_mismatch = 0
+        self.max_abs = 0.0
+        self.sum_abs = self.sum_sq = 0.0
+        self.shape: tuple[int, ...] | None = None
+        self.detail = ""
+
+    def update(self, actual: np.ndarray, expected: np.ndarray) -> None:
+        actual, expected = np.asarray(actual), np.asarray(expected)
+        if actual.shape != expected.shape:
+            self.detail = f"shape {actual.shape} differs from the reference's {expected.shape}"
+            return
+        flat_a, flat_e = actual.reshape(-1), expected.reshape(-1)
+        floats = flat_a.dtype.kind == "f" or flat_e.dtype.kind == "f"
+        for start in range(0, flat_a.size, self.BLOCK):
+            a = flat_a[start : start + self.BLOCK].astype(np.float64)
+            diff = np.abs(np.subtract(a, flat_e[start : start + self.BLOCK], out=a))
+            if floats:
+                both = np.isnan(flat_a[start : start + self.BLOCK]) & np.isnan(
+                    flat_e[start : start + self.BLOCK]
+                )
+                diff[both] = 0.0
+                lone = np.isnan(diff)
+                if lone.any():
+                    self.nan_mismatch += int(np.count_nonzero(lone))
+                    diff[lone] = 0.0
+            self.total += diff.size
+            if diff.size:
+                self.max_abs = max(self.max_abs, float(diff.max()))
+                self.sum_abs += float(diff.sum())
+                self.sum_sq += float(np.dot(diff, diff))
+                self.differing += int(np.count_nonzero(diff))
+                self.exceeding += int(np.count_nonzero(diff > self.tolerance))
+
+    def add_shape(self, shape: tuple[int, ...]) -> None:
+        """Record the shape of the whole arrays (when they were fed in pieces)."""
+        self.shape = tuple(shape)
+
+    def check(self) -> Check:
+        extra = self.extra
+        if self.detail and not self.nan_mismatch:
+            return Check(self.name, self.reference, False, math.inf, math.inf, math.inf, None, 0,
+                         0, self.total, self.tolerance, self.shape or (), detail=self.detail,
+                         extra=extra)  # fmt: skip
+        total = self.total
+        if total == 0:
+            return Check(self.name, self.reference, True, 0.0, 0.0, 0.0, None, 0, 0, 0,
+                         self.tolerance, self.shape or (0,), extra=extra)  # fmt: skip
+        mse = self.sum_sq / total
+        psnr = None
+        if self.peak is not None and mse > 0:
+            psnr = 10.0 * math.log10(self.peak * self.peak / mse)
+        lone = self.nan_mismatch
+        exceeding = self.exceeding + lone
+        return Check(
+            name=self.name,
+            reference=self.reference,
+            passed=exceeding == 0,
+            max_abs=math.inf if lone else self.max_abs,
+            mean_abs=self.sum_abs / total,
+            rmse=math.sqrt(mse),
+            psnr_db=psnr,
+            differing=self.differing + lone,
+            exceeding=exceeding,
+            total=total,
+            tolerance=self.tolerance,
+            shape=self.shape or (total,),
+            detail=f"{lone} values are NaN on one side only" if lone else "",
+            extra=extra,
+        )
+
+
 def compare(
     actual: np.ndarray,
     expected: np.ndarray,
@@ -105,51 +200,12 @@ def compare(
     no value is NaN on one side only, and ``max |actual - expected| <=
     tolerance``. ``peak`` (for example 255 for 8-bit images) enables PSNR.
     """
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    extra = dict(extra or {})
-    if actual.shape != expected.shape:
-        return Check(
-            name, reference, False, math.inf, math.inf, math.inf, None, 0, 0,
-            int(expected.size), tolerance, tuple(actual.shape),
-            detail=f"shape {actual.shape} differs from the reference's {expected.shape}",
-            extra=extra,
-        )  # fmt: skip
-    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    both_nan = np.isnan(actual) & np.isnan(expected) if diff.size else diff.astype(bool)
-    diff[both_nan] = 0.0
-    total = int(diff.size)
-    if total == 0:
-        return Check(name, reference, True, 0.0, 0.0, 0.0, None, 0, 0, 0, tolerance, diff.shape,
-                     extra=extra)  # fmt: skip
-    nan_mismatch = int(np.count_nonzero(np.isnan(diff)))
-    finite = np.where(np.isnan(diff), 0.0, diff)
-    max_abs = math.inf if nan_mismatch else float(finite.max())
-    mean_abs = float(finite.mean())
-    mse = float(np.mean(np.square(finite)))
-    rmse = math.sqrt(mse)
-    psnr = None
-    if peak is not None and mse > 0:
-        psnr = 10.0 * math.log10(peak * peak / mse)
-    differing = int(np.count_nonzero(finite)) + nan_mismatch
-    exceeding = int(np.count_nonzero(finite > tolerance)) + nan_mismatch
-    detail = f"{nan_mismatch} values are NaN on one side only" if nan_mismatch else ""
-    return Check(
-        name=name,
-        reference=reference,
-        passed=exceeding == 0,
-        max_abs=max_abs,
-        mean_abs=mean_abs,
-        rmse=rmse,
-        psnr_db=psnr,
-        differing=differing,
-        exceeding=exceeding,
-        total=total,
-        tolerance=tolerance,
-        shape=tuple(diff.shape),
-        detail=detail,
-        extra=extra,
-    )
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    comparison = Comparison(name=name, reference=reference, tolerance=tolerance, peak=peak,
+                            extra=extra)  # fmt: skip
+    comparison.add_shape(actual.shape)
+    comparison.update(actual, expected)
+    return comparison.check()
 
 
 @dataclass

@@ -460,11 +460,11 @@ def test_a_failed_save_leaves_the_existing_file_whole(tmp_path, capsys, monkeypa
     target = tmp_path / "in.grayscale.png"
     target.write_bytes(b"the previous good output")
 
-    def failing_save(self, fp, *args, **kwargs):
-        fp.write(b"half a PNG")
+    def failing_write(self, strip):
+        self.handle.write(b"half a PNG")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Image.Image, "save", failing_save)
+    monkeypatch.setattr("cnnfilters.images.PngWriter.write", failing_write)
     code, _, err = run(capsys, "grayscale", source, "--force", "-q")
     assert code == 3
     assert_one_error(err, str(target), contains="No space left on device")

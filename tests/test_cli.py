@@ -208,7 +208,11 @@ def test_usage_errors_exit_2(rgb_png, tmp_path):
 def test_a_failed_check_exits_1(gray_png, monkeypatch):
     from cnnfilters import reference
 
-    monkeypatch.setattr(reference, "forward_differences", lambda x, mode: (x * 0 + 1, x * 0))
+    def wrong(x, mode, rows=None):  # a reference that disagrees everywhere
+        strip = np.asarray(x[..., rows[0] : rows[1], :], dtype=np.float32)
+        return strip * 0 + 1, strip * 0
+
+    monkeypatch.setattr(reference, "forward_differences", wrong)
     result = invoke("gradient", gray_png, "--force")
     assert result.exit_code == 1
     assert "FAIL" in result.stdout
