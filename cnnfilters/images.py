@@ -55,7 +55,6 @@ __all__ = [
     "quantize",
     "save_array",
     "save_image",
-    "save_images",
     "signed_to_image",
     "unsigned_to_image",
 ]
@@ -503,7 +502,11 @@ def signed_to_image(
     if units is None:
         peak = float(np.max(np.abs(values), initial=0.0))
         units = peak / (mid - 1) if peak > 0 else 1.0
-    return quantize(mid + np.asarray(values, dtype=np.float64) / units, bit_depth), units
+    values = np.asarray(values)
+    work = np.dtype(np.float32 if values.dtype == np.float32 else np.float64)  # display only
+    scaled = np.multiply(values, work.type(1 / units), dtype=work)
+    scaled += work.type(mid)
+    return quantize(scaled, bit_depth), units
 
 
 def unsigned_to_image(
@@ -518,7 +521,9 @@ def unsigned_to_image(
     if units is None:
         peak = float(np.max(values, initial=0.0))
         units = peak / top if peak > 0 else 1.0
-    return quantize(np.asarray(values, dtype=np.float64) / units, bit_depth), units
+    values = np.asarray(values)
+    work = np.dtype(np.float32 if values.dtype == np.float32 else np.float64)  # display only
+    return quantize(np.multiply(values, work.type(1 / units), dtype=work), bit_depth), units
 
 
 def mosaic(values: np.ndarray, gap: int = 0) -> np.ndarray:
@@ -674,27 +679,6 @@ def save_image(
         writer.close()
 
     _atomic_write(Path(target), write)
-
-
-def save_images(jobs: list[tuple[np.ndarray | Rows, Path, dict]], *, threads: int = 0) -> None:
-    """Write several images at once, in threads (PNG deflate releases the GIL).
-
-    Each job is ``(pixels, target, keyword arguments of save_image)``; the
-    first error is raised after every job has finished or failed.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = threads or min(len(jobs), os.cpu_count() or 1)
-    if workers <= 1 or len(jobs) <= 1:
-        for pixels, target, options in jobs:
-            save_image(pixels, target, **options)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(save_image, p, t, **o) for p, t, o in jobs]
-        errors = [f.exception() for f in futures]
-    for error in errors:
-        if error is not None:
-            raise error
 
 
 def save_array(values: np.ndarray | Rows, target: str | os.PathLike) -> None:

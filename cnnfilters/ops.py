@@ -32,16 +32,22 @@ def _channels(x: np.ndarray) -> int:
     return _as_batch(np.asarray(x))[0].shape[1]
 
 
-def grayscale(x: np.ndarray, weights: str | tuple[float, float, float] = "bt601") -> np.ndarray:
+def grayscale(
+    x: np.ndarray,
+    weights: str | tuple[float, float, float] = "bt601",
+    *,
+    rows: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Luma as a 1x1 convolution: ``Y = wR R + wG G + wB B`` (SPEC section 3).
 
     ``weights`` is ``"bt601"`` (0.299, 0.587, 0.114), ``"bt709"``, ``"R,G,B"``
-    or three numbers. Returns one channel: ``(1, H, W)``.
+    or three numbers. Returns one channel: ``(1, H, W)`` (only rows
+    ``first..stop`` with ``rows``).
     """
     channels = _channels(x)
     if channels != 3:
         raise CnnFiltersError(f"grayscale needs 3 channels (R, G, B), got {channels}")
-    return conv2d(x, grayscale_weight(weights))
+    return conv2d(x, grayscale_weight(weights), rows=rows)
 
 
 def gradients(

@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from .images import (
     mosaic,
     quantize,
     save_array,
-    save_images,
+    save_image,
     signed_to_image,
     unsigned_to_image,
 )
@@ -75,6 +76,8 @@ class Result:
     checks: list[Check] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    # Checks left to run while the outputs are being written (in other threads).
+    verify: Callable[[], list[Check]] | None = None
 
 
 def _levels(image: LoadedImage, values: np.ndarray, result: Result) -> np.ndarray:
@@ -105,27 +108,55 @@ def _gray_levels(image: LoadedImage) -> np.ndarray:
 
 
 def run_grayscale(image: LoadedImage, *, weights: str = "bt601") -> Result:
-    """Luma by a 1x1 conv; checked against the float64 formula and Pillow's ``convert("L")``."""
+    """Luma by a 1x1 conv; checked against the float64 formula and Pillow's ``convert("L")``.
+
+    Computed in strips of rows (in cache); the checks run while the output
+    is being written.
+    """
     result = Result()
     triple = parse_grayscale_weights(weights)
     rgb = _as_rgb(image, result.notices)
-    luma = ops.grayscale(rgb, triple)
-    peak = image.peak
-    result.checks.append(
-        compare(luma, ref.luma(rgb, triple), name="luma", reference="float64 formula",
-                tolerance=float32_tolerance(peak), peak=peak)
-    )  # fmt: skip
-    pixels = _levels(image, luma, result)
-    if triple == parse_grayscale_weights("bt601") and image.pil is not None:
-        result.checks.append(
-            compare(pixels, ref.pillow_grayscale(image.pil), name="8-bit output",
-                    reference="Pillow convert('L')", tolerance=1, peak=peak)
-        )  # fmt: skip
+    height, width = image.size
+    strips = _strips(height, 3 * width * 4)
+    luma_parts = [ops.grayscale(rgb, triple, rows=rows) for rows in strips]
+    if image.kind in ("uint8", "uint16"):
+        levels = [image.levels(part) for part in luma_parts]
+        pixels = np.concatenate([part for part, _ in levels], axis=1)
+        result.notices.extend(_merge_clip_notes([note for _, note in levels]))
+    else:  # a stated scale must be one scale for the whole image
+        pixels = _levels(image, np.concatenate(luma_parts, axis=1), result)
+
+    def verify() -> list[Check]:
+        peak = image.peak
+        formula = Comparison(name="luma", reference="float64 formula",
+                             tolerance=float32_tolerance(peak), peak=peak)  # fmt: skip
+        for (first, stop), luma in zip(strips, luma_parts, strict=True):
+            formula.update(luma, ref.luma(rgb[:, first:stop], triple))
+        formula.add_shape((1, height, width))
+        checks = [formula.check()]
+        if triple == parse_grayscale_weights("bt601") and image.kind == "uint8":
+            checks.append(
+                compare(pixels, ref.pillow_grayscale(image.pil), name="8-bit output",
+                        reference="Pillow convert('L')", tolerance=1, peak=peak)
+            )  # fmt: skip
+        return checks
+
+    result.verify = verify
+    luma = Rows((1, height, width), np.float32, lambda: iter(luma_parts))
     result.outputs["grayscale"] = Output(
         pixels, luma, f"luma, weights {triple}", alpha=_alpha_levels(image), colorimetric=True
     )
     result.info["weights"] = list(triple)
     return result
+
+
+def _merge_clip_notes(notes: list[str | None]) -> list[str]:
+    """One notice for the values clipped in every strip."""
+    counts = [n for n in notes if n]
+    if not counts or "clipped" not in counts[0]:
+        return counts[:1]
+    total = sum(int(n.split()[0]) for n in counts)
+    return [f"{total} values" + counts[0].split(" values", 1)[1]]
 
 
 # Rows of float32 a strip of a large image holds: a few MB, so that memory
@@ -225,32 +256,42 @@ def run_avgpool(image: LoadedImage, *, kernel_size: int = 2, edge: str = "drop")
     result = Result()
     k = kernel_size
     pooled = ops.avgpool(image.pixels, k, edge)
-    peak = image.peak
-    result.checks.append(
-        compare(pooled, ref.block_mean(image.pixels, k, edge), name="block mean",
-                reference="reshape-mean (float64)", tolerance=float32_tolerance(peak), peak=peak)
-    )  # fmt: skip
     pixels = _levels(image, pooled, result)
     # Alpha is pooled by the same convolution as the colour channels.
     alpha = None if image.alpha is None else ops.avgpool(image.alpha[np.newaxis], k, edge)[0]
     alpha_levels = _alpha_levels(image, alpha)
-    if image.pil is not None:
-        # Pillow's reduce premultiplies RGBA by its alpha; the engine pools every
-        # channel alike, so alpha is reduced by Pillow as an image of its own.
-        sources = [image.pil]
-        ours = pixels
-        if alpha_levels is not None:
-            sources.append(Image.fromarray(quantize(image.alpha, 8)))
-            ours = np.concatenate([pixels, alpha_levels[np.newaxis]])
-        height, width = image.size
-        box = (0, 0, width - width % k, height - height % k) if edge == "drop" else None
-        expected = np.concatenate(
-            [ref.pillow_reduce(source.crop(box) if box else source, k) for source in sources]
-        )
-        result.checks.append(
-            compare(ours, expected, name="8-bit output", reference=f"Pillow reduce({k})",
-                    tolerance=1, peak=peak)
-        )  # fmt: skip
+
+    def verify() -> list[Check]:
+        peak = image.peak
+        mean = Comparison(name="block mean", reference="reshape-mean (float64)",
+                          tolerance=float32_tolerance(peak), peak=peak)  # fmt: skip
+        # In strips of whole windows: output rows first..stop read input rows k*first..k*stop.
+        out_rows = pooled.shape[1]
+        for first, stop in _strips(out_rows, image.channels * image.size[1] * 8 * k):
+            rows = image.pixels[:, k * first : k * stop if stop < out_rows else None]
+            mean.update(pooled[:, first:stop], ref.block_mean(rows, k, edge))
+        mean.add_shape(pooled.shape)
+        checks = [mean.check()]
+        if image.kind == "uint8":
+            # Pillow's reduce premultiplies RGBA by its alpha; the engine pools every
+            # channel alike, so alpha is reduced by Pillow as an image of its own.
+            sources = [image.pil]
+            ours = pixels
+            if alpha_levels is not None:
+                sources.append(Image.fromarray(quantize(image.alpha, 8)))
+                ours = np.concatenate([pixels, alpha_levels[np.newaxis]])
+            height, width = image.size
+            box = (0, 0, width - width % k, height - height % k) if edge == "drop" else None
+            expected = np.concatenate(
+                [ref.pillow_reduce(source.crop(box) if box else source, k) for source in sources]
+            )
+            checks.append(
+                compare(ours, expected, name="8-bit output", reference=f"Pillow reduce({k})",
+                        tolerance=1, peak=peak)
+            )  # fmt: skip
+        return checks
+
+    result.verify = verify
     height, width = image.size
     if edge == "drop" and (height % k or width % k):
         result.notices.append(
@@ -452,26 +493,38 @@ def process_image(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = runner(image, **options)
-    item.checks.extend(result.checks)
     item.notices.extend(result.notices)
-    item.notices.extend(f"warning: {w.message}" for w in caught)
     item.info.update(result.info)
     targets = plan_outputs(image.path, list(result.outputs), output=output, out_dir=out_dir,
                            raw=raw, force=force, frame=frame)  # fmt: skip
     icc_notes = set()
     jobs = []
     for name, out in result.outputs.items():
-        png, *npy = targets[name]
         icc, note = _icc_for(out, image)
         if note:
             icc_notes.add(note)
         options = {"alpha": out.alpha, "icc_profile": icc, "compress_level": compress_level}
-        jobs.append((out.pixels, png, options))
-    # The images of one input are encoded in parallel threads (deflate releases the GIL).
-    save_images(jobs)
+        jobs.append((out.pixels, targets[name][0], options))
+    # The images are encoded in worker threads (deflate releases the GIL) while
+    # this thread runs the checks that are left.
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        saving = [pool.submit(save_image, pixels, target, **kw) for pixels, target, kw in jobs]
+        item.checks.extend(result.checks)
+        if result.verify is not None:
+            with warnings.catch_warnings(record=True) as more:
+                warnings.simplefilter("always")
+                item.checks.extend(result.verify())
+            caught.extend(more)
+        errors = [future.exception() for future in saving]
+    # The report lists every file written, even when another one failed.
+    item.outputs.extend(os.fsdecode(job[1]) for job, e in zip(jobs, errors, strict=True) if not e)
+    for error in errors:
+        if error is not None:
+            raise error
+    item.notices.extend(f"warning: {w.message}" for w in caught)
     for name, out in result.outputs.items():
-        png, *npy = targets[name]
-        item.outputs.append(os.fsdecode(png))
+        npy = targets[name][1:]
         if npy:
             save_array(out.values, npy[0])
             item.outputs.append(os.fsdecode(npy[0]))

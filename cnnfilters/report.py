@@ -125,25 +125,30 @@ class Comparison:
             self.detail = f"shape {actual.shape} differs from the reference's {expected.shape}"
             return
         flat_a, flat_e = actual.reshape(-1), expected.reshape(-1)
-        floats = flat_a.dtype.kind == "f" or flat_e.dtype.kind == "f"
+        # Integers are compared exactly in int64, floats in float64.
+        integers = flat_a.dtype.kind in "bui" and flat_e.dtype.kind in "bui"
+        work = np.int64 if integers else np.float64
         for start in range(0, flat_a.size, self.BLOCK):
-            a = flat_a[start : start + self.BLOCK].astype(np.float64)
-            diff = np.abs(np.subtract(a, flat_e[start : start + self.BLOCK], out=a))
-            if floats:
-                both = np.isnan(flat_a[start : start + self.BLOCK]) & np.isnan(
-                    flat_e[start : start + self.BLOCK]
-                )
-                diff[both] = 0.0
-                lone = np.isnan(diff)
-                if lone.any():
-                    self.nan_mismatch += int(np.count_nonzero(lone))
-                    diff[lone] = 0.0
+            a, e = flat_a[start : start + self.BLOCK], flat_e[start : start + self.BLOCK]
+            diff = np.subtract(a, e, dtype=work)
+            np.abs(diff, out=diff)
             self.total += diff.size
-            if diff.size:
-                self.max_abs = max(self.max_abs, float(diff.max()))
-                self.sum_abs += float(diff.sum())
-                self.sum_sq += float(np.dot(diff, diff))
-                self.differing += int(np.count_nonzero(diff))
+            if not diff.size:
+                continue
+            largest = diff.max()
+            if largest != largest:  # NaN: on both sides it agrees, on one side it does not
+                nan = np.isnan(diff)
+                lone = nan & ~(np.isnan(a) & np.isnan(e)) & (a != e)  # inf == inf agrees
+                self.nan_mismatch += int(np.count_nonzero(lone))
+                diff[nan] = 0
+                largest = diff.max()
+            if largest == 0:
+                continue  # the common case of an exact check: nothing more to count
+            self.max_abs = max(self.max_abs, float(largest))
+            self.sum_abs += float(diff.sum())
+            self.sum_sq += float(np.dot(diff, diff))
+            self.differing += int(np.count_nonzero(diff))
+            if largest > self.tolerance:
                 self.exceeding += int(np.count_nonzero(diff > self.tolerance))
 
     def add_shape(self, shape: tuple[int, ...]) -> None:

@@ -1,0 +1,77 @@
+"""The image layer: the streaming PNG writer, strips, levels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnfilters import conv2d, gradients
+from cnnfilters.images import Rows, load_image, quantize, save_array, save_image, signed_to_image
+from cnnfilters.kernels import gradient_weight
+
+RNG = np.random.default_rng(5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+def test_png_writer_round_trips_8_bit(channels, level, tmp_path):
+    pixels = RNG.integers(0, 256, (channels, 37, 51), dtype=np.uint8)
+    save_image(pixels, tmp_path / "x.png", compress_level=level)
+    with Image.open(tmp_path / "x.png") as image:
+        back = np.asarray(image)
+    expected = pixels[0] if channels == 1 else np.moveaxis(pixels, 0, -1)
+    np.testing.assert_array_equal(back, expected)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_png_writer_round_trips_16_bit_and_alpha(channels, tmp_path):
+    pixels = RNG.integers(0, 65536, (channels, 9, 14), dtype=np.uint16)
+    alpha = RNG.integers(0, 65536, (9, 14), dtype=np.uint16)
+    save_image(pixels, tmp_path / "deep.png", alpha=alpha)
+    loaded = load_image(tmp_path / "deep.png")
+    np.testing.assert_array_equal(loaded.pixels, pixels)
+    np.testing.assert_array_equal(loaded.alpha, alpha)
+
+
+def test_rows_are_written_strip_by_strip(tmp_path):
+    full = RNG.integers(0, 256, (3, 100, 40), dtype=np.uint8)
+
+    def strips():
+        for first in range(0, 100, 7):
+            yield full[:, first : first + 7]
+
+    save_image(Rows(full.shape, np.uint8, strips), tmp_path / "rows.png")
+    with Image.open(tmp_path / "rows.png") as image:
+        np.testing.assert_array_equal(np.asarray(image), np.moveaxis(full, 0, -1))
+    values = full.astype(np.float32) / 3
+    pieces = lambda: (values[:, i : i + 9] for i in range(0, 100, 9))  # noqa: E731
+    save_array(Rows(full.shape, np.float32, pieces), tmp_path / "rows.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "rows.npy"), values)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "replicate", "reflect", "circular"])
+def test_conv2d_rows_are_slices_of_the_whole(mode):
+    x = RNG.integers(0, 256, (3, 41, 23), dtype=np.uint8)
+    whole = conv2d(x, gradient_weight(3), padding=1, padding_mode=mode, groups=3)
+    for first, stop in [(0, 1), (0, 7), (5, 30), (39, 41), (40, 41)]:
+        part = conv2d(x, gradient_weight(3), padding=1, padding_mode=mode, groups=3,
+                      rows=(first, stop))  # fmt: skip
+        np.testing.assert_array_equal(part, whole[:, first:stop])
+    dy, _ = gradients(x, mode, rows=(10, 20))
+    np.testing.assert_array_equal(dy, gradients(x, mode)[0][:, 10:20])
+
+
+def test_quantize_rounds_half_up_and_clips():
+    values = np.array([-3.0, 0.49, 0.5, 1.5, 2.5, 254.5, 300.0], dtype=np.float32)
+    np.testing.assert_array_equal(quantize(values), [0, 0, 1, 2, 3, 255, 255])
+    np.testing.assert_array_equal(quantize(np.array([65534.5, 7e4]), 16), [65535, 65535])
+
+
+def test_signed_maps_put_zero_at_mid_gray_without_clipping():
+    values = np.array([-254.0, -1.0, 0.0, 1.0, 254.0], dtype=np.float32)
+    pixels, units = signed_to_image(values)
+    assert units == 2.0
+    np.testing.assert_array_equal(pixels, [1, 128, 128, 129, 255])  # 127.5 and 128.5 round up
+    same_scale, _ = signed_to_image(values[:2], units=units)
+    np.testing.assert_array_equal(same_scale, pixels[:2])
