@@ -400,11 +400,29 @@ def _decode_frame(image: Image.Image, path: Path, options: ReadOptions) -> Loade
     if image.mode in ("LA", "RGBA"):
         alpha = np.asarray(image.getchannel("A"))
         image = image.convert(image.mode[:-1])
-    values = np.asarray(image)  # (H, W, C) uint8, our own copy: Pillow's can go
+    values = _as_array(image)  # (H, W, C) uint8, our own copy: Pillow's can go
     pixels = values[np.newaxis] if values.ndim == 2 else np.moveaxis(values, -1, 0)
     loaded = LoadedImage(path, fmt, original_mode, pixels, 8, "uint8", icc_profile=icc,
                          notices=notices)  # fmt: skip
     return _apply_alpha_policy(loaded, alpha, options)
+
+
+def _as_array(image: Image.Image) -> np.ndarray:
+    """The pixels of an 8-bit ``L`` or ``RGB`` image as ``(H, W[, C])`` uint8.
+
+    Copied in strips of rows: ``np.asarray(image)`` goes through one
+    ``tobytes()`` of the whole image, whose pieces and their join would double
+    the peak memory of a large image.
+    """
+    width, height = image.size
+    bands = len(image.getbands())
+    shape = (height, width) if bands == 1 else (height, width, bands)
+    values = np.empty(shape, dtype=np.uint8)
+    step = max(1, (8 << 20) // max(1, width * bands))
+    for top in range(0, height, step):
+        bottom = min(top + step, height)
+        values[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
+    return values
 
 
 def _orientation_notice(orientation: int, options: ReadOptions, notices: list[str]) -> None:

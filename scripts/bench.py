@@ -254,12 +254,19 @@ def main() -> None:
         unit="MB")  # fmt: skip
 
     # 4. Start-up.
-    print(f"\n4. start-up (median of {2 * reps})", flush=True)
-    typer_time = median_time(python_snippet("import typer"), 2 * reps)
-    row("start-up", "cnnfilters --help", median_time(command(exe, "--help"), 2 * reps),
-        "python -c 'import typer'", typer_time, 1.5)  # fmt: skip
-    row("start-up", "cnnfilters --version", median_time(command(exe, "--version"), 2 * reps),
-        "python -c 'import typer'", typer_time, 1.5)  # fmt: skip
+    # Start-up times are short and noisy: more repetitions, interleaved.
+    startup_reps = 4 * reps
+    print(f"\n4. start-up (median of {startup_reps}, interleaved)", flush=True)
+    samples: dict[str, list[float]] = {"typer": [], "help": [], "version": []}
+    runs = {"typer": python_snippet("import typer"), "help": command(exe, "--help"),
+            "version": command(exe, "--version")}  # fmt: skip
+    for _ in range(startup_reps):
+        for key, run in runs.items():
+            samples[key].append(median_time(run, 1))
+    typer_time = statistics.median(samples["typer"])
+    for key in ("help", "version"):
+        row("start-up", f"cnnfilters --{key}", statistics.median(samples[key]),
+            "python -c 'import typer'", typer_time, 1.5)  # fmt: skip
 
     shutil.rmtree(work, ignore_errors=True)
     result = {
