@@ -331,6 +331,7 @@ def _run_image_command(
         raise CnnFiltersError("use either -o/--output or --out-dir, not both")
     from .pipeline import process
 
+    _tune_malloc()
     report = process(
         command, inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
         read=read, compress_level=compress_level,
@@ -647,6 +648,25 @@ def _usage_line(exc: Exception) -> str:
 
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
+
+
+def _tune_malloc() -> None:
+    """Let glibc reuse freed blocks of strip size instead of mapping fresh pages.
+
+    Every strip-sized temporary (1-8 MB) would otherwise be a new mmap whose
+    pages fault in on first touch: that cost about 10 % of a short run.
+    Memory is still returned to the system above 64 MB of free space.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 64 << 20)
+    libc.mallopt(m_top_pad, 16 << 20)
 
 
 def main(argv: list[str] | None = None) -> int:

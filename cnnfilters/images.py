@@ -66,6 +66,9 @@ ALPHA_POLICIES = ("keep", "drop", "flatten")
 
 # Fast PNG (see PngWriter): level 1 with zlib's RLE strategy.
 PNG_COMPRESS_LEVEL = 1
+# Decoded 8-bit images up to this size keep Pillow's copy beside ours (for the
+# Pillow references); larger ones are copied out in strips and let go.
+_KEEP_DECODED_BYTES = 64 << 20
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -118,12 +121,19 @@ class LoadedImage:
     frame: int = 0
     frames: int = 1
     notices: list[str] = field(default_factory=list)
+    _pil: Image.Image | None = field(default=None, repr=False)
 
     @property
     def pil(self) -> Image.Image | None:
-        """The pixels as a Pillow ``L`` or ``RGB`` image (made when asked for), 8-bit only."""
+        """The pixels as a Pillow ``L`` or ``RGB`` image, 8-bit only.
+
+        The decoded image itself when it was small enough to keep, else made
+        from ``pixels`` when asked for.
+        """
         if self.kind != "uint8":
             return None
+        if self._pil is not None and self._pil.size == self.size[::-1]:
+            return self._pil
         planes = self.pixels[0] if self.channels == 1 else np.moveaxis(self.pixels, 0, -1)
         return Image.fromarray(np.ascontiguousarray(planes, dtype=np.uint8))
 
@@ -400,10 +410,14 @@ def _decode_frame(image: Image.Image, path: Path, options: ReadOptions) -> Loade
     if image.mode in ("LA", "RGBA"):
         alpha = np.asarray(image.getchannel("A"))
         image = image.convert(image.mode[:-1])
-    values = _as_array(image)  # (H, W, C) uint8, our own copy: Pillow's can go
+    values = _as_array(image)  # (H, W, C) uint8, our own copy
     pixels = values[np.newaxis] if values.ndim == 2 else np.moveaxis(values, -1, 0)
     loaded = LoadedImage(path, fmt, original_mode, pixels, 8, "uint8", icc_profile=icc,
                          notices=notices)  # fmt: skip
+    if values.nbytes <= _KEEP_DECODED_BYTES:
+        # Small enough to keep Pillow's own copy for the Pillow references;
+        # a large image lets it go, to bound memory.
+        loaded._pil = image
     return _apply_alpha_policy(loaded, alpha, options)
 
 
@@ -416,6 +430,8 @@ def _as_array(image: Image.Image) -> np.ndarray:
     """
     width, height = image.size
     bands = len(image.getbands())
+    if width * height * bands <= _KEEP_DECODED_BYTES:
+        return np.asarray(image)
     shape = (height, width) if bands == 1 else (height, width, bands)
     values = np.empty(shape, dtype=np.uint8)
     step = max(1, (8 << 20) // max(1, width * bands))
@@ -454,6 +470,7 @@ def _apply_alpha_policy(
     flat = image.pixels * weight + colour[:, np.newaxis, np.newaxis] * (1 - weight)
     # Round to the file's levels, so that the Pillow references see the same pixels.
     image.pixels = quantize(flat, image.bit_depth)
+    image._pil = None  # the decoded image no longer shows these pixels
     background = ",".join(str(v) for v in options.background)
     image.notices.append(f"alpha flattened onto the background {background} (--alpha flatten)")
     return image
