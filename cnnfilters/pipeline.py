@@ -161,7 +161,7 @@ def _merge_clip_notes(notes: list[str | None]) -> list[str]:
 
 # Rows of float32 a strip of a large image holds: a few MB, so that memory
 # stays bounded by the decoded image whatever its size.
-_STRIP_BYTES = 4 << 20
+_STRIP_BYTES = 2 << 20
 
 
 def _strips(height: int, row_bytes: int) -> list[tuple[int, int]]:
