@@ -77,6 +77,11 @@ class AlphaPolicy(str, Enum):
     flatten = "flatten"
 
 
+class ExportFormat(str, Enum):
+    npz = "npz"
+    json = "json"
+
+
 class CommuteOn(str, Enum):
     gradient = "gradient"
     centered = "centered"
@@ -522,6 +527,137 @@ def commute(
     )  # fmt: skip
 
 
+@app.command(epilog=EXIT_CODES_HELP)
+@_reports_errors
+def convolve(
+    inputs: Inputs,
+    kernel: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--kernel",
+            help="Rows by ';', values by ',' or spaces (\"0,0,0;0,-1,0;0,1,0\"), or a name: "
+            "f1, f2, sobel-x, sobel-y, scharr-x, scharr-y, laplacian, box3, gaussian5.",
+        ),
+    ] = None,
+    kernel_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--kernel-file", help="A .txt matrix, .json list or .npy tensor."),
+    ] = None,
+    stride: Annotated[int, typer.Option("--stride", min=1, help="Stride.")] = 1,
+    padding: Annotated[
+        str, typer.Option("--padding", help="Pixels of padding on each side, or 'same'.")
+    ] = "same",
+    padding_mode: Annotated[
+        Padding, typer.Option("--padding-mode", help="How the border is padded.")
+    ] = Padding.zeros,
+    bias: Annotated[float, typer.Option("--bias", help="Added to every output.")] = 0.0,
+    on: Annotated[
+        GradientOn, typer.Option("--on", help="The grayscale image, or each RGB channel.")
+    ] = GradientOn.gray,
+    normalize: Annotated[
+        bool, typer.Option("--normalize", help="Divide the kernel by the sum of its weights.")
+    ] = False,
+    output: OutputOpt = None,
+    out_dir: OutDirOpt = None,
+    force: ForceOpt = False,
+    raw: RawOpt = False,
+    report: ReportOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    alpha: AlphaOpt = AlphaPolicy.keep,
+    background: BackgroundOpt = "white",
+    no_auto_orient: NoOrientOpt = False,
+    all_frames: AllFramesOpt = False,
+    allow_truncated: TruncatedOpt = False,
+    compress_level: CompressOpt = 1,
+) -> None:
+    """Any kernel through the engine. Writes {stem}.convolve.png.
+
+    Checked against a direct correlation (np.pad, sliding windows, einsum) in
+    float64. Signed results are drawn with 0 at mid-gray, as gradient does.
+    """
+    from .kernels import load_kernel_file, parse_kernel
+
+    if (kernel is None) == (kernel_file is None):
+        raise CnnFiltersError("give exactly one of --kernel and --kernel-file")
+    weights = parse_kernel(kernel) if kernel is not None else load_kernel_file(kernel_file)
+    if padding != "same":
+        try:
+            padding_value: int | str = int(padding)
+        except ValueError:
+            raise CnnFiltersError(f"--padding must be an int or 'same', got {padding!r}") from None
+        if padding_value < 0:
+            raise CnnFiltersError(f"--padding must be non-negative, got {padding_value}")
+    else:
+        padding_value = "same"
+        if weights.shape[-1] % 2 == 0 or weights.shape[-2] % 2 == 0:
+            raise CnnFiltersError(
+                f"--padding same needs an odd kernel size, got {weights.shape[-2]} x "
+                f"{weights.shape[-1]} (an even one would shift the image by half a pixel)"
+            )
+    options = {"kernel": weights, "stride": stride, "padding": padding_value,
+               "padding_mode": padding_mode.value, "bias": bias, "on": on.value,
+               "normalize": normalize}  # fmt: skip
+    _run_image_command(
+        "convolve", inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
+        report_path=report, as_json=json_, quiet=quiet, compress_level=compress_level,
+        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
+                           allow_truncated),
+    )  # fmt: skip
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@_reports_errors
+def backprop(
+    widths: Annotated[
+        str, typer.Option("--widths", help="Input width, hidden widths, output width 1.")
+    ] = "4,8,8,1",
+    activation: Annotated[
+        str, typer.Option("-a", "--activation", help="sigmoid, tanh, softplus, relu, ...")
+    ] = "sigmoid",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the weights and inputs.")] = 0,
+    points: Annotated[
+        int, typer.Option("--points", min=1, help="How many inputs x are checked.")
+    ] = 8,
+    from_image: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--from-image", help="Take x from random patches of this image."),
+    ] = None,
+    report: ReportOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check the MLP backpropagation formulas (SPEC section 5) numerically.
+
+    For every layer: dy_L/db_l, dy_L/dA_l and dy_l/dy_(l-1) by the course's
+    formulas, against central differences (relative error <= 1e-6) and the
+    gradients against reverse-mode autodiff written separately (<= 1e-12).
+    """
+    from .backprop import check_backprop
+    from .report import InputReport, RunReport
+
+    try:
+        sizes = tuple(int(w) for w in widths.replace(" ", "").split(",") if w)
+    except ValueError:
+        raise CnnFiltersError(
+            f"--widths must be integers separated by commas, got {widths!r}"
+        ) from None
+    image = None
+    if from_image is not None:
+        from .images import load_image
+        from .pipeline import _gray_levels
+
+        image = _gray_levels(load_image(from_image))[0]
+    outcome = check_backprop(sizes, activation, seed=seed, points=points, image=image)
+    label = f"MLP {','.join(map(str, sizes))} {outcome.info['activation']}"
+    item = InputReport(label, checks=outcome.checks, info=outcome.info)
+    if outcome.resampled:
+        item.notices.append(f"{outcome.resampled} points near a kink were resampled")
+    run = RunReport("backprop", [item], options=dict(outcome.info))
+    raise typer.Exit(_finish(run, report_path=report, as_json=json_, quiet=quiet))
+
+
 @app.command()
 @_reports_errors
 def kernels(
@@ -533,16 +669,44 @@ def kernels(
         int, typer.Option("-k", "--kernel-size", min=1, help="k of the average-pooling weights.")
     ] = 2,
     json_: JsonOpt = False,
+    export: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--export", help="Write the tensors and their metadata to this file."),
+    ] = None,
+    export_format: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="File format for --export (npz loads with numpy)."),
+    ] = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Print the weight tensors of every construction, in torch layout."""
+    """Print the weight tensors of every construction, in torch layout.
+
+    With --export FILE, write them (and each one's stride, padding and groups)
+    for torch.nn.Conv2d: .npz by default, or --format json.
+    """
     import json
 
-    from .kernels import constructions
+    from .kernels import constructions, export_constructions
 
     available = constructions(kernel_size)
     if name is not None and name not in available:
         raise CnnFiltersError(f"unknown construction {name!r}; choose from {', '.join(available)}")
     chosen = [available[name]] if name else list(available.values())
+    if export is not None:
+        from .errors import OutputError
+        from .images import _atomic_write
+
+        fmt = (
+            export_format.value
+            if export_format
+            else ("json" if export.suffix.lower() == ".json" else "npz")
+        )
+        if export.exists() and not force:
+            raise OutputError(f"{export}: exists (use --force to overwrite)")
+        data = export_constructions(chosen, fmt)
+        _atomic_write(export, lambda fh: fh.write(data))
+        sys.stdout.write(f"wrote {len(chosen)} constructions to {export} ({fmt})\n")
+        return
     if json_:
         sys.stdout.write(json.dumps([c.to_dict() for c in chosen], indent=2) + "\n")
         return

@@ -17,13 +17,17 @@ __all__ = [
     "FORWARD_DIFF_X",
     "FORWARD_DIFF_Y",
     "GRAYSCALE_WEIGHTS",
+    "NAMED_KERNELS",
     "Construction",
     "avg_pool_weight",
     "constructions",
+    "export_constructions",
     "gradient_weight",
     "grayscale_weight",
+    "load_kernel_file",
     "one_hot_filters",
     "parse_grayscale_weights",
+    "parse_kernel",
 ]
 
 # F1: with the centre on X[i, j], Y[i, j] = X[i+1, j] - X[i, j] (vertical forward difference).
@@ -39,6 +43,123 @@ FORWARD_DIFF_X = np.array([
     [0, -1, 1],
     [0,  0, 0],
 ], dtype=np.float32)  # fmt: skip
+
+SOBEL_X = np.array([
+    [-1, 0, 1],
+    [-2, 0, 2],
+    [-1, 0, 1],
+], dtype=np.float32)  # fmt: skip
+
+SCHARR_X = np.array([
+    [ -3, 0,  3],
+    [-10, 0, 10],
+    [ -3, 0,  3],
+], dtype=np.float32)  # fmt: skip
+
+LAPLACIAN = np.array([
+    [0,  1, 0],
+    [1, -4, 1],
+    [0,  1, 0],
+], dtype=np.float32)  # fmt: skip
+
+_BINOMIAL5 = np.array([1, 4, 6, 4, 1], dtype=np.float32)
+
+# Kernels by name for ``cnnfilters convolve --kernel NAME``.
+NAMED_KERNELS: dict[str, np.ndarray] = {
+    "f1": FORWARD_DIFF_Y,
+    "f2": FORWARD_DIFF_X,
+    "sobel-x": SOBEL_X,
+    "sobel-y": np.ascontiguousarray(SOBEL_X.T),
+    "scharr-x": SCHARR_X,
+    "scharr-y": np.ascontiguousarray(SCHARR_X.T),
+    "laplacian": LAPLACIAN,
+    "box3": np.full((3, 3), 1 / 9, dtype=np.float32),
+    "gaussian5": np.outer(_BINOMIAL5, _BINOMIAL5) / np.float32(256),
+}
+
+
+def parse_kernel(text: str) -> np.ndarray:
+    """A kernel by name, or as rows separated by ``;`` of values separated by ``,`` or spaces.
+
+    ``"0,0,0;0,-1,0;0,1,0"`` is F1. Returns a 2-D float32 array.
+    """
+    key = text.strip().lower()
+    if key in NAMED_KERNELS:
+        return NAMED_KERNELS[key].copy()
+    rows = key.split(";")
+    if not key or any(not row.strip() for row in rows):
+        raise CnnFiltersError(
+            f"kernel {text!r} is empty or has an empty row; write rows as 'a,b,c;d,e,f' "
+            f"or use a name: {', '.join(NAMED_KERNELS)}"
+        )
+    values = []
+    for number, row in enumerate(rows, start=1):
+        cells = row.replace(",", " ").split()
+        try:
+            values.append([float(cell) for cell in cells])
+        except ValueError:
+            bad = next(c for c in cells if not _is_number(c))
+            raise CnnFiltersError(
+                f"kernel row {number} has {bad!r}, which is not a number "
+                f"(known names: {', '.join(NAMED_KERNELS)})"
+            ) from None
+    lengths = {len(row) for row in values}
+    if len(lengths) != 1:
+        raise CnnFiltersError(
+            f"kernel rows have different lengths {[len(row) for row in values]} in {text!r}"
+        )
+    kernel = np.array(values, dtype=np.float32)
+    if not np.isfinite(kernel).all():
+        raise CnnFiltersError(f"kernel {text!r} has values that are not finite")
+    return kernel
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_kernel_file(path: str) -> np.ndarray:
+    """A kernel from ``.txt`` (a matrix), ``.json`` (nested lists) or ``.npy``.
+
+    Returns a 2-D kernel, or a full 4-D ``(C_out, C_in, kh, kw)`` tensor.
+    """
+    import json
+    from pathlib import Path
+
+    from .errors import InputError
+
+    source = Path(path)
+    suffix = source.suffix.lower()
+    if suffix not in (".npy", ".json", ".txt", ".csv", ""):
+        raise InputError(f"{source}: a kernel file must be .txt, .json or .npy, not {suffix!r}")
+    try:
+        if suffix == ".npy":
+            kernel = np.load(source, allow_pickle=False)
+        elif suffix == ".json":
+            kernel = np.array(json.loads(source.read_text()), dtype=np.float64)
+        else:
+            rows = [line for line in source.read_text().splitlines() if line.strip()]
+            kernel = parse_kernel(";".join(rows))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{source}: cannot read the kernel ({exc})") from None
+    except (ValueError, TypeError) as exc:
+        # A ragged JSON list, a pickled or corrupt .npy, text that is not JSON.
+        raise InputError(f"{source}: not a kernel ({exc})") from None
+    except CnnFiltersError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    if kernel.ndim not in (2, 4) or kernel.size == 0 or kernel.dtype.kind not in "biuf":
+        raise InputError(
+            f"{source}: a kernel must be a 2-D matrix or a 4-D (C_out, C_in, kh, kw) tensor "
+            f"of numbers, got shape {kernel.shape}"
+        )
+    if not np.isfinite(kernel).all():
+        raise InputError(f"{source}: the kernel has values that are not finite")
+    return kernel.astype(np.float32)
+
 
 # Luma weights (R, G, B). They act on gamma-encoded values: this is luma, not
 # the luminance of linear light. bt601 is the homework's choice and Pillow's.
@@ -208,3 +329,32 @@ def constructions(avg_kernel_size: int = 2) -> dict[str, Construction]:
             stride=k,
         ),
     }
+
+
+def export_constructions(chosen: list[Construction], fmt: str = "npz") -> bytes:
+    """Every construction's tensors and what ``torch.nn.Conv2d`` needs, as a file's bytes.
+
+    ``npz``: arrays ``{name}.weight`` (and ``{name}.bias`` where there is one)
+    and ``metadata``, a JSON string with each construction's stride, padding,
+    groups and channels. ``json``: one list of :meth:`Construction.to_dict`.
+    """
+    import io
+    import json
+
+    if fmt == "json":
+        return (json.dumps([c.to_dict() for c in chosen], indent=2) + "\n").encode()
+    if fmt != "npz":
+        raise CnnFiltersError(f"export format must be npz or json, got {fmt!r}")
+    arrays: dict[str, np.ndarray] = {}
+    metadata = []
+    for construction in chosen:
+        arrays[f"{construction.name}.weight"] = construction.weight
+        if construction.bias is not None:
+            arrays[f"{construction.name}.bias"] = construction.bias
+        entry = construction.to_dict()
+        del entry["weight"], entry["bias"]
+        metadata.append(entry)
+    arrays["metadata"] = np.array(json.dumps(metadata))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()

@@ -25,6 +25,7 @@ from PIL import Image
 from . import ops
 from . import reference as ref
 from .activations import ACTIVATIONS, get_activation
+from .engine import conv2d
 from .errors import EXIT_IO, CnnFiltersError, OutputError
 from .images import (
     PNG_COMPRESS_LEVEL,
@@ -305,6 +306,81 @@ def run_avgpool(image: LoadedImage, *, kernel_size: int = 2, edge: str = "drop")
     return result
 
 
+def run_convolve(
+    image: LoadedImage,
+    *,
+    kernel: np.ndarray,
+    stride: int = 1,
+    padding: int | str = "same",
+    padding_mode: str = "zeros",
+    bias: float = 0.0,
+    on: str = "gray",
+    normalize: bool = False,
+) -> Result:
+    """Any kernel through the engine; checked against a direct correlation in float64.
+
+    A 2-D kernel is applied to each channel (``groups = C``); a 4-D
+    ``(C_out, C_in, kh, kw)`` tensor must take the input's channels.
+    """
+    result = Result()
+    base = _gray_levels(image) if on == "gray" else image.pixels
+    channels = base.shape[0]
+    weight = np.asarray(kernel, dtype=np.float32)
+    if normalize:
+        total = float(weight.sum())
+        if abs(total) < 1e-12:
+            raise CnnFiltersError("--normalize: the kernel's weights sum to 0")
+        weight = weight / np.float32(total)
+    if weight.ndim == 2:
+        weight, groups = np.tile(weight, (channels, 1, 1, 1)), channels
+    elif weight.shape[1] != channels:
+        raise CnnFiltersError(
+            f"the kernel tensor {tuple(weight.shape)} takes {weight.shape[1]} input channels, "
+            f"the image has {channels} (--on {on})"
+        )
+    else:
+        groups = 1
+    kh, kw = weight.shape[-2:]
+    if padding == "same":
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise CnnFiltersError(
+                f"--padding same needs an odd kernel size, got {kh} x {kw} "
+                "(an even one would shift the image by half a pixel)"
+            )
+        if kh != kw:
+            raise CnnFiltersError(f"--padding same needs a square kernel here, got {kh} x {kw}")
+        pad = (kh - 1) // 2
+    else:
+        pad = int(padding)
+    biases = np.full(weight.shape[0], bias, dtype=np.float32) if bias else None
+    out = conv2d(base, weight, biases, stride=stride, padding=pad, padding_mode=padding_mode,
+                 groups=groups)  # fmt: skip
+    expected = ref.direct_correlation(base, weight, biases, stride=stride, padding=pad,
+                                      padding_mode=padding_mode, groups=groups)  # fmt: skip
+    scale = float(np.abs(weight).sum(axis=(1, 2, 3)).max()) * image.peak + abs(bias)
+    result.checks.append(
+        compare(out, expected, name="convolution", reference="direct correlation (float64)",
+                tolerance=float32_tolerance(scale), peak=image.peak)
+    )  # fmt: skip
+    shown = mosaic(out, gap=2)
+    low, high = float(out.min(initial=0.0)), float(out.max(initial=0.0))
+    if low < 0:
+        pixels, units = signed_to_image(shown, image.bit_depth)
+        mid = 1 << (image.bit_depth - 1)
+        mapping = f"signed: value = (pixel - {mid}) * {units:.6g}"
+    elif high <= image.max_value + 0.5 and image.kind in ("uint8", "uint16"):
+        pixels, mapping = quantize(shown, image.bit_depth), "pixel = value (rounded)"
+    else:
+        pixels, units = unsigned_to_image(shown, image.bit_depth)
+        mapping = f"value = pixel * {units:.6g}"
+    result.outputs["convolve"] = Output(pixels, out, f"convolution with a {kh}x{kw} kernel")
+    result.info.update(kernel=weight.tolist() if weight.size <= 81 else list(weight.shape),
+                       weight_shape=list(weight.shape), stride=stride, padding=pad,
+                       padding_mode=padding_mode, groups=groups, bias=bias, on=on,
+                       normalized=normalize, image=mapping)  # fmt: skip
+    return result
+
+
 def _commute_input(image: LoadedImage, on: str) -> np.ndarray:
     if on == "gradient":
         dy, dx = ops.gradients(_gray_levels(image))
@@ -390,6 +466,7 @@ COMMANDS: dict[str, Command] = {
     "gradient": Command("gradient", run_gradient),
     "avgpool": Command("avgpool", run_avgpool),
     "commute": Command("commute", run_commute),
+    "convolve": Command("convolve", run_convolve),
 }
 
 

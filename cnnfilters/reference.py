@@ -14,6 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "block_mean",
+    "direct_correlation",
     "forward_differences",
     "luma",
     "pillow_grayscale",
@@ -94,6 +95,38 @@ def block_mean(x: np.ndarray, k: int, edge: str = "drop") -> np.ndarray:
     row_counts = np.minimum(k, height - k * np.arange(rows))
     col_counts = np.minimum(k, width - k * np.arange(cols))
     return sums / np.outer(row_counts, col_counts).astype(np.float64)
+
+
+def direct_correlation(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    padding_mode: str = "zeros",
+    groups: int = 1,
+) -> np.ndarray:
+    """Cross-correlation of ``(C, H, W)`` by ``np.pad``, ``sliding_window_view`` and ``einsum``.
+
+    In float64; ``weight`` is ``(C_out, C_in/groups, kh, kw)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    mode = {"zeros": "constant", "replicate": "edge", "reflect": "reflect", "circular": "wrap"}
+    padded = np.pad(x, [(0, 0), (padding, padding), (padding, padding)], mode=mode[padding_mode])
+    kh, kw = weight.shape[-2:]
+    windows = sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+    c_in_group, c_out_group = x.shape[0] // groups, weight.shape[0] // groups
+    parts = []
+    for g in range(groups):
+        inputs = windows[g * c_in_group : (g + 1) * c_in_group]
+        weights = weight[g * c_out_group : (g + 1) * c_out_group]
+        parts.append(np.einsum("chwuv,ocuv->ohw", inputs, weights))
+    out = np.concatenate(parts)
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64)[:, np.newaxis, np.newaxis]
+    return out
 
 
 def window_max(

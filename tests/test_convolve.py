@@ -1,0 +1,137 @@
+"""cnnfilters convolve (any kernel through the engine) and the exported weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnfilters import CnnFiltersError, avgpool, conv2d, gradients, grayscale
+from cnnfilters.kernels import NAMED_KERNELS, load_kernel_file, parse_kernel
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    rng = np.random.default_rng(8)
+    Image.fromarray(rng.integers(0, 256, (21, 26, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def invoke(*args):
+    from cnnfilters.cli import app
+
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_parse_kernel_rows_and_names():
+    np.testing.assert_array_equal(parse_kernel("0,0,0;0,-1,0;0,1,0"), NAMED_KERNELS["f1"])
+    np.testing.assert_array_equal(parse_kernel(" 1 2 ; 3 4 "), [[1, 2], [3, 4]])
+    assert parse_kernel("Sobel-X").shape == (3, 3)
+    assert NAMED_KERNELS["gaussian5"].sum() == pytest.approx(1.0)
+    assert NAMED_KERNELS["box3"].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("1,2;3", r"different lengths \[2, 1\]"), ("1,a;3,4", "'a', which is not a number"),
+     ("", "empty"), ("1,2;;3,4", "empty row"), ("1,inf", "not finite")],
+)  # fmt: skip
+def test_malformed_kernels_are_clear_errors(text, message):
+    with pytest.raises(CnnFiltersError, match=message):
+        parse_kernel(text)
+
+
+def test_kernel_files(tmp_path):
+    (tmp_path / "k.txt").write_text("1 0 -1\n2 0 -2\n1 0 -1\n")
+    np.testing.assert_array_equal(load_kernel_file(tmp_path / "k.txt"), -NAMED_KERNELS["sobel-x"])
+    (tmp_path / "k.json").write_text(json.dumps([[[[1.0]], [[2.0]], [[3.0]]]]))
+    assert load_kernel_file(tmp_path / "k.json").shape == (1, 3, 1, 1)
+    np.save(tmp_path / "k.npy", np.ones((2, 1, 3, 3)))
+    assert load_kernel_file(tmp_path / "k.npy").shape == (2, 1, 3, 3)
+    (tmp_path / "ragged.json").write_text("[[1, 2], [3]]")
+    with pytest.raises(CnnFiltersError, match="not a kernel"):
+        load_kernel_file(tmp_path / "ragged.json")
+    np.save(tmp_path / "k3.npy", np.ones((2, 3, 3)))
+    with pytest.raises(CnnFiltersError, match="2-D matrix or a 4-D"):
+        load_kernel_file(tmp_path / "k3.npy")
+    with pytest.raises(CnnFiltersError, match=r"must be \.txt, \.json or \.npy"):
+        load_kernel_file(tmp_path / "k.png")
+
+
+def test_convolve_matches_the_direct_reference(photo):
+    result = invoke("convolve", photo, "--kernel", "sobel-x", "--json", "--raw")
+    assert result.exit_code == 0, result.output
+    check = json.loads(result.stdout)["inputs"][0]["checks"][0]
+    assert check["passed"] and check["max_abs"] <= check["tolerance"]
+    values = np.load(photo.with_name("photo.convolve.npy"))
+    assert values.shape == (1, 21, 26)
+    with Image.open(photo.with_name("photo.convolve.png")) as image:
+        assert image.mode == "L" and image.size == (26, 21)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--kernel", "f1", "--padding", "1", "--stride", "2"],
+     ["--kernel", "box3", "--padding-mode", "reflect", "--on", "rgb"],
+     ["--kernel", "1,1,1;1,1,1;1,1,1", "--normalize", "--bias", "5"],
+     ["--kernel", "laplacian", "--padding", "0", "--padding-mode", "circular"]],
+)  # fmt: skip
+def test_convolve_options(args, photo):
+    result = invoke("convolve", photo, *args, "--json", "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["passed"]
+
+
+def test_convolve_with_a_full_tensor(photo, tmp_path):
+    np.save(tmp_path / "mix.npy", np.random.default_rng(1).standard_normal((2, 3, 3, 3)))
+    result = invoke("convolve", photo, "--kernel-file", tmp_path / "mix.npy", "--on", "rgb",
+                    "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["inputs"][0]["info"]["weight_shape"] == [2, 3, 3, 3]
+    result = invoke("convolve", photo, "--kernel-file", tmp_path / "mix.npy", "--force")
+    assert result.exit_code == 3 and "takes 3 input channels, the image has 1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--kernel", "1,2;3,4"], "--padding same needs an odd kernel size, got 2 x 2"),
+     (["--kernel", "1,2;3"], "different lengths"), ([], "exactly one of --kernel"),
+     (["--kernel", "f1", "--padding", "x"], "--padding must be an int or 'same'"),
+     (["--kernel", "1,-1", "--normalize", "--padding", "0"], "sum to 0")],
+)  # fmt: skip
+def test_convolve_errors(args, message, photo):
+    result = invoke("convolve", photo, *args)
+    assert result.exit_code in (2, 3) and message in result.stderr
+
+
+def test_exported_weights_reproduce_the_constructions(tmp_path):
+    result = invoke("kernels", "--export", tmp_path / "k.npz", "-k", "2")
+    assert result.exit_code == 0, result.output
+    data = np.load(tmp_path / "k.npz")
+    meta = {m["name"]: m for m in json.loads(str(data["metadata"]))}
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (3, 12, 14)).astype(np.float32)
+    gray = rgb[:1]
+
+    def run(name, x):
+        m = meta[name]
+        return conv2d(x, data[f"{name}.weight"], stride=m["stride"], padding=m["padding"],
+                      groups=m["groups"])  # fmt: skip
+
+    both = run("gradient", gray)
+    np.testing.assert_array_equal(both[0:1], gradients(gray)[0])
+    np.testing.assert_array_equal(both[1:2], gradients(gray)[1])
+    np.testing.assert_array_equal(run("grayscale-bt601", rgb), grayscale(rgb))
+    np.testing.assert_allclose(run("avgpool2", rgb), avgpool(rgb, 2), rtol=1e-6)
+    np.testing.assert_allclose(run("avgpool2-onehot", gray).sum(axis=0, keepdims=True),
+                               avgpool(gray, 2), rtol=1e-6)  # fmt: skip
+    assert invoke("kernels", "--export", tmp_path / "k.npz").exit_code == 3  # exists
+    assert invoke("kernels", "--export", tmp_path / "k.json").exit_code == 0
+    listed = json.loads((tmp_path / "k.json").read_text())
+    assert listed[0]["name"] == "gradient" and listed[0]["padding"] == 1
