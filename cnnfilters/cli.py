@@ -121,6 +121,10 @@ MaxPixelsOpt = Annotated[
     int,
     typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
 ]
+HtmlOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--html", help="Write a self-contained visual report (HTML) to this file."),
+]
 AlphaOpt = Annotated[
     AlphaPolicy,
     typer.Option(
@@ -329,6 +333,7 @@ def _run_image_command(
     quiet: bool,
     read: ReadOptions,
     compress_level: int,
+    html_path: Path | None = None,
 ) -> None:
     if output is not None and len(inputs) > 1:
         raise CnnFiltersError(f"-o/--output takes one input, got {len(inputs)}; use --out-dir")
@@ -341,7 +346,32 @@ def _run_image_command(
         command, inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
         read=read, compress_level=compress_level,
     )  # fmt: skip
-    raise typer.Exit(_finish(report, report_path=report_path, as_json=as_json, quiet=quiet))
+    code = _finish(report, report_path=report_path, as_json=as_json, quiet=quiet)
+    if html_path is not None:
+        from .kernels import kernels_for
+
+        code = max(code, _write_html(html_path, [(report, kernels_for(command, options))],
+                                     title=f"cnnfilters {command}"))  # fmt: skip
+    raise typer.Exit(code)
+
+
+def _command_line() -> str:
+    import shlex
+
+    argv = _ARGV if _ARGV is not None else sys.argv[1:]
+    return shlex.join(["cnnfilters", *argv])
+
+
+def _write_html(path: Path, runs: list, *, title: str) -> int:
+    """Write the visual report; an error writing it is exit 3, like any output."""
+    from .html import write_page
+
+    try:
+        write_page(path, runs, title=title, command_line=_command_line())
+    except CnnFiltersError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    return EXIT_OK
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -356,6 +386,7 @@ def grayscale(
     force: ForceOpt = False,
     raw: RawOpt = False,
     report: ReportOpt = None,
+    html: HtmlOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = 100_000_000,
@@ -376,7 +407,8 @@ def grayscale(
     parse_grayscale_weights(weights)
     _run_image_command(
         "grayscale", inputs, {"weights": weights}, output=output, out_dir=out_dir, force=force,
-        raw=raw, report_path=report, as_json=json_, quiet=quiet, compress_level=compress_level,
+        raw=raw, report_path=report, html_path=html, as_json=json_, quiet=quiet,
+        compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
     )  # fmt: skip
@@ -397,6 +429,7 @@ def gradient(
     force: ForceOpt = False,
     raw: RawOpt = False,
     report: ReportOpt = None,
+    html: HtmlOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = 100_000_000,
@@ -415,7 +448,8 @@ def gradient(
     """
     _run_image_command(
         "gradient", inputs, {"padding": padding.value, "on": on.value}, output=output,
-        out_dir=out_dir, force=force, raw=raw, report_path=report, as_json=json_, quiet=quiet,
+        out_dir=out_dir, force=force, raw=raw, report_path=report, html_path=html, as_json=json_,
+        quiet=quiet,
         compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
@@ -440,6 +474,7 @@ def avgpool(
     force: ForceOpt = False,
     raw: RawOpt = False,
     report: ReportOpt = None,
+    html: HtmlOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = 100_000_000,
@@ -457,7 +492,8 @@ def avgpool(
     """
     _run_image_command(
         "avgpool", inputs, {"kernel_size": kernel_size, "edge": edge.value}, output=output,
-        out_dir=out_dir, force=force, raw=raw, report_path=report, as_json=json_, quiet=quiet,
+        out_dir=out_dir, force=force, raw=raw, report_path=report, html_path=html, as_json=json_,
+        quiet=quiet,
         compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
@@ -494,6 +530,7 @@ def commute(
     force: ForceOpt = False,
     raw: RawOpt = False,
     report: ReportOpt = None,
+    html: HtmlOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = 100_000_000,
@@ -521,7 +558,8 @@ def commute(
     options = {"activations": chosen, "kernel_size": kernel_size, "stride": stride, "on": on.value}
     _run_image_command(
         "commute", inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
-        report_path=report, as_json=json_, quiet=quiet, compress_level=compress_level,
+        report_path=report, html_path=html, as_json=json_, quiet=quiet,
+        compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
     )  # fmt: skip
@@ -562,6 +600,7 @@ def convolve(
     force: ForceOpt = False,
     raw: RawOpt = False,
     report: ReportOpt = None,
+    html: HtmlOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     max_pixels: MaxPixelsOpt = 100_000_000,
@@ -601,7 +640,8 @@ def convolve(
                "normalize": normalize}  # fmt: skip
     _run_image_command(
         "convolve", inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
-        report_path=report, as_json=json_, quiet=quiet, compress_level=compress_level,
+        report_path=report, html_path=html, as_json=json_, quiet=quiet,
+        compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
     )  # fmt: skip
@@ -625,6 +665,7 @@ def backprop(
         typer.Option("--from-image", help="Take x from random patches of this image."),
     ] = None,
     report: ReportOpt = None,
+    html: HtmlOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -655,7 +696,10 @@ def backprop(
     if outcome.resampled:
         item.notices.append(f"{outcome.resampled} points near a kink were resampled")
     run = RunReport("backprop", [item], options=dict(outcome.info))
-    raise typer.Exit(_finish(run, report_path=report, as_json=json_, quiet=quiet))
+    code = _finish(run, report_path=report, as_json=json_, quiet=quiet)
+    if html is not None:
+        code = max(code, _write_html(html, [(run, [])], title="cnnfilters backprop"))
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -754,7 +798,7 @@ def demo(
     """
     from .demo import run_demo
 
-    summary = run_demo(out_dir)
+    summary = run_demo(out_dir, command_line=_command_line())
     if json_:
         import json
 
@@ -772,20 +816,22 @@ def _render_demo(summary: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False)
-    table = Table(title="cnnfilters demo: every construction on the bundled samples")
-    for column in ("command", "inputs", "checks passed", "largest difference", "report"):
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    table = Table(title="cnnfilters demo: every construction on the bundled samples",
+                  title_justify="left")  # fmt: skip
+    for column in ("command", "options", "inputs", "checks passed", "largest difference"):
         table.add_column(column)
     for command in summary["commands"]:
         table.add_row(
-            command["command"] + (f" {command['options']}" if command["options"] else ""),
+            command["command"],
+            escape(command["options"]),
             str(command["inputs"]),
             f"{command['checks_passed']} / {command['checks']}",
             escape(command["largest_difference"]),
-            escape(command["report"]),
         )
     console.print(table)
-    console.print(f"Outputs are in {escape(summary['out_dir'])}")
+    console.print(f"Outputs and JSON reports are in {escape(summary['out_dir'])}; "
+                  f"the visual report is {escape(summary['html'])}")  # fmt: skip
 
 
 def _root_callback(
@@ -833,8 +879,13 @@ def _tune_malloc() -> None:
     libc.mallopt(m_top_pad, 16 << 20)
 
 
+_ARGV: list[str] | None = None  # the arguments main() ran with, for the HTML report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; usage errors and library errors are one line on stderr."""
+    global _ARGV
+    _ARGV = list(argv) if argv is not None else sys.argv[1:]
     command = typer.main.get_command(app)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:

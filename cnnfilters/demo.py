@@ -10,9 +10,13 @@ from typing import Any
 from PIL import Image
 
 from .activations import ACTIVATIONS
+from .backprop import check_backprop
 from .errors import EXIT_CHECK_FAILED, EXIT_OK
+from .html import write_page
 from .images import _atomic_write
+from .kernels import kernels_for
 from .pipeline import process
+from .report import InputReport, RunReport
 
 __all__ = ["run_demo", "sample_paths"]
 
@@ -28,11 +32,12 @@ def _is_colour(path: Path) -> bool:
         return image.mode in ("RGB", "RGBA", "P")
 
 
-def run_demo(out_dir: Path) -> dict[str, Any]:
+def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[str, Any]:
     """Run each command on the samples, writing into ``out_dir/<command>/``.
 
     Returns a summary: per command, the number of inputs and checks, how many
     passed, the largest difference measured and where the JSON report is.
+    Also writes ``out_dir/index.html``, the visual report of every run.
     The demo replaces its own earlier outputs in ``out_dir``.
     """
     samples = sample_paths()
@@ -48,11 +53,13 @@ def run_demo(out_dir: Path) -> dict[str, Any]:
     ]  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     commands = []
+    runs = []
     worst = EXIT_OK
     for command, inputs, options in plan:
         label = command if command != "avgpool" else f"avgpool-k{options['kernel_size']}"
         folder = out_dir / label
         report = process(command, inputs, options, out_dir=folder, force=True)
+        runs.append((report, kernels_for(command, options)))
         report_path = out_dir / f"{label}.json"
         text = report.to_json() + "\n"
         _atomic_write(report_path, lambda fh, text=text: fh.write(text.encode("utf-8")))
@@ -78,4 +85,18 @@ def run_demo(out_dir: Path) -> dict[str, Any]:
                 "errors": [item.error for item in report.inputs if item.error],
             }
         )
-    return {"out_dir": os.fsdecode(out_dir), "commands": commands, "exit_code": worst}
+    backprop = check_backprop((4, 8, 8, 1), "sigmoid", points=8)
+    item = InputReport("MLP 4,8,8,1 sigmoid", checks=backprop.checks, info=backprop.info)
+    backprop_run = RunReport("backprop", [item], options=dict(backprop.info))
+    runs.append((backprop_run, []))
+    worst = max(worst, EXIT_OK if backprop_run.passed else EXIT_CHECK_FAILED)
+    commands.append(
+        {"command": "backprop", "options": "widths=4,8,8,1, activation=sigmoid", "inputs": 1,
+         "checks": len(backprop.checks), "checks_passed": sum(c.passed for c in backprop.checks),
+         "largest_difference": f"{max(c.max_abs for c in backprop.checks):.3g} (relative)",
+         "outputs": 0, "report": os.fsdecode(out_dir / "index.html"), "errors": []}
+    )  # fmt: skip
+    index = out_dir / "index.html"
+    write_page(index, runs, title="cnnfilters demo", command_line=command_line)
+    return {"out_dir": os.fsdecode(out_dir), "html": os.fsdecode(index), "commands": commands,
+            "exit_code": worst}  # fmt: skip

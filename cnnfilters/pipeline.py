@@ -130,9 +130,10 @@ def run_grayscale(image: LoadedImage, *, weights: str = "bt601") -> Result:
     def verify() -> list[Check]:
         peak = image.peak
         formula = Comparison(name="luma", reference="float64 formula",
-                             tolerance=float32_tolerance(peak), peak=peak)  # fmt: skip
+                             tolerance=float32_tolerance(peak), peak=peak,
+                             layout=(height, width))  # fmt: skip
         for (first, stop), luma in zip(strips, luma_parts, strict=True):
-            formula.update(luma, ref.luma(rgb[:, first:stop], triple))
+            formula.update(luma, ref.luma(rgb[:, first:stop], triple), top=first)
         formula.add_shape((1, height, width))
         checks = [formula.check()]
         if triple == parse_grayscale_weights("bt601") and image.kind == "uint8":
@@ -191,15 +192,21 @@ def run_gradient(image: LoadedImage, *, padding: str = "zeros", on: str = "gray"
     strips = _strips(height, channels * width * 4)
     peak = image.peak
     checks = {
-        name: Comparison(name=name, reference="slicing differences", tolerance=0.0, peak=peak)
+        name: Comparison(
+            name=name,
+            reference="slicing differences",
+            tolerance=0.0,
+            peak=peak,
+            layout=(height, width),
+        )
         for name in ("dy", "dx")
     }
     largest_difference = largest_magnitude = 0.0
     for rows in strips:
         dy, dx = ops.gradients(base, padding, rows=rows)
         ref_dy, ref_dx = ref.forward_differences(base, padding, rows=rows)
-        checks["dy"].update(dy, ref_dy)
-        checks["dx"].update(dx, ref_dx)
+        checks["dy"].update(dy, ref_dy, top=rows[0])
+        checks["dx"].update(dx, ref_dx, top=rows[0])
         largest_difference = max(largest_difference, float(np.abs(dy).max()),
                                  float(np.abs(dx).max()))  # fmt: skip
         largest_magnitude = max(largest_magnitude, float(_magnitude(dy, dx).max()))
@@ -265,12 +272,13 @@ def run_avgpool(image: LoadedImage, *, kernel_size: int = 2, edge: str = "drop")
     def verify() -> list[Check]:
         peak = image.peak
         mean = Comparison(name="block mean", reference="reshape-mean (float64)",
-                          tolerance=float32_tolerance(peak), peak=peak)  # fmt: skip
+                          tolerance=float32_tolerance(peak), peak=peak,
+                          layout=tuple(pooled.shape[-2:]))  # fmt: skip
         # In strips of whole windows: output rows first..stop read input rows k*first..k*stop.
         out_rows = pooled.shape[1]
         for first, stop in _strips(out_rows, image.channels * image.size[1] * 8 * k):
             rows = image.pixels[:, k * first : k * stop if stop < out_rows else None]
-            mean.update(pooled[:, first:stop], ref.block_mean(rows, k, edge))
+            mean.update(pooled[:, first:stop], ref.block_mean(rows, k, edge), top=first)
         mean.add_shape(pooled.shape)
         checks = [mean.check()]
         if image.kind == "uint8":

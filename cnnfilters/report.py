@@ -80,8 +80,61 @@ class Check:
         }
         if self.detail:
             data["detail"] = self.detail
-        data.update(self.extra)
+        data.update((k, v) for k, v in self.extra.items() if not k.startswith("_"))
         return data
+
+
+class _Maps:
+    """Thumbnail-sized pictures of a comparison: where it differs, and the reference.
+
+    The image is cut into square tiles (at most 160 across); ``difference``
+    keeps the *largest* absolute difference in each tile, so that a single
+    differing pixel still shows; ``reference`` keeps the reference's first
+    pixel of each tile. Both go to the HTML report, never to JSON.
+    """
+
+    SIDE = 160
+
+    def __init__(self, layout: tuple[int, int]) -> None:
+        height, width = layout
+        self.tile = max(1, -(-max(height, width) // self.SIDE))
+        self.grid = (-(-height // self.tile), -(-width // self.tile))
+        self.difference = np.zeros(self.grid, dtype=np.float64)
+        self.reference: np.ndarray | None = None
+
+    def update(self, actual: np.ndarray, expected: np.ndarray, top: int) -> None:
+        t = self.tile
+        rows, width = actual.shape[-2:]
+        a = actual.reshape(-1, rows, width)
+        e = expected.reshape(-1, rows, width)
+        diff = np.zeros((rows, width), dtype=np.float64)
+        for channel in range(a.shape[0]):
+            d = np.abs(np.subtract(a[channel], e[channel], dtype=np.float64))
+            np.maximum(diff, np.nan_to_num(d, nan=np.inf), out=diff)
+        columns = -(-width // t)
+        padded = np.zeros((rows, columns * t))
+        padded[:, :width] = diff
+        by_column = padded.reshape(rows, columns, t).max(axis=2)
+        tile_rows = (top + np.arange(rows)) // t
+        starts = np.flatnonzero(np.r_[True, tile_rows[1:] != tile_rows[:-1]])
+        reduced = np.maximum.reduceat(by_column, starts, axis=0)
+        for index, start in enumerate(starts):
+            row = tile_rows[start]
+            if row < self.grid[0]:
+                np.maximum(self.difference[row], reduced[index, : self.grid[1]],
+                           out=self.difference[row])  # fmt: skip
+        picked = (top + np.arange(rows)) % t == 0
+        if picked.any():
+            sample = e[:, picked][:, :, ::t].astype(np.float32)
+            if self.reference is None:
+                self.reference = np.zeros((e.shape[0], *self.grid), dtype=np.float32)
+            first = (top + int(np.flatnonzero(picked)[0])) // t
+            self.reference[:, first : first + sample.shape[1], : sample.shape[2]] = sample
+
+    def attach(self, extra: dict) -> None:
+        extra["_difference_map"] = self.difference
+        if self.reference is not None:
+            extra["_reference_map"] = self.reference
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -109,6 +162,7 @@ class Comparison:
         tolerance: float = 0.0,
         peak: float | None = None,
         extra: Mapping[str, Any] | None = None,
+        layout: tuple[int, int] | None = None,
     ) -> None:
         self.name, self.reference = name, reference
         self.tolerance, self.peak = tolerance, peak
@@ -118,12 +172,16 @@ class Comparison:
         self.sum_abs = self.sum_sq = 0.0
         self.shape: tuple[int, ...] | None = None
         self.detail = ""
+        self.maps = _Maps(layout) if layout is not None else None
 
-    def update(self, actual: np.ndarray, expected: np.ndarray) -> None:
+    def update(self, actual: np.ndarray, expected: np.ndarray, *, top: int = 0) -> None:
+        """Add matching pieces; ``top`` is the first row of an image strip (for the maps)."""
         actual, expected = np.asarray(actual), np.asarray(expected)
         if actual.shape != expected.shape:
             self.detail = f"shape {actual.shape} differs from the reference's {expected.shape}"
             return
+        if self.maps is not None and actual.ndim >= 2:
+            self.maps.update(actual, expected, top)
         flat_a, flat_e = actual.reshape(-1), expected.reshape(-1)
         # Integers are compared exactly in int64, floats in float64.
         integers = flat_a.dtype.kind in "bui" and flat_e.dtype.kind in "bui"
@@ -157,6 +215,8 @@ class Comparison:
 
     def check(self) -> Check:
         extra = self.extra
+        if self.maps is not None:
+            self.maps.attach(extra)
         if self.detail and not self.nan_mismatch:
             return Check(self.name, self.reference, False, math.inf, math.inf, math.inf, None, 0,
                          0, self.total, self.tolerance, self.shape or (), detail=self.detail,
@@ -206,8 +266,11 @@ def compare(
     tolerance``. ``peak`` (for example 255 for 8-bit images) enables PSNR.
     """
     actual, expected = np.asarray(actual), np.asarray(expected)
+    layout = (
+        tuple(actual.shape[-2:]) if actual.ndim >= 2 and actual.shape == expected.shape else None
+    )
     comparison = Comparison(name=name, reference=reference, tolerance=tolerance, peak=peak,
-                            extra=extra)  # fmt: skip
+                            extra=extra, layout=layout)  # fmt: skip
     comparison.add_shape(actual.shape)
     comparison.update(actual, expected)
     return comparison.check()
