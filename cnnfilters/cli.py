@@ -12,6 +12,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -124,6 +125,26 @@ MaxPixelsOpt = Annotated[
 HtmlOpt = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option("--html", help="Write a self-contained visual report (HTML) to this file."),
+]
+RecursiveOpt = Annotated[
+    bool, typer.Option("-r", "--recursive", help="Descend into the folders given as inputs.")
+]
+NameOpt = Annotated[
+    str,
+    typer.Option("--name", help="Output file names: {stem}, {output}, {ext} (the input's)."),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="List what would be written; do nothing.")
+]
+SkipExistingOpt = Annotated[
+    bool, typer.Option("--skip-existing", help="Skip inputs whose outputs all exist (reruns).")
+]
+JobsOpt = Annotated[
+    int, typer.Option("-j", "--jobs", min=0, help="Worker processes (0: one per core).")
+]
+FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")]
+JsonlOpt = Annotated[
+    bool, typer.Option("--jsonl", help="Print one JSON line per input as it finishes.")
 ]
 AlphaOpt = Annotated[
     AlphaPolicy,
@@ -275,12 +296,22 @@ def _render(report: RunReport, *, written: int) -> None:
     )
 
 
-def _finish(report: RunReport, *, report_path: Path | None, as_json: bool, quiet: bool) -> int:
-    """Errors to stderr, the report to stdout and/or a file; return the exit code."""
+def _finish(
+    report: RunReport,
+    *,
+    report_path: Path | None,
+    as_json: bool,
+    quiet: bool,
+    errors_shown: bool = False,
+) -> int:
+    """Errors to stderr (unless shown as they came), the report to stdout and/or a file.
+
+    Returns the exit code: the worst of the inputs'.
+    """
     from .images import _atomic_write
 
     for item in report.inputs:
-        if item.error:
+        if item.error and not errors_shown:
             _error(item.error)
     text = report.to_json()
     if report_path is not None:
@@ -334,25 +365,106 @@ def _run_image_command(
     read: ReadOptions,
     compress_level: int,
     html_path: Path | None = None,
+    batch: dict | None = None,
 ) -> None:
-    if output is not None and len(inputs) > 1:
-        raise CnnFiltersError(f"-o/--output takes one input, got {len(inputs)}; use --out-dir")
+    batch = batch or {}
+    from .batch import BatchOptions, expand_inputs, plan, run_batch
+
+    sources = expand_inputs(inputs, recursive=batch.get("recursive", False))
+    if not sources:
+        raise CnnFiltersError("no input files (the folders given hold no images)")
+    if output is not None and len(sources) > 1:
+        raise CnnFiltersError(f"-o/--output takes one input, got {len(sources)}; use --out-dir")
     if output is not None and out_dir is not None:
         raise CnnFiltersError("use either -o/--output or --out-dir, not both")
-    from .pipeline import process
-
-    _tune_malloc()
-    report = process(
-        command, inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
-        read=read, compress_level=compress_level,
+    jobs = batch.get("jobs", 0) or os.cpu_count() or 1
+    settings = BatchOptions(
+        output=output, out_dir=out_dir, template=batch.get("template", "{stem}.{output}.png"),
+        force=force, raw=raw, skip_existing=batch.get("skip_existing", False), read=read,
+        compress_level=compress_level, jobs=min(jobs, len(sources)),
+        fail_fast=batch.get("fail_fast", False),
     )  # fmt: skip
-    code = _finish(report, report_path=report_path, as_json=as_json, quiet=quiet)
+    if batch.get("dry_run"):
+        for source, targets in plan(command, sources, options, settings).items():
+            for target in targets:
+                sys.stdout.write(f"{os.fsdecode(source)} -> {os.fsdecode(target)}\n")
+        raise typer.Exit(EXIT_OK)
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CnnFiltersError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
+    _tune_malloc()
+    jsonl = batch.get("jsonl", False)
+    progress = _Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
+
+    def on_input(item) -> None:
+        if item.error:
+            _error(item.error)
+        if jsonl:
+            import json
+
+            from .report import _json_default
+
+            sys.stdout.write(json.dumps(item.to_dict(), default=_json_default) + "\n")
+            sys.stdout.flush()
+
+    with progress:
+        report, summary = run_batch(command, sources, options, settings, on_input=on_input,
+                                    on_progress=progress.update)  # fmt: skip
+    code = _finish(report, report_path=report_path, as_json=as_json,
+                   quiet=quiet or jsonl, errors_shown=True)  # fmt: skip
+    if len(sources) > 1 and not quiet and sys.stderr.isatty():
+        _write_stderr(f"cnnfilters: {summary.line()}")
     if html_path is not None:
         from .kernels import kernels_for
 
         code = max(code, _write_html(html_path, [(report, kernels_for(command, options))],
                                      title=f"cnnfilters {command}"))  # fmt: skip
+    if summary.interrupted:
+        _error(f"interrupted; {summary.not_done} input(s) not done")
+        code = EXIT_INTERRUPTED
     raise typer.Exit(code)
+
+
+class _Progress:
+    """A Rich progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled and total > 1
+        self._bar = None
+        self._task = None
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("cnnfilters"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+            self._bar.__enter__()
+            self._task = self._bar.add_task("files", total=self.total, rate="")
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            elapsed = max(time.perf_counter() - self._started, 1e-9)
+            self._bar.update(self._task, completed=done, rate=f"{done / elapsed:.1f} files/s")
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
 
 
 def _command_line() -> str:
@@ -396,6 +508,13 @@ def grayscale(
     all_frames: AllFramesOpt = False,
     allow_truncated: TruncatedOpt = False,
     compress_level: CompressOpt = 1,
+    recursive: RecursiveOpt = False,
+    name: NameOpt = "{stem}.{output}.png",
+    dry_run: DryRunOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    jobs: JobsOpt = 0,
+    fail_fast: FailFastOpt = False,
+    jsonl: JsonlOpt = False,
 ) -> None:
     """Grayscale as a 1x1 convolution. Writes {stem}.grayscale.png.
 
@@ -411,6 +530,9 @@ def grayscale(
         compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
+        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
+               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
+               "jsonl": jsonl},
     )  # fmt: skip
 
 
@@ -439,6 +561,13 @@ def gradient(
     all_frames: AllFramesOpt = False,
     allow_truncated: TruncatedOpt = False,
     compress_level: CompressOpt = 1,
+    recursive: RecursiveOpt = False,
+    name: NameOpt = "{stem}.{output}.png",
+    dry_run: DryRunOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    jobs: JobsOpt = 0,
+    fail_fast: FailFastOpt = False,
+    jsonl: JsonlOpt = False,
 ) -> None:
     """Vertical and horizontal forward differences as two 3x3 conv filters.
 
@@ -453,6 +582,9 @@ def gradient(
         compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
+        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
+               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
+               "jsonl": jsonl},
     )  # fmt: skip
 
 
@@ -484,6 +616,13 @@ def avgpool(
     all_frames: AllFramesOpt = False,
     allow_truncated: TruncatedOpt = False,
     compress_level: CompressOpt = 1,
+    recursive: RecursiveOpt = False,
+    name: NameOpt = "{stem}.{output}.png",
+    dry_run: DryRunOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    jobs: JobsOpt = 0,
+    fail_fast: FailFastOpt = False,
+    jsonl: JsonlOpt = False,
 ) -> None:
     """k x k average pooling as a stride-k convolution. Writes {stem}.avgpool{k}.png.
 
@@ -497,6 +636,9 @@ def avgpool(
         compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
+        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
+               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
+               "jsonl": jsonl},
     )  # fmt: skip
 
 
@@ -540,6 +682,13 @@ def commute(
     all_frames: AllFramesOpt = False,
     allow_truncated: TruncatedOpt = False,
     compress_level: CompressOpt = 1,
+    recursive: RecursiveOpt = False,
+    name: NameOpt = "{stem}.{output}.png",
+    dry_run: DryRunOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    jobs: JobsOpt = 0,
+    fail_fast: FailFastOpt = False,
+    jsonl: JsonlOpt = False,
 ) -> None:
     """Does an activation commute with max pooling? sigma(maxpool(x)) vs maxpool(sigma(x)).
 
@@ -562,6 +711,9 @@ def commute(
         compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
+        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
+               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
+               "jsonl": jsonl},
     )  # fmt: skip
 
 
@@ -610,6 +762,13 @@ def convolve(
     all_frames: AllFramesOpt = False,
     allow_truncated: TruncatedOpt = False,
     compress_level: CompressOpt = 1,
+    recursive: RecursiveOpt = False,
+    name: NameOpt = "{stem}.{output}.png",
+    dry_run: DryRunOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    jobs: JobsOpt = 0,
+    fail_fast: FailFastOpt = False,
+    jsonl: JsonlOpt = False,
 ) -> None:
     """Any kernel through the engine. Writes {stem}.convolve.png.
 
@@ -644,6 +803,9 @@ def convolve(
         compress_level=compress_level,
         read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
                            allow_truncated),
+        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
+               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
+               "jsonl": jsonl},
     )  # fmt: skip
 
 

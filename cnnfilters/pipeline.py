@@ -467,15 +467,24 @@ class Command:
 
     name: str
     run: Callable[..., Result]
+    names: Callable[[dict[str, Any]], list[str]]
+
+
+def _commute_names(options: dict[str, Any]) -> list[str]:
+    chosen = options.get("activations") or list(ACTIVATIONS)
+    return [f"{a}.{part}" for a in chosen for part in ("act-of-pool", "pool-of-act", "diff")]
 
 
 COMMANDS: dict[str, Command] = {
-    "grayscale": Command("grayscale", run_grayscale),
-    "gradient": Command("gradient", run_gradient),
-    "avgpool": Command("avgpool", run_avgpool),
-    "commute": Command("commute", run_commute),
-    "convolve": Command("convolve", run_convolve),
+    "grayscale": Command("grayscale", run_grayscale, lambda o: ["grayscale"]),
+    "gradient": Command("gradient", run_gradient, lambda o: ["dy", "dx", "gradient"]),
+    "avgpool": Command("avgpool", run_avgpool, lambda o: [f"avgpool{o.get('kernel_size', 2)}"]),
+    "commute": Command("commute", run_commute, _commute_names),
+    "convolve": Command("convolve", run_convolve, lambda o: ["convolve"]),
 }
+
+
+DEFAULT_NAME = "{stem}.{output}.png"
 
 
 def output_path(
@@ -486,13 +495,16 @@ def output_path(
     out_dir: Path | None,
     single: bool,
     frame: int | None = None,
+    template: str = DEFAULT_NAME,
 ) -> Path:
     """Where output ``name`` of ``source`` goes.
 
-    Default ``{stem}.{name}.png`` beside the input (``{stem}.frame{i}.{name}.png``
-    for frame ``i`` with --all-frames); ``out_dir`` changes the folder;
-    ``output`` is the file itself for a one-image command, else the stem (a
-    ``.png`` suffix is dropped) that ``.{name}.png`` is appended to.
+    Default ``{stem}.{output}.png`` beside the input (``template`` changes
+    it: placeholders ``{stem}``, ``{output}`` and ``{ext}``, the input's
+    extension); frame ``i`` of --all-frames is output ``frame{i}.{name}``;
+    ``out_dir`` changes the folder; ``output`` is the file itself for a
+    one-image command, else the stem (a ``.png`` suffix is dropped) that
+    ``.{name}.png`` is appended to.
     """
     if frame is not None:
         name = f"frame{frame}.{name}"
@@ -503,7 +515,16 @@ def output_path(
         stem = output.with_suffix("") if output.suffix.lower() == ".png" else output
         return stem.parent / f"{stem.name}.{name}.png"
     folder = out_dir if out_dir is not None else source.parent
-    return folder / f"{source.stem}.{name}.png"
+    try:
+        filename = template.format(stem=source.stem, output=name, ext=source.suffix.lstrip("."))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CnnFiltersError(
+            f"--name {template!r} is not a valid template ({exc}); use {{stem}}, {{output}}, "
+            "{ext}"
+        ) from None
+    if "/" in filename or not filename:
+        raise CnnFiltersError(f"--name {template!r} must give a file name, got {filename!r}")
+    return folder / filename
 
 
 def plan_outputs(
@@ -515,6 +536,7 @@ def plan_outputs(
     raw: bool = False,
     force: bool = False,
     frame: int | None = None,
+    template: str = DEFAULT_NAME,
 ) -> dict[str, list[Path]]:
     """Map each output name to its target file(s), refusing to clobber.
 
@@ -525,7 +547,7 @@ def plan_outputs(
     single = len(names) == 1
     for name in names:
         png = output_path(source, name, output=output, out_dir=out_dir, single=single,
-                          frame=frame)  # fmt: skip
+                          frame=frame, template=template)  # fmt: skip
         targets = [png] + ([png.with_suffix(".npy")] if raw else [])
         for target in targets:
             if not (target.exists() or target.is_symlink()):
@@ -570,6 +592,7 @@ def process_image(
     raw: bool,
     compress_level: int,
     frame: int | None = None,
+    template: str = DEFAULT_NAME,
 ) -> None:
     """Run one command on one decoded image and write its outputs into ``item``.
 
@@ -581,7 +604,7 @@ def process_image(
     item.notices.extend(result.notices)
     item.info.update(result.info)
     targets = plan_outputs(image.path, list(result.outputs), output=output, out_dir=out_dir,
-                           raw=raw, force=force, frame=frame)  # fmt: skip
+                           raw=raw, force=force, frame=frame, template=template)  # fmt: skip
     icc_notes = set()
     jobs = []
     for name, out in result.outputs.items():
@@ -628,6 +651,7 @@ def process(
     read: ReadOptions | None = None,
     compress_level: int = PNG_COMPRESS_LEVEL,
     on_input: Callable[[InputReport], None] | None = None,
+    template: str = DEFAULT_NAME,
 ) -> RunReport:
     """Run ``command`` on every path; one bad input never stops the others.
 
@@ -636,7 +660,7 @@ def process(
     """
     runner = COMMANDS[command].run
     read = read or ReadOptions()
-    report = RunReport(command, options={k: _jsonable(v) for k, v in options.items()})
+    report = RunReport(command, options=jsonable(options))
     if out_dir is not None:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -659,7 +683,8 @@ def process(
                 )  # fmt: skip
                 process_image(runner, image, options, item, output=output, out_dir=out_dir,
                               force=force, raw=raw, compress_level=compress_level,
-                              frame=image.frame if len(frames) > 1 else None)  # fmt: skip
+                              frame=image.frame if len(frames) > 1 else None,
+                              template=template)  # fmt: skip
         except CnnFiltersError as exc:
             _record_error(items, name, str(exc), max(exc.exit_code, EXIT_IO))
         except MemoryError:
@@ -678,6 +703,11 @@ def _record_error(items: list[InputReport], name: str, message: str, code: int) 
     item = items[-1]
     item.error = message if message.startswith(name) else f"{name}: {message}"
     item.exit_code = code
+
+
+def jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    """Command options as the report records them."""
+    return {key: _jsonable(value) for key, value in options.items()}
 
 
 def _jsonable(value: Any) -> Any:

@@ -287,6 +287,7 @@ class InputReport:
     info: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     exit_code: int = 0
+    skipped: bool = False
 
     @property
     def passed(self) -> bool:
@@ -298,6 +299,7 @@ class InputReport:
             "outputs": list(self.outputs),
             "error": self.error,
             "passed": self.passed,
+            "skipped": self.skipped,
             "checks": [c.to_dict() for c in self.checks],
             "notices": list(self.notices),
             **({"info": self.info} if self.info else {}),

@@ -164,11 +164,11 @@ def test_a_directory_a_fifo_and_a_missing_file_are_refused_before_opening(tmp_pa
     assert time.perf_counter() - started < 5  # a FIFO must never hang the tool
     assert code == 3
     lines = err.strip().splitlines()
-    assert lines == [
-        f"cnnfilters: error: {folder}: is a directory, not an image file",
+    assert sorted(lines) == sorted([  # errors come as inputs finish, in any order
+        f"cnnfilters: error: {folder}: is a directory with no image files (-r looks in subfolders)",
         f"cnnfilters: error: {fifo}: not a regular file (a FIFO, socket or device)",
         f"cnnfilters: error: {missing}: no such file",
-    ]
+    ])  # fmt: skip
 
 
 def test_a_device_is_refused(capsys):
@@ -540,7 +540,7 @@ def test_a_signal_in_the_middle_of_a_batch_loses_nothing(sig, code, word, tmp_pa
     process.send_signal(sig)
     _, err = process.communicate(timeout=60)
     assert process.returncode == code
-    assert err.strip().splitlines()[-1] == f"cnnfilters: error: {word}"
+    assert err.strip().splitlines()[-1].startswith(f"cnnfilters: error: {word}")
     written = sorted(out.glob("*"))
     assert written and len(written) < 3 * len(sources)
     for path in written:
