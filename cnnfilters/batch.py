@@ -50,6 +50,7 @@ class Source:
     path: Path
     root: Path | None = None
     empty_folder: bool = False
+    folder: Path | None = None  # where outputs go by default, when not beside the input
 
     @property
     def relative_folder(self) -> Path:
@@ -123,7 +124,7 @@ class BatchOptions:
 
 def _folder_for(source: Source, options: BatchOptions) -> Path | None:
     if options.out_dir is None:
-        return None
+        return source.folder
     return options.out_dir / source.relative_folder
 
 
@@ -324,7 +325,11 @@ def run_batch(
 
 
 def stdin_source(data: bytes, folder: Path) -> Source:
-    """Standard input saved as a file in ``folder`` (decoders need to seek)."""
+    """Standard input saved as ``folder/stdin.<format>`` (decoders need to seek).
+
+    Its outputs go to the current folder (``stdin.grayscale.png``, ...) unless
+    told otherwise.
+    """
     import io
 
     from PIL import Image
@@ -332,8 +337,8 @@ def stdin_source(data: bytes, folder: Path) -> Source:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             suffix = "." + (probe.format or "img").lower()
-    except Exception:  # not an image: the loader will say so, naming "stdin"
+    except Exception:  # not an image: the loader will say so
         suffix = ".img"
     path = folder / f"stdin{suffix}"
     path.write_bytes(data)
-    return Source(path)
+    return Source(path, folder=Path.cwd())

@@ -83,6 +83,13 @@ class ExportFormat(str, Enum):
     json = "json"
 
 
+class OutFormat(str, Enum):
+    png = "png"
+    jpeg = "jpeg"
+    tiff = "tiff"
+    webp = "webp"
+
+
 class CommuteOn(str, Enum):
     gradient = "gradient"
     centered = "centered"
@@ -143,6 +150,13 @@ JobsOpt = Annotated[
     int, typer.Option("-j", "--jobs", min=0, help="Worker processes (0: one per core).")
 ]
 FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")]
+SchedulerOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--scheduler", help="Run on a Dask cluster: tcp://HOST:PORT (extra [dask])."),
+]
+FormatOpt = Annotated[
+    OutFormat, typer.Option("--format", help="Image format for -o - (standard output).")
+]
 JsonlOpt = Annotated[
     bool, typer.Option("--jsonl", help="Print one JSON line per input as it finishes.")
 ]
@@ -367,10 +381,57 @@ def _run_image_command(
     html_path: Path | None = None,
     batch: dict | None = None,
 ) -> None:
-    batch = batch or {}
-    from .batch import BatchOptions, expand_inputs, plan, run_batch
+    import tempfile
 
-    sources = expand_inputs(inputs, recursive=batch.get("recursive", False))
+    # Standard input and output go through a scratch folder, removed however we leave.
+    with tempfile.TemporaryDirectory(prefix="cnnfilters-") as scratch:
+        _run_batch_command(
+            command, inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
+            report_path=report_path, as_json=as_json, quiet=quiet, read=read,
+            compress_level=compress_level, html_path=html_path, batch=batch or {},
+            scratch=Path(scratch),
+        )  # fmt: skip
+
+
+def _run_batch_command(
+    command: str,
+    inputs: list[Path],
+    options: dict,
+    *,
+    output: Path | None,
+    out_dir: Path | None,
+    force: bool,
+    raw: bool,
+    report_path: Path | None,
+    as_json: bool,
+    quiet: bool,
+    read: ReadOptions,
+    compress_level: int,
+    html_path: Path | None,
+    batch: dict,
+    scratch: Path,
+) -> None:
+    from .batch import BatchOptions, expand_inputs, plan, run_batch, stdin_source
+
+    to_stdout = output is not None and os.fsdecode(output) == "-"
+    if to_stdout:
+        from .pipeline import COMMANDS
+
+        if len(COMMANDS[command].names(options)) != 1:
+            raise CnnFiltersError(f"-o - writes one image; {command} writes several (use -o STEM)")
+        if as_json or batch.get("jsonl") or raw:
+            raise CnnFiltersError("-o - puts the image on standard output: no --json/--jsonl/--raw")
+    sources = []
+    for spec in inputs:
+        if os.fsdecode(spec) == "-":
+            if sys.stdin is None or sys.stdin.isatty():
+                raise CnnFiltersError("-: no image on standard input (pipe one in)")
+            sources.append(stdin_source(sys.stdin.buffer.read(), scratch))
+        else:
+            sources.extend(expand_inputs([spec], recursive=batch.get("recursive", False)))
+    if to_stdout:
+        output = scratch / "stdout.png"
+        quiet = True
     if not sources:
         raise CnnFiltersError("no input files (the folders given hold no images)")
     if output is not None and len(sources) > 1:
@@ -382,7 +443,7 @@ def _run_image_command(
         output=output, out_dir=out_dir, template=batch.get("template", "{stem}.{output}.png"),
         force=force, raw=raw, skip_existing=batch.get("skip_existing", False), read=read,
         compress_level=compress_level, jobs=min(jobs, len(sources)),
-        fail_fast=batch.get("fail_fast", False),
+        fail_fast=batch.get("fail_fast", False), scheduler=batch.get("scheduler"),
     )  # fmt: skip
     if batch.get("dry_run"):
         for source, targets in plan(command, sources, options, settings).items():
@@ -424,7 +485,28 @@ def _run_image_command(
     if summary.interrupted:
         _error(f"interrupted; {summary.not_done} input(s) not done")
         code = EXIT_INTERRUPTED
+    if to_stdout and output.exists():
+        _image_to_stdout(output, batch.get("format", "png"))
     raise typer.Exit(code)
+
+
+def _image_to_stdout(path: Path, fmt: str) -> None:
+    """The finished image on standard output, converted when another format is asked for."""
+    data = path.read_bytes()
+    if fmt != "png":
+        import io
+
+        from PIL import Image
+
+        with Image.open(path) as image:
+            buffer = io.BytesIO()
+            if fmt == "jpeg" and image.mode not in ("L", "RGB"):
+                image = image.convert("RGB")
+            image.save(buffer, format=fmt.upper())
+            data = buffer.getvalue()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 class _Progress:
@@ -515,6 +597,8 @@ def grayscale(
     jobs: JobsOpt = 0,
     fail_fast: FailFastOpt = False,
     jsonl: JsonlOpt = False,
+    scheduler: SchedulerOpt = None,
+    out_format: FormatOpt = OutFormat.png,
 ) -> None:
     """Grayscale as a 1x1 convolution. Writes {stem}.grayscale.png.
 
@@ -532,7 +616,7 @@ def grayscale(
                            allow_truncated),
         batch={"recursive": recursive, "template": name, "dry_run": dry_run,
                "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl},
+               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
     )  # fmt: skip
 
 
@@ -568,6 +652,8 @@ def gradient(
     jobs: JobsOpt = 0,
     fail_fast: FailFastOpt = False,
     jsonl: JsonlOpt = False,
+    scheduler: SchedulerOpt = None,
+    out_format: FormatOpt = OutFormat.png,
 ) -> None:
     """Vertical and horizontal forward differences as two 3x3 conv filters.
 
@@ -584,7 +670,7 @@ def gradient(
                            allow_truncated),
         batch={"recursive": recursive, "template": name, "dry_run": dry_run,
                "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl},
+               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
     )  # fmt: skip
 
 
@@ -623,6 +709,8 @@ def avgpool(
     jobs: JobsOpt = 0,
     fail_fast: FailFastOpt = False,
     jsonl: JsonlOpt = False,
+    scheduler: SchedulerOpt = None,
+    out_format: FormatOpt = OutFormat.png,
 ) -> None:
     """k x k average pooling as a stride-k convolution. Writes {stem}.avgpool{k}.png.
 
@@ -638,7 +726,7 @@ def avgpool(
                            allow_truncated),
         batch={"recursive": recursive, "template": name, "dry_run": dry_run,
                "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl},
+               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
     )  # fmt: skip
 
 
@@ -689,6 +777,8 @@ def commute(
     jobs: JobsOpt = 0,
     fail_fast: FailFastOpt = False,
     jsonl: JsonlOpt = False,
+    scheduler: SchedulerOpt = None,
+    out_format: FormatOpt = OutFormat.png,
 ) -> None:
     """Does an activation commute with max pooling? sigma(maxpool(x)) vs maxpool(sigma(x)).
 
@@ -713,7 +803,7 @@ def commute(
                            allow_truncated),
         batch={"recursive": recursive, "template": name, "dry_run": dry_run,
                "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl},
+               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
     )  # fmt: skip
 
 
@@ -769,6 +859,8 @@ def convolve(
     jobs: JobsOpt = 0,
     fail_fast: FailFastOpt = False,
     jsonl: JsonlOpt = False,
+    scheduler: SchedulerOpt = None,
+    out_format: FormatOpt = OutFormat.png,
 ) -> None:
     """Any kernel through the engine. Writes {stem}.convolve.png.
 
@@ -805,7 +897,7 @@ def convolve(
                            allow_truncated),
         batch={"recursive": recursive, "template": name, "dry_run": dry_run,
                "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl},
+               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
     )  # fmt: skip
 
 

@@ -128,3 +128,77 @@ def test_an_empty_folder_is_reported(tmp_path):
     empty.mkdir()
     result = invoke("grayscale", empty)
     assert result.exit_code == 3 and "no image files" in result.stderr
+
+
+def test_pipes_read_stdin_and_write_stdout(tree, tmp_path):
+    import subprocess
+    import sys
+
+    data = (tree / "a.png").read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run([sys.executable, "-m", "cnnfilters", "grayscale", "-", "-o", "-"],
+                          input=data, capture_output=True, cwd=work)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"\x89PNG") and list(work.iterdir()) == []
+    import io
+
+    with Image.open(io.BytesIO(done.stdout)) as image:
+        assert image.mode == "L" and image.size == (24, 18)
+    done = subprocess.run([sys.executable, "-m", "cnnfilters", "avgpool", "-", "-o", "-",
+                           "--format", "webp"], input=data, capture_output=True)  # fmt: skip
+    assert done.returncode == 0 and done.stdout[8:12] == b"WEBP"
+    done = subprocess.run([sys.executable, "-m", "cnnfilters", "grayscale", "-", "-q"],
+                          input=data, capture_output=True, cwd=work)  # fmt: skip
+    assert done.returncode == 0 and (work / "stdin.grayscale.png").exists()
+
+
+def test_the_same_batch_runs_on_a_dask_cluster(tree, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  host="127.0.0.1", protocol="tcp", dashboard_address=None,
+                                  silence_logs=40) as cluster:  # fmt: skip
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://127.0.0.1:")
+        (tree / "broken.png").write_bytes(b"nope")
+        result = invoke("gradient", tree, "-r", "--out-dir", tmp_path / "o", "--scheduler",
+                        address, "--json")  # fmt: skip
+    assert result.exit_code == 3, result.output  # the broken file, reported as everywhere
+    entries = json.loads(result.stdout)["inputs"]
+    assert [Path(e["input"]).name for e in entries] == ["a.png", "b.jpg", "broken.png", "c.png"]
+    assert [e["error"] is None for e in entries] == [True, True, False, True]
+    assert (tmp_path / "o" / "sub" / "c.dy.png").exists()
+
+
+def test_an_unreachable_scheduler_is_one_clear_error(tree):
+    pytest.importorskip("distributed")
+    result = invoke("grayscale", tree, "--scheduler", "tcp://127.0.0.1:9", "-q")
+    assert result.exit_code == 2 and "cannot reach the scheduler" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["gray-tree.sh", "gradient-report.sh"])
+def test_the_example_batch_scripts_run(script, tree, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    exe_dir = os.path.dirname(sys.executable)
+    if shutil.which("cnnfilters", path=exe_dir) is None:
+        pytest.skip("the cnnfilters executable is not installed beside this Python")
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    env = {**os.environ, "PATH": exe_dir + os.pathsep + os.environ.get("PATH", "")}
+    out = tmp_path / "out"
+    source = str(tree) if script == "gray-tree.sh" else f"{tree}/**/*.png"
+    args = [source, str(out)]
+    done = subprocess.run(["bash", str(scripts / script), *args], capture_output=True,
+                          text=True, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    if script == "gray-tree.sh":
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+            "a.png", "b.png", "sub/c.png"]  # fmt: skip
+        again = subprocess.run(["bash", str(scripts / script), *args], capture_output=True,
+                               text=True, env=env)  # fmt: skip
+        assert again.returncode == 0  # a rerun skips what exists
+    else:
+        assert "2 inputs, all checks passed: True" in done.stdout
+        assert (out / "sub" / "c.dy.png").exists()
