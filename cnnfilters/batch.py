@@ -120,6 +120,7 @@ class BatchOptions:
     jobs: int = 1
     fail_fast: bool = False
     scheduler: str | None = None
+    batch: bool = False  # several inputs: parallelism comes from the workers
 
 
 def _folder_for(source: Source, options: BatchOptions) -> Path | None:
@@ -163,9 +164,13 @@ def _run_one(command: str, source: Source, cmd_options: dict[str, Any],
         message = f"{source.path}: is a directory with no image files (-r looks in subfolders)"
         return [InputReport(os.fsdecode(source.path), error=message, exit_code=3)]
     folder = _folder_for(source, options)
+    # In a batch the workers share the cores, one input each, encoding with one
+    # thread; a single input uses every core for its images instead.
+    threads = 1 if options.batch else None
     report = process(command, [source.path], cmd_options, output=options.output, out_dir=folder,
                      force=options.force, raw=options.raw, read=options.read,
-                     compress_level=options.compress_level, template=options.template)  # fmt: skip
+                     compress_level=options.compress_level, template=options.template,
+                     threads=threads)  # fmt: skip
     return report.inputs
 
 
@@ -237,6 +242,7 @@ def run_batch(
     """
     summary = BatchSummary()
     started = time.perf_counter()
+    options.batch = len(sources) > 1
     report = RunReport(command, options=jsonable(cmd_options))
     planned = plan(command, sources, cmd_options, options)
     results: dict[int, list[InputReport]] = {}

@@ -593,6 +593,7 @@ def process_image(
     compress_level: int,
     frame: int | None = None,
     template: str = DEFAULT_NAME,
+    threads: int | None = None,
 ) -> None:
     """Run one command on one decoded image and write its outputs into ``item``.
 
@@ -615,7 +616,7 @@ def process_image(
         jobs.append((out.pixels, targets[name][0], options))
     # The images are encoded in worker threads (deflate releases the GIL) while
     # this thread runs the checks that are left.
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    workers = max(1, min(len(jobs), threads or os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         saving = [pool.submit(save_image, pixels, target, **kw) for pixels, target, kw in jobs]
         item.checks.extend(result.checks)
@@ -652,11 +653,14 @@ def process(
     compress_level: int = PNG_COMPRESS_LEVEL,
     on_input: Callable[[InputReport], None] | None = None,
     template: str = DEFAULT_NAME,
+    threads: int | None = None,
 ) -> RunReport:
     """Run ``command`` on every path; one bad input never stops the others.
 
     Each input (or each frame, with ``read.all_frames``) becomes one entry
     of the report, with its outputs, checks and notices, or its error.
+    ``threads`` bounds the threads that encode one input's images (default:
+    one per core; batch workers use one each, the processes being parallel).
     """
     runner = COMMANDS[command].run
     read = read or ReadOptions()
@@ -684,7 +688,7 @@ def process(
                 process_image(runner, image, options, item, output=output, out_dir=out_dir,
                               force=force, raw=raw, compress_level=compress_level,
                               frame=image.frame if len(frames) > 1 else None,
-                              template=template)  # fmt: skip
+                              template=template, threads=threads)  # fmt: skip
         except CnnFiltersError as exc:
             _record_error(items, name, str(exc), max(exc.exit_code, EXIT_IO))
         except MemoryError:

@@ -268,6 +268,24 @@ def main() -> None:
         row("start-up", f"cnnfilters --{key}", statistics.median(samples[key]),
             "python -c 'import typer'", typer_time, 1.5)  # fmt: skip
 
+    # 5. Batch throughput: -j 2 against -j 1 on 16 photos.
+    batch_dir = out / "batch"
+    batch_dir.mkdir(exist_ok=True)
+    seed_photo = make_photo(1600, 1200, out / "photo-1600x1200.png")
+    for index in range(16):
+        target = batch_dir / f"photo{index:02}.png"
+        if not target.exists():
+            shutil.copyfile(seed_photo, target)
+    batch_reps = max(3, reps // 2)
+    print(f"\n5. batch of 16 photos, gradient (median of {batch_reps})", flush=True)
+    times = {}
+    for jobs in (1, 2):
+        times[jobs] = median_time(command(exe, "gradient", str(batch_dir), "--out-dir",
+                                          str(work / f"batch{jobs}"), "--force", "-q", "-j",
+                                          str(jobs)), batch_reps)  # fmt: skip
+    # Throughput ratio: files per second with 2 jobs over 1 job (higher is better).
+    row("batch", "16 photos, -j 2 (time)", times[2], "-j 1 (time)", times[1], 1 / 1.7)
+
     shutil.rmtree(work, ignore_errors=True)
     result = {
         "machine": {
