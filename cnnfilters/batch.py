@@ -22,7 +22,7 @@ from typing import Any
 from .errors import CnnFiltersError
 from .images import ReadOptions
 from .pipeline import COMMANDS, DEFAULT_NAME, jsonable, output_path, process
-from .report import InputReport, RunReport
+from .report import InputReport, RunReport, difference_maps
 
 __all__ = ["BatchOptions", "Source", "expand_inputs", "plan", "run_batch"]
 
@@ -121,6 +121,7 @@ class BatchOptions:
     fail_fast: bool = False
     scheduler: str | None = None
     batch: bool = False  # several inputs: parallelism comes from the workers
+    maps: bool = False  # keep difference maps for the visual report
 
 
 def _folder_for(source: Source, options: BatchOptions) -> Path | None:
@@ -167,10 +168,11 @@ def _run_one(command: str, source: Source, cmd_options: dict[str, Any],
     # In a batch the workers share the cores, one input each, encoding with one
     # thread; a single input uses every core for its images instead.
     threads = 1 if options.batch else None
-    report = process(command, [source.path], cmd_options, output=options.output, out_dir=folder,
-                     force=options.force, raw=options.raw, read=options.read,
-                     compress_level=options.compress_level, template=options.template,
-                     threads=threads)  # fmt: skip
+    with difference_maps(options.maps):
+        report = process(command, [source.path], cmd_options, output=options.output,
+                         out_dir=folder, force=options.force, raw=options.raw, read=options.read,
+                         compress_level=options.compress_level, template=options.template,
+                         threads=threads)  # fmt: skip
     return report.inputs
 
 

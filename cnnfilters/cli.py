@@ -444,6 +444,7 @@ def _run_batch_command(
         force=force, raw=raw, skip_existing=batch.get("skip_existing", False), read=read,
         compress_level=compress_level, jobs=min(jobs, len(sources)),
         fail_fast=batch.get("fail_fast", False), scheduler=batch.get("scheduler"),
+        maps=html_path is not None,
     )  # fmt: skip
     if batch.get("dry_run"):
         for source, targets in plan(command, sources, options, settings).items():

@@ -16,7 +16,7 @@ from .html import write_page
 from .images import _atomic_write
 from .kernels import kernels_for
 from .pipeline import process
-from .report import InputReport, RunReport
+from .report import InputReport, RunReport, difference_maps
 
 __all__ = ["run_demo", "sample_paths"]
 
@@ -58,7 +58,8 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
     for command, inputs, options in plan:
         label = command if command != "avgpool" else f"avgpool-k{options['kernel_size']}"
         folder = out_dir / label
-        report = process(command, inputs, options, out_dir=folder, force=True)
+        with difference_maps():  # for the visual report
+            report = process(command, inputs, options, out_dir=folder, force=True)
         runs.append((report, kernels_for(command, options)))
         report_path = out_dir / f"{label}.json"
         text = report.to_json() + "\n"

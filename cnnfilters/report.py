@@ -9,9 +9,11 @@ Rendering (Rich tables) lives in the command line, not here.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,15 @@ import numpy as np
 
 from ._version import __version__
 
-__all__ = ["SCHEMA_VERSION", "Check", "Comparison", "InputReport", "RunReport", "compare"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Check",
+    "Comparison",
+    "InputReport",
+    "RunReport",
+    "compare",
+    "difference_maps",
+]
 
 SCHEMA_VERSION = 1
 
@@ -82,6 +92,21 @@ class Check:
             data["detail"] = self.detail
         data.update((k, v) for k, v in self.extra.items() if not k.startswith("_"))
         return data
+
+
+# Difference maps cost a few passes over each image: they are made only for
+# the visual report (inside ``with difference_maps():``).
+_MAPS_WANTED: contextvars.ContextVar[bool] = contextvars.ContextVar("maps", default=False)
+
+
+@contextlib.contextmanager
+def difference_maps(enabled: bool = True) -> Iterator[None]:
+    """Within this block, comparisons keep thumbnail maps for the HTML report."""
+    token = _MAPS_WANTED.set(enabled)
+    try:
+        yield
+    finally:
+        _MAPS_WANTED.reset(token)
 
 
 class _Maps:
@@ -172,7 +197,7 @@ class Comparison:
         self.sum_abs = self.sum_sq = 0.0
         self.shape: tuple[int, ...] | None = None
         self.detail = ""
-        self.maps = _Maps(layout) if layout is not None else None
+        self.maps = _Maps(layout) if layout is not None and _MAPS_WANTED.get() else None
 
     def update(self, actual: np.ndarray, expected: np.ndarray, *, top: int = 0) -> None:
         """Add matching pieces; ``top`` is the first row of an image strip (for the maps)."""
