@@ -9,14 +9,16 @@ inside the commands, so that ``--help`` and ``--version`` start fast.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -344,51 +346,123 @@ def _finish(
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
 
 
-def _read_options(
-    max_pixels: int,
-    alpha: AlphaPolicy,
-    background: str,
-    no_auto_orient: bool,
-    all_frames: bool,
-    allow_truncated: bool,
-) -> ReadOptions:
-    from .images import ReadOptions, parse_colour
+# The options every image command shares: (name, annotation, default). They
+# reach the command as one Shared object (see _with_shared_options).
+_SHARED_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("output", OutputOpt, None),
+    ("out_dir", OutDirOpt, None),
+    ("force", ForceOpt, False),
+    ("raw", RawOpt, False),
+    ("report", ReportOpt, None),
+    ("html", HtmlOpt, None),
+    ("json_", JsonOpt, False),
+    ("quiet", QuietOpt, False),
+    ("max_pixels", MaxPixelsOpt, 100_000_000),
+    ("alpha", AlphaOpt, AlphaPolicy.keep),
+    ("background", BackgroundOpt, "white"),
+    ("no_auto_orient", NoOrientOpt, False),
+    ("all_frames", AllFramesOpt, False),
+    ("allow_truncated", TruncatedOpt, False),
+    ("compress_level", CompressOpt, 1),
+    ("recursive", RecursiveOpt, False),
+    ("name", NameOpt, "{stem}.{output}.png"),
+    ("dry_run", DryRunOpt, False),
+    ("skip_existing", SkipExistingOpt, False),
+    ("jobs", JobsOpt, 0),
+    ("fail_fast", FailFastOpt, False),
+    ("jsonl", JsonlOpt, False),
+    ("scheduler", SchedulerOpt, None),
+    ("out_format", FormatOpt, OutFormat.png),
+]
 
-    return ReadOptions(
-        max_pixels=max_pixels,
-        auto_orient=not no_auto_orient,
-        alpha=alpha.value,
-        background=parse_colour(background),
-        allow_truncated=allow_truncated,
-        all_frames=all_frames,
-    )
+
+@dataclass(frozen=True)
+class Shared:
+    """The shared options of an image command, as given on the command line."""
+
+    output: Path | None = None
+    out_dir: Path | None = None
+    force: bool = False
+    raw: bool = False
+    report: Path | None = None
+    html: Path | None = None
+    json_: bool = False
+    quiet: bool = False
+    max_pixels: int = 100_000_000
+    alpha: AlphaPolicy = AlphaPolicy.keep
+    background: str = "white"
+    no_auto_orient: bool = False
+    all_frames: bool = False
+    allow_truncated: bool = False
+    compress_level: int = 1
+    recursive: bool = False
+    name: str = "{stem}.{output}.png"
+    dry_run: bool = False
+    skip_existing: bool = False
+    jobs: int = 0
+    fail_fast: bool = False
+    jsonl: bool = False
+    scheduler: str | None = None
+    out_format: OutFormat = OutFormat.png
+
+    def read_options(self) -> ReadOptions:
+        from .images import ReadOptions, parse_colour
+
+        return ReadOptions(
+            max_pixels=self.max_pixels,
+            auto_orient=not self.no_auto_orient,
+            alpha=self.alpha.value,
+            background=parse_colour(self.background),
+            allow_truncated=self.allow_truncated,
+            all_frames=self.all_frames,
+        )
 
 
-def _run_image_command(
-    command: str,
-    inputs: list[Path],
-    options: dict,
-    *,
-    output: Path | None,
-    out_dir: Path | None,
-    force: bool,
-    raw: bool,
-    report_path: Path | None,
-    as_json: bool,
-    quiet: bool,
-    read: ReadOptions,
-    compress_level: int,
-    html_path: Path | None = None,
-    batch: dict | None = None,
-) -> None:
+SHARED = Shared()
+
+
+def _with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` every shared option; it receives them as ``shared``.
+
+    The options are added to the signature Typer reads, so each command
+    declares only its own.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "shared"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                          annotation=annotation)
+        for name, annotation, default in _SHARED_OPTIONS
+    ]  # fmt: skip
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name, _, _ in _SHARED_OPTIONS if name in kwargs}
+        return command(*args, **kwargs, shared=Shared(**values))
+
+    wrapper.__signature__ = signature.replace(parameters=own + added)
+    hints = {p.name: p.annotation for p in own}
+    hints.update({name: annotation for name, annotation, _ in _SHARED_OPTIONS})
+    wrapper.__annotations__ = {**hints, "return": None}
+    del wrapper.__wrapped__  # Typer must read the new signature, not the command's
+    return wrapper
+
+
+def _run_image_command(command: str, inputs: list[Path], options: dict, shared: Shared) -> None:
+    """Run an image command over its inputs with the shared options, then exit."""
     import tempfile
 
+    batch = {"recursive": shared.recursive, "template": shared.name, "dry_run": shared.dry_run,
+             "skip_existing": shared.skip_existing, "jobs": shared.jobs,
+             "fail_fast": shared.fail_fast, "jsonl": shared.jsonl, "scheduler": shared.scheduler,
+             "format": shared.out_format.value}  # fmt: skip
     # Standard input and output go through a scratch folder, removed however we leave.
     with tempfile.TemporaryDirectory(prefix="cnnfilters-") as scratch:
         _run_batch_command(
-            command, inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
-            report_path=report_path, as_json=as_json, quiet=quiet, read=read,
-            compress_level=compress_level, html_path=html_path, batch=batch or {},
+            command, inputs, options, output=shared.output, out_dir=shared.out_dir,
+            force=shared.force, raw=shared.raw, report_path=shared.report,
+            as_json=shared.json_, quiet=shared.quiet, read=shared.read_options(),
+            compress_level=shared.compress_level, html_path=shared.html, batch=batch,
             scratch=Path(scratch),
         )  # fmt: skip
 
@@ -571,35 +645,13 @@ def _write_html(path: Path, runs: list, *, title: str) -> int:
 
 @app.command(epilog=EXIT_CODES_HELP)
 @_reports_errors
+@_with_shared_options
 def grayscale(
     inputs: Inputs,
     weights: Annotated[
         str, typer.Option("--weights", help="bt601 (0.299, 0.587, 0.114), bt709, or R,G,B.")
     ] = "bt601",
-    output: OutputOpt = None,
-    out_dir: OutDirOpt = None,
-    force: ForceOpt = False,
-    raw: RawOpt = False,
-    report: ReportOpt = None,
-    html: HtmlOpt = None,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    max_pixels: MaxPixelsOpt = 100_000_000,
-    alpha: AlphaOpt = AlphaPolicy.keep,
-    background: BackgroundOpt = "white",
-    no_auto_orient: NoOrientOpt = False,
-    all_frames: AllFramesOpt = False,
-    allow_truncated: TruncatedOpt = False,
-    compress_level: CompressOpt = 1,
-    recursive: RecursiveOpt = False,
-    name: NameOpt = "{stem}.{output}.png",
-    dry_run: DryRunOpt = False,
-    skip_existing: SkipExistingOpt = False,
-    jobs: JobsOpt = 0,
-    fail_fast: FailFastOpt = False,
-    jsonl: JsonlOpt = False,
-    scheduler: SchedulerOpt = None,
-    out_format: FormatOpt = OutFormat.png,
+    shared: Shared = SHARED,
 ) -> None:
     """Grayscale as a 1x1 convolution. Writes {stem}.grayscale.png.
 
@@ -609,20 +661,12 @@ def grayscale(
     from .kernels import parse_grayscale_weights
 
     parse_grayscale_weights(weights)
-    _run_image_command(
-        "grayscale", inputs, {"weights": weights}, output=output, out_dir=out_dir, force=force,
-        raw=raw, report_path=report, html_path=html, as_json=json_, quiet=quiet,
-        compress_level=compress_level,
-        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
-                           allow_truncated),
-        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
-               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
-    )  # fmt: skip
+    _run_image_command("grayscale", inputs, {"weights": weights}, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 @_reports_errors
+@_with_shared_options
 def gradient(
     inputs: Inputs,
     padding: Annotated[
@@ -631,30 +675,7 @@ def gradient(
     on: Annotated[
         GradientOn, typer.Option("--on", help="The grayscale image, or each RGB channel.")
     ] = GradientOn.gray,
-    output: OutputOpt = None,
-    out_dir: OutDirOpt = None,
-    force: ForceOpt = False,
-    raw: RawOpt = False,
-    report: ReportOpt = None,
-    html: HtmlOpt = None,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    max_pixels: MaxPixelsOpt = 100_000_000,
-    alpha: AlphaOpt = AlphaPolicy.keep,
-    background: BackgroundOpt = "white",
-    no_auto_orient: NoOrientOpt = False,
-    all_frames: AllFramesOpt = False,
-    allow_truncated: TruncatedOpt = False,
-    compress_level: CompressOpt = 1,
-    recursive: RecursiveOpt = False,
-    name: NameOpt = "{stem}.{output}.png",
-    dry_run: DryRunOpt = False,
-    skip_existing: SkipExistingOpt = False,
-    jobs: JobsOpt = 0,
-    fail_fast: FailFastOpt = False,
-    jsonl: JsonlOpt = False,
-    scheduler: SchedulerOpt = None,
-    out_format: FormatOpt = OutFormat.png,
+    shared: Shared = SHARED,
 ) -> None:
     """Vertical and horizontal forward differences as two 3x3 conv filters.
 
@@ -662,21 +683,12 @@ def gradient(
     {stem}.gradient.png (the magnitude). Checked against slicing differences:
     they must agree exactly.
     """
-    _run_image_command(
-        "gradient", inputs, {"padding": padding.value, "on": on.value}, output=output,
-        out_dir=out_dir, force=force, raw=raw, report_path=report, html_path=html, as_json=json_,
-        quiet=quiet,
-        compress_level=compress_level,
-        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
-                           allow_truncated),
-        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
-               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
-    )  # fmt: skip
+    _run_image_command("gradient", inputs, {"padding": padding.value, "on": on.value}, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 @_reports_errors
+@_with_shared_options
 def avgpool(
     inputs: Inputs,
     kernel_size: Annotated[
@@ -688,51 +700,19 @@ def avgpool(
             "--edge", help="drop: the conv's own rule; partial: average partial blocks (Pillow)."
         ),
     ] = Edge.drop,
-    output: OutputOpt = None,
-    out_dir: OutDirOpt = None,
-    force: ForceOpt = False,
-    raw: RawOpt = False,
-    report: ReportOpt = None,
-    html: HtmlOpt = None,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    max_pixels: MaxPixelsOpt = 100_000_000,
-    alpha: AlphaOpt = AlphaPolicy.keep,
-    background: BackgroundOpt = "white",
-    no_auto_orient: NoOrientOpt = False,
-    all_frames: AllFramesOpt = False,
-    allow_truncated: TruncatedOpt = False,
-    compress_level: CompressOpt = 1,
-    recursive: RecursiveOpt = False,
-    name: NameOpt = "{stem}.{output}.png",
-    dry_run: DryRunOpt = False,
-    skip_existing: SkipExistingOpt = False,
-    jobs: JobsOpt = 0,
-    fail_fast: FailFastOpt = False,
-    jsonl: JsonlOpt = False,
-    scheduler: SchedulerOpt = None,
-    out_format: FormatOpt = OutFormat.png,
+    shared: Shared = SHARED,
 ) -> None:
     """k x k average pooling as a stride-k convolution. Writes {stem}.avgpool{k}.png.
 
     Checked against reshape-mean (float) and Pillow's Image.reduce(k)
     (within 1 level).
     """
-    _run_image_command(
-        "avgpool", inputs, {"kernel_size": kernel_size, "edge": edge.value}, output=output,
-        out_dir=out_dir, force=force, raw=raw, report_path=report, html_path=html, as_json=json_,
-        quiet=quiet,
-        compress_level=compress_level,
-        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
-                           allow_truncated),
-        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
-               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
-    )  # fmt: skip
+    _run_image_command("avgpool", inputs, {"kernel_size": kernel_size, "edge": edge.value}, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 @_reports_errors
+@_with_shared_options
 def commute(
     inputs: Inputs,
     activation: Annotated[
@@ -756,30 +736,7 @@ def commute(
             "[-1, 1]; raw: pixels.",
         ),
     ] = CommuteOn.gradient,
-    output: OutputOpt = None,
-    out_dir: OutDirOpt = None,
-    force: ForceOpt = False,
-    raw: RawOpt = False,
-    report: ReportOpt = None,
-    html: HtmlOpt = None,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    max_pixels: MaxPixelsOpt = 100_000_000,
-    alpha: AlphaOpt = AlphaPolicy.keep,
-    background: BackgroundOpt = "white",
-    no_auto_orient: NoOrientOpt = False,
-    all_frames: AllFramesOpt = False,
-    allow_truncated: TruncatedOpt = False,
-    compress_level: CompressOpt = 1,
-    recursive: RecursiveOpt = False,
-    name: NameOpt = "{stem}.{output}.png",
-    dry_run: DryRunOpt = False,
-    skip_existing: SkipExistingOpt = False,
-    jobs: JobsOpt = 0,
-    fail_fast: FailFastOpt = False,
-    jsonl: JsonlOpt = False,
-    scheduler: SchedulerOpt = None,
-    out_format: FormatOpt = OutFormat.png,
+    shared: Shared = SHARED,
 ) -> None:
     """Does an activation commute with max pooling? sigma(maxpool(x)) vs maxpool(sigma(x)).
 
@@ -796,20 +753,12 @@ def commute(
     else:
         chosen = list(dict.fromkeys(get_activation(n).name for n in names))
     options = {"activations": chosen, "kernel_size": kernel_size, "stride": stride, "on": on.value}
-    _run_image_command(
-        "commute", inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
-        report_path=report, html_path=html, as_json=json_, quiet=quiet,
-        compress_level=compress_level,
-        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
-                           allow_truncated),
-        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
-               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
-    )  # fmt: skip
+    _run_image_command("commute", inputs, options, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 @_reports_errors
+@_with_shared_options
 def convolve(
     inputs: Inputs,
     kernel: Annotated[
@@ -838,30 +787,7 @@ def convolve(
     normalize: Annotated[
         bool, typer.Option("--normalize", help="Divide the kernel by the sum of its weights.")
     ] = False,
-    output: OutputOpt = None,
-    out_dir: OutDirOpt = None,
-    force: ForceOpt = False,
-    raw: RawOpt = False,
-    report: ReportOpt = None,
-    html: HtmlOpt = None,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    max_pixels: MaxPixelsOpt = 100_000_000,
-    alpha: AlphaOpt = AlphaPolicy.keep,
-    background: BackgroundOpt = "white",
-    no_auto_orient: NoOrientOpt = False,
-    all_frames: AllFramesOpt = False,
-    allow_truncated: TruncatedOpt = False,
-    compress_level: CompressOpt = 1,
-    recursive: RecursiveOpt = False,
-    name: NameOpt = "{stem}.{output}.png",
-    dry_run: DryRunOpt = False,
-    skip_existing: SkipExistingOpt = False,
-    jobs: JobsOpt = 0,
-    fail_fast: FailFastOpt = False,
-    jsonl: JsonlOpt = False,
-    scheduler: SchedulerOpt = None,
-    out_format: FormatOpt = OutFormat.png,
+    shared: Shared = SHARED,
 ) -> None:
     """Any kernel through the engine. Writes {stem}.convolve.png.
 
@@ -890,16 +816,7 @@ def convolve(
     options = {"kernel": weights, "stride": stride, "padding": padding_value,
                "padding_mode": padding_mode.value, "bias": bias, "on": on.value,
                "normalize": normalize}  # fmt: skip
-    _run_image_command(
-        "convolve", inputs, options, output=output, out_dir=out_dir, force=force, raw=raw,
-        report_path=report, html_path=html, as_json=json_, quiet=quiet,
-        compress_level=compress_level,
-        read=_read_options(max_pixels, alpha, background, no_auto_orient, all_frames,
-                           allow_truncated),
-        batch={"recursive": recursive, "template": name, "dry_run": dry_run,
-               "skip_existing": skip_existing, "jobs": jobs, "fail_fast": fail_fast,
-               "jsonl": jsonl, "scheduler": scheduler, "format": out_format.value},
-    )  # fmt: skip
+    _run_image_command("convolve", inputs, options, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)

@@ -103,28 +103,11 @@ def pad2d(
     must be smaller than the side it extends), ``circular`` (wrap around; each
     pad at most the side).
     """
-    if mode not in PADDING_MODES:
-        raise CnnFiltersError(
-            f"padding mode must be one of {', '.join(PADDING_MODES)}, got {mode!r}"
-        )
-    top, bottom, left, right = pads
-    if min(pads) < 0:
-        raise CnnFiltersError(f"padding must be non-negative, got {pads}")
+    _check_mode(mode)
+    _check_padding_fits(pads, x.shape[-2:], mode)
     if not any(pads):
         return x
-    height, width = x.shape[-2:]
-    if mode == "reflect" and (max(top, bottom) >= height or max(left, right) >= width):
-        raise CnnFiltersError(
-            f"reflect padding of {max(top, bottom)} x {max(left, right)} needs an input larger "
-            f"than the padding, got {height} x {width} pixels"
-        )
-    if mode == "circular" and (max(top, bottom) > height or max(left, right) > width):
-        raise CnnFiltersError(
-            f"circular padding of {max(top, bottom)} x {max(left, right)} wraps around more "
-            f"than once on an input of {height} x {width} pixels"
-        )
-    if mode != "zeros" and (height == 0 or width == 0):
-        raise CnnFiltersError(f"cannot {mode}-pad an empty input ({height} x {width} pixels)")
+    top, bottom, left, right = pads
     widths = [(0, 0)] * (x.ndim - 2) + [(top, bottom), (left, right)]
     if mode == "zeros":
         return np.pad(x, widths, mode="constant", constant_values=value)
@@ -271,10 +254,7 @@ def conv2d(
     stride_hw = _positive_pair(stride, "stride")
     dilation_hw = _positive_pair(dilation, "dilation")
     pads = _padding_amounts(padding, (kh, kw), stride_hw, dilation_hw)
-    if padding_mode not in PADDING_MODES:
-        raise CnnFiltersError(
-            f"padding mode must be one of {', '.join(PADDING_MODES)}, got {padding_mode!r}"
-        )
+    _check_mode(padding_mode)
     _check_padding_fits(pads, (height, width), padding_mode)
     padded_hw = (height + pads[0] + pads[1], width + pads[2] + pads[3])
     out_h, out_w = _output_size(padded_hw, (kh, kw), stride_hw, dilation_hw, (height, width))
@@ -311,6 +291,13 @@ def _row_blocks(
     rows = max(1, _BLOCK_BYTES // row_bytes)
     for first in range(begin, end, rows):
         yield first, min(first + rows, end)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in PADDING_MODES:
+        raise CnnFiltersError(
+            f"padding mode must be one of {', '.join(PADDING_MODES)}, got {mode!r}"
+        )
 
 
 def _check_padding_fits(pads: tuple[int, int, int, int], size: tuple[int, int], mode: str) -> None:
