@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -220,8 +221,12 @@ def _executor(options: BatchOptions) -> Executor | None:
 
     for name, value in _SINGLE_THREAD_ENV.items():
         os.environ.setdefault(name, value)
-    # forkserver: workers start clean (no inherited threads or BLAS state).
-    context = multiprocessing.get_context("forkserver")
+    # fork starts workers at once, with everything imported; it is safe while
+    # this process runs no other thread. Otherwise forkserver starts them clean.
+    import threading
+
+    start = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "forkserver"
+    context = multiprocessing.get_context(start)
     return ProcessPoolExecutor(max_workers=options.jobs, mp_context=context)
 
 

@@ -614,18 +614,26 @@ def process_image(
             icc_notes.add(note)
         options = {"alpha": out.alpha, "icc_profile": icc, "compress_level": compress_level}
         jobs.append((out.pixels, targets[name][0], options))
+
     # The images are encoded in worker threads (deflate releases the GIL) while
     # this thread runs the checks that are left.
-    workers = max(1, min(len(jobs), threads or os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        saving = [pool.submit(save_image, pixels, target, **kw) for pixels, target, kw in jobs]
+    def verify() -> None:
         item.checks.extend(result.checks)
         if result.verify is not None:
             with warnings.catch_warnings(record=True) as more:
                 warnings.simplefilter("always")
                 item.checks.extend(result.verify())
             caught.extend(more)
-        errors = [future.exception() for future in saving]
+
+    if threads == 1:  # a batch worker: the other workers have the other cores
+        errors = [_try(save_image, pixels, target, **kw) for pixels, target, kw in jobs]
+        verify()
+    else:
+        workers = max(1, min(len(jobs), threads or os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            saving = [pool.submit(save_image, pixels, target, **kw) for pixels, target, kw in jobs]
+            verify()
+            errors = [future.exception() for future in saving]
     # The report lists every file written, even when another one failed.
     item.outputs.extend(os.fsdecode(job[1]) for job, e in zip(jobs, errors, strict=True) if not e)
     for error in errors:
@@ -638,6 +646,15 @@ def process_image(
             save_array(out.values, npy[0])
             item.outputs.append(os.fsdecode(npy[0]))
     item.notices.extend(sorted(icc_notes))
+
+
+def _try(function: Callable[..., None], *args: Any, **kwargs: Any) -> BaseException | None:
+    """Run ``function``; return its exception (a CnnFiltersError or OSError) instead of raising."""
+    try:
+        function(*args, **kwargs)
+    except (CnnFiltersError, OSError) as exc:
+        return exc
+    return None
 
 
 def process(
