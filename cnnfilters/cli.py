@@ -340,10 +340,7 @@ def _finish(
         sys.stdout.write(text + "\n")
     elif not quiet:
         _render(report, written=sum(len(item.outputs) for item in report.inputs))
-    codes = [item.exit_code for item in report.inputs if item.error]
-    if codes:
-        return max(codes)
-    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+    return report.exit_code
 
 
 # The options every image command shares: (name, annotation, default). They
@@ -794,7 +791,7 @@ def convolve(
     Checked against a direct correlation (np.pad, sliding windows, einsum) in
     float64. Signed results are drawn with 0 at mid-gray, as gradient does.
     """
-    from .kernels import load_kernel_file, parse_kernel
+    from .kernels import load_kernel_file, parse_kernel, same_padding
 
     if (kernel is None) == (kernel_file is None):
         raise CnnFiltersError("give exactly one of --kernel and --kernel-file")
@@ -808,11 +805,7 @@ def convolve(
             raise CnnFiltersError(f"--padding must be non-negative, got {padding_value}")
     else:
         padding_value = "same"
-        if weights.shape[-1] % 2 == 0 or weights.shape[-2] % 2 == 0:
-            raise CnnFiltersError(
-                f"--padding same needs an odd kernel size, got {weights.shape[-2]} x "
-                f"{weights.shape[-1]} (an even one would shift the image by half a pixel)"
-            )
+        same_padding(weights.shape)  # a usage error (exit 2) before any input is read
     options = {"kernel": weights, "stride": stride, "padding": padding_value,
                "padding_mode": padding_mode.value, "bias": bias, "on": on.value,
                "normalize": normalize}  # fmt: skip

@@ -11,7 +11,7 @@ from PIL import Image
 
 from .activations import ACTIVATIONS
 from .backprop import check_backprop
-from .errors import EXIT_CHECK_FAILED, EXIT_OK
+from .errors import EXIT_OK
 from .html import write_page
 from .images import _atomic_write
 from .kernels import kernels_for
@@ -70,9 +70,7 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
         described = (
             f"{largest.max_abs:.4g} ({largest.name} vs {largest.reference})" if largest else "-"
         )
-        codes = [item.exit_code for item in report.inputs if item.error]
-        code = max(codes) if codes else (EXIT_OK if report.passed else EXIT_CHECK_FAILED)
-        worst = max(worst, code)
+        worst = max(worst, report.exit_code)
         commands.append(
             {
                 "command": command,
@@ -90,7 +88,7 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
     item = InputReport("MLP 4,8,8,1 sigmoid", checks=backprop.checks, info=backprop.info)
     backprop_run = RunReport("backprop", [item], options=dict(backprop.info))
     runs.append((backprop_run, []))
-    worst = max(worst, EXIT_OK if backprop_run.passed else EXIT_CHECK_FAILED)
+    worst = max(worst, backprop_run.exit_code)
     commands.append(
         {"command": "backprop", "options": "widths=4,8,8,1, activation=sigmoid", "inputs": 1,
          "checks": len(backprop.checks), "checks_passed": sum(c.passed for c in backprop.checks),

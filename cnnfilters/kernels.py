@@ -29,6 +29,7 @@ __all__ = [
     "one_hot_filters",
     "parse_grayscale_weights",
     "parse_kernel",
+    "same_padding",
 ]
 
 # F1: with the centre on X[i, j], Y[i, j] = X[i+1, j] - X[i, j] (vertical forward difference).
@@ -121,6 +122,22 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def same_padding(shape: tuple[int, ...]) -> int:
+    """The padding that keeps the size for a kernel of ``shape`` (..., kh, kw).
+
+    Only odd, square kernels: an even one would shift the image by half a pixel.
+    """
+    kh, kw = shape[-2:]
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise CnnFiltersError(
+            f"--padding same needs an odd kernel size, got {kh} x {kw} "
+            "(an even one would shift the image by half a pixel)"
+        )
+    if kh != kw:
+        raise CnnFiltersError(f"--padding same needs a square kernel here, got {kh} x {kw}")
+    return (kh - 1) // 2
 
 
 def load_kernel_file(path: str) -> np.ndarray:

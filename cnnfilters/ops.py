@@ -131,10 +131,6 @@ class CommuteResult:
         return self.act_of_pool.astype(np.float64) - self.pool_of_act.astype(np.float64)
 
     @property
-    def expected_to_commute(self) -> bool:
-        return self.monotonicity == "nondecreasing"
-
-    @property
     def passed(self) -> bool:
         """Nondecreasing must commute exactly; nonincreasing must give the min identity."""
         if self.monotonicity == "nondecreasing":

@@ -40,7 +40,7 @@ from .images import (
     signed_to_image,
     unsigned_to_image,
 )
-from .kernels import parse_grayscale_weights
+from .kernels import parse_grayscale_weights, same_padding
 from .report import Check, Comparison, InputReport, RunReport, compare
 
 __all__ = ["COMMANDS", "Output", "Result", "plan_outputs", "process"]
@@ -349,17 +349,7 @@ def run_convolve(
     else:
         groups = 1
     kh, kw = weight.shape[-2:]
-    if padding == "same":
-        if kh % 2 == 0 or kw % 2 == 0:
-            raise CnnFiltersError(
-                f"--padding same needs an odd kernel size, got {kh} x {kw} "
-                "(an even one would shift the image by half a pixel)"
-            )
-        if kh != kw:
-            raise CnnFiltersError(f"--padding same needs a square kernel here, got {kh} x {kw}")
-        pad = (kh - 1) // 2
-    else:
-        pad = int(padding)
+    pad = same_padding(weight.shape) if padding == "same" else int(padding)
     biases = np.full(weight.shape[0], bias, dtype=np.float32) if bias else None
     out = conv2d(base, weight, biases, stride=stride, padding=pad, padding_mode=padding_mode,
                  groups=groups)  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .errors import EXIT_CHECK_FAILED, EXIT_OK
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -342,6 +343,14 @@ class RunReport:
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.inputs)
+
+    @property
+    def exit_code(self) -> int:
+        """The worst input's: its error's code, else 1 if a check failed, else 0."""
+        codes = [item.exit_code for item in self.inputs if item.error]
+        if codes:
+            return max(codes)
+        return EXIT_OK if self.passed else EXIT_CHECK_FAILED
 
     def to_dict(self) -> dict[str, Any]:
         return {
