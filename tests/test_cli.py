@@ -218,6 +218,31 @@ def test_a_failed_check_exits_1(gray_png, monkeypatch):
     assert "FAIL" in result.stdout
 
 
+@pytest.mark.parametrize("on", ["gray", "rgb"])
+def test_gradient_streams_large_images_to_the_same_files(tmp_path, monkeypatch, on):
+    """Maps kept from the checking pass and maps computed again while writing
+    (the path of images too large to keep) give the same bytes, over many strips."""
+    from cnnfilters import pipeline
+
+    rng = np.random.default_rng(5)
+    path = tmp_path / "wide.png"
+    Image.fromarray(rng.integers(0, 256, (203, 64, 3), dtype=np.uint8)).save(path)
+    monkeypatch.setattr(pipeline, "_STRIP_BYTES", 64 * 4 * 3 * 8)  # strips of 8 rows
+    written = {}
+    for keep in (32 << 20, 0):
+        monkeypatch.setattr(pipeline, "_KEEP_BYTES", keep)
+        out = tmp_path / f"keep{keep}"
+        result = invoke("gradient", path, "--on", on, "--raw", "--out-dir", out, "-q")
+        assert result.exit_code == 0, result.output
+        written[keep] = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
+    assert len(written[0]) == 6 and written[0] == written[32 << 20]
+    base = np.asarray(Image.open(path), dtype=np.float32).transpose(2, 0, 1)
+    if on == "gray":
+        base = np.floor(base[0] * 0.299 + base[1] * 0.587 + base[2] * 0.114 + 0.5)[None]
+    dy = np.load(tmp_path / "keep0" / "wide.dy.npy")
+    assert np.array_equal(dy[:, :-1], base[:, 1:] - base[:, :-1])
+
+
 def test_sixteen_bit_input_gives_sixteen_bit_output(tmp_path):
     path = tmp_path / "deep.png"
     values = (np.arange(20 * 16).reshape(20, 16) * 200).astype(np.uint16)
