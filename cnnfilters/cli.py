@@ -9,6 +9,7 @@ inside the commands, so that ``--help`` and ``--version`` start fast.
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import os
 import signal
@@ -1090,6 +1091,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     code = EXIT_OK if code is None else int(code)
     if argv is None:
+        # The process ends here: spare the interpreter's closing garbage
+        # collections over every imported module (about 40 ms of a 0.2 s
+        # run). Outputs are closed by now; standard streams are still flushed.
+        gc.freeze()
         sys.exit(code)
     return code
 

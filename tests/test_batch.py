@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -102,6 +103,7 @@ def test_two_workers_give_the_same_report_in_input_order(tree, tmp_path):
     assert names[0] == names[1] == ["a.png", "b.jpg", "c.png"]
     for one, two in zip(reports[0].inputs, reports[1].inputs, strict=True):
         assert [c.to_dict() for c in one.checks] == [c.to_dict() for c in two.checks]
+    assert gc.get_freeze_count() == 0  # frozen for the workers' fork, unfrozen after
 
 
 def test_failures_keep_going_unless_fail_fast(tree, tmp_path):
