@@ -177,13 +177,149 @@ def engine_cases(rgb: np.ndarray) -> list[dict]:
 
 # ------------------------------------------------------------------- main
 
+SECTIONS = ("end-to-end", "engine", "memory", "startup", "batch")
+
+
+class Bench:
+    """The rows measured so far, and how to add one."""
+
+    def __init__(self, exe: str, work: Path, reps: int) -> None:
+        self.exe, self.work, self.reps = exe, work, reps
+        self.rows: list[dict] = []
+
+    def row(self, group: str, name: str, ours: float, baseline_name: str, baseline: float,
+            target: float | None, unit: str = "s", ratio: float | None = None) -> None:  # fmt: skip
+        if ratio is None:
+            ratio = ours / baseline if baseline else float("inf")
+        entry = {"group": group, "name": name, "ours": ours, "baseline": baseline_name,
+                 "baseline_value": baseline, "ratio": ratio, "target": target,
+                 "met": None if target is None else ratio <= target, "unit": unit}  # fmt: skip
+        self.rows.append(entry)
+        met = "" if target is None else ("yes" if entry["met"] else "NO")
+        goal = "" if target is None else f"<= {target:.3g}"
+        print(f"  {name:<38} {ours:9.3f} {unit:<2} vs {baseline_name:<28} {baseline:9.3f} "
+              f"ratio {ratio:6.2f}  target {goal:<8} {met}", flush=True)  # fmt: skip
+
+    def versus(self, group: str, name: str, ours: Callable[[], object], baseline_name: str,
+               baseline: Callable[[], object], target: float | None,
+               reps: int | None = None) -> None:  # fmt: skip
+        """One row from paired runs: its ratio is the median of the per-pair ratios."""
+        ours_time, baseline_time, ratio = paired(ours, baseline, reps or self.reps)
+        self.row(group, name, ours_time, baseline_name, baseline_time, target, ratio=ratio)
+
+    def command(self, *args: str) -> Callable[[], None]:
+        return command(self.exe, *args)
+
+    def end_to_end(self, photo: Path) -> None:
+        """1. As a user runs it, against one-liners of Pillow and OpenCV."""
+        print(f"\n1. end to end on {photo.name} (median of {self.reps} pairs)", flush=True)
+        src, dst, stem = str(photo), str(self.work / "out.png"), str(self.work / "grad")
+        ours = self.command("grayscale", src, "-o", dst, "--force", "-q")
+        pil = python_snippet(
+            f"from PIL import Image; Image.open({src!r}).convert('L').save({dst!r})"
+        )
+        self.versus("end to end", "grayscale", ours, "Pillow one-liner", pil, 0.6)
+        if cv2:
+            ocv = python_snippet(
+                f"import cv2; cv2.imwrite({dst!r}, cv2.cvtColor(cv2.imread({src!r}), "
+                "cv2.COLOR_BGR2GRAY))")  # fmt: skip
+            self.versus("end to end", "grayscale", ours, "OpenCV one-liner", ocv, 1.5)
+        ours = self.command("gradient", src, "-o", stem, "--force", "-q")
+        pil = python_snippet(
+            "from PIL import Image, ImageFilter\n"
+            f"g = Image.open({src!r}).convert('L')\n"
+            "g.filter(ImageFilter.Kernel((3, 3), [0, 0, 0, 0, -1, 0, 0, 1, 0], 1, 128))"
+            f".save({stem + '.dy.png'!r})\n"
+            "g.filter(ImageFilter.Kernel((3, 3), [0, 0, 0, 0, -1, 1, 0, 0, 0], 1, 128))"
+            f".save({stem + '.dx.png'!r})\n")  # fmt: skip
+        self.versus("end to end", "gradient (3 maps vs 2)", ours, "Pillow ImageFilter.Kernel",
+                    pil, 0.6)  # fmt: skip
+        ours = self.command("avgpool", src, "-k", "4", "-o", dst, "--force", "-q")
+        pil = python_snippet(f"from PIL import Image; Image.open({src!r}).reduce(4).save({dst!r})")
+        self.versus("end to end", "avgpool -k 4", ours, "Pillow reduce(4)", pil, 1.2)
+
+    def engine(self, photo: Path) -> None:
+        """2. The engine alone, per construction."""
+        with Image.open(photo) as image:
+            rgb = np.asarray(image.convert("RGB"))
+        print(f"\n2. engine alone on a {rgb.shape[1]}x{rgb.shape[0]} float32 image "
+              f"(median of {self.reps} pairs)", flush=True)  # fmt: skip
+        if torch is not None:
+            torch.set_num_threads(os.cpu_count() or 1)
+        for case in engine_cases(rgb):
+            name, ours = case["name"], case["ours"]
+            self.versus("engine", name, ours, "numpy sliding_window_view", case["numpy"], 1 / 3)
+            if case["torch"] is not None:
+                self.versus("engine", name, ours, "PyTorch CPU", case["torch"], 1.0)
+            if case["cv2"] is not None:
+                target = {"gradient": 3.0, "avgpool": 4.0}.get(name.split()[0])
+                self.versus("engine", name, ours, "OpenCV", case["cv2"], target)
+
+    def memory(self, photo: Path) -> None:
+        """3. Peak RSS of the largest run, against the decoded image."""
+        print(f"\n3. peak RSS of gradient --on rgb on {photo.name}", flush=True)
+        probe = ("import resource, subprocess, sys\n"
+                 "subprocess.run(sys.argv[1:], check=True)\n"
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", probe, self.exe, "gradient", str(photo),
+                               "--on", "rgb", "-o", str(self.work / "big"), "--force", "-q"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        peak_mb = int(done.stdout.strip().splitlines()[-1]) / 1024
+        with Image.open(photo) as image:
+            decoded_mb = image.width * image.height * 3 / 2**20
+        self.row("memory", "peak RSS, gradient --on rgb", peak_mb, "decoded 8-bit image",
+                 decoded_mb, 4.0, unit="MB")  # fmt: skip
+
+    def startup(self) -> None:
+        """4. Start-up: short and noisy, so four times the repetitions."""
+        reps = 4 * self.reps
+        print(f"\n4. start-up (median of {reps} pairs)", flush=True)
+        typer = python_snippet("import typer")
+        for key in ("help", "version"):
+            self.versus("start-up", f"cnnfilters --{key}", self.command(f"--{key}"),
+                        "python -c 'import typer'", typer, 1.5, reps)  # fmt: skip
+
+    def batch(self, folder: Path) -> None:
+        """5. Batch throughput: -j 2 against -j 1 on a folder of photos."""
+        count = len(list(folder.iterdir()))
+        reps = max(5, self.reps)
+        print(f"\n5. batch of {count} photos, gradient (median of {reps} pairs)", flush=True)
+
+        def jobs(n: int) -> Callable[[], None]:
+            return self.command("gradient", str(folder), "--out-dir", str(self.work / f"j{n}"),
+                                "--force", "-q", "-j", str(n))  # fmt: skip
+
+        # Wall time of the whole command, start-up included; below 1/1.7 means
+        # -j 2 has at least 1.7x the throughput of -j 1.
+        two, one, ratio = paired(jobs(2), jobs(1), reps)
+        self.row("batch", f"{count} photos, -j 2 (time)", two, "-j 1 (time)", one, 1 / 1.7,
+                 ratio=ratio)  # fmt: skip
+
+
+def photo_folder(out: Path, count: int = 16) -> Path:
+    """``count`` copies of a 2 MP photo, the batch section's input."""
+    folder = out / "batch"
+    folder.mkdir(exist_ok=True)
+    seed = make_photo(1600, 1200, out / "photo-1600x1200.png")
+    for index in range(count):
+        target = folder / f"photo{index:02}.png"
+        if not target.exists():
+            shutil.copyfile(seed, target)
+    return folder
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smaller images, fewer reps")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"sections to run, comma-separated: {','.join(SECTIONS)}")  # fmt: skip
     args = parser.parse_args()
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     reps = 3 if args.quick else max(5, args.reps)
@@ -192,121 +328,24 @@ def main() -> None:
     started = time.perf_counter()
     print(f"making test images in {out} ...", flush=True)
     photo12 = make_photo(*small, out / f"photo-{small[0]}x{small[1]}.png")
-    photo48 = make_photo(*large, out / f"photo-{large[0]}x{large[1]}.png")
-    exe = cnnfilters_exe()
+    photo48 = (
+        make_photo(*large, out / f"photo-{large[0]}x{large[1]}.png") if "memory" in only else None
+    )
     work = Path(tempfile.mkdtemp(prefix="cnnfilters-bench-"))
-    rows: list[dict] = []
-
-    def row(group: str, name: str, ours: float, baseline_name: str, baseline: float,
-            target: float | None, unit: str = "s", ratio: float | None = None) -> None:  # fmt: skip
-        if ratio is None:
-            ratio = ours / baseline if baseline else float("inf")
-        entry = {"group": group, "name": name, "ours": ours, "baseline": baseline_name,
-                 "baseline_value": baseline, "ratio": ratio, "target": target,
-                 "met": None if target is None else ratio <= target, "unit": unit}  # fmt: skip
-        rows.append(entry)
-        met = "" if target is None else ("yes" if entry["met"] else "NO")
-        print(f"  {name:<38} {ours:9.3f} {unit:<2} vs {baseline_name:<28} {baseline:9.3f} "
-              f"ratio {ratio:6.2f}  target {'' if target is None else f'<= {target}':<8} {met}",
-              flush=True)  # fmt: skip
-
-    def versus(group: str, name: str, ours: Callable[[], object], baseline_name: str,
-               baseline: Callable[[], object], target: float | None) -> None:  # fmt: skip
-        """One row from paired runs: its ratio is the median of the per-pair ratios."""
-        ours_time, baseline_time, ratio = paired(ours, baseline, reps)
-        row(group, name, ours_time, baseline_name, baseline_time, target, ratio=ratio)
-
-    # 1. End to end, as a user runs it.
-    print(f"\n1. end to end on {photo12.name} (median of {reps} pairs)", flush=True)
-    src = str(photo12)
-    dst = str(work / "out.png")
-    ours = command(exe, "grayscale", src, "-o", dst, "--force", "-q")
-    snippet = f"from PIL import Image; Image.open({src!r}).convert('L').save({dst!r})"
-    versus("end to end", "grayscale", ours, "Pillow one-liner", python_snippet(snippet), 0.6)
-    if cv2:
-        ocv = python_snippet(
-            f"import cv2; cv2.imwrite({dst!r}, cv2.cvtColor(cv2.imread({src!r}), "
-            "cv2.COLOR_BGR2GRAY))")  # fmt: skip
-        versus("end to end", "grayscale", ours, "OpenCV one-liner", ocv, 1.5)
-    stem = str(work / "grad")
-    ours = command(exe, "gradient", src, "-o", stem, "--force", "-q")
-    pil = python_snippet(
-        "from PIL import Image, ImageFilter\n"
-        f"g = Image.open({src!r}).convert('L')\n"
-        "g.filter(ImageFilter.Kernel((3, 3), [0, 0, 0, 0, -1, 0, 0, 1, 0], 1, 128))"
-        f".save({stem + '.dy.png'!r})\n"
-        "g.filter(ImageFilter.Kernel((3, 3), [0, 0, 0, 0, -1, 1, 0, 0, 0], 1, 128))"
-        f".save({stem + '.dx.png'!r})\n")  # fmt: skip
-    versus("end to end", "gradient (3 maps vs 2)", ours, "Pillow ImageFilter.Kernel", pil, 0.6)
-    ours = command(exe, "avgpool", src, "-k", "4", "-o", dst, "--force", "-q")
-    pil = python_snippet(f"from PIL import Image; Image.open({src!r}).reduce(4).save({dst!r})")
-    versus("end to end", "avgpool -k 4", ours, "Pillow reduce(4)", pil, 1.2)
-
-    # 2. The engine alone.
-    print(f"\n2. engine alone on a {small[0]}x{small[1]} float32 image (median of {reps} pairs)",
-          flush=True)  # fmt: skip
-    with Image.open(photo12) as image:
-        rgb = np.asarray(image.convert("RGB"))
-    if torch is not None:
-        torch.set_num_threads(os.cpu_count() or 1)
-    for case in engine_cases(rgb):
-        name, ours = case["name"], case["ours"]
-        versus("engine", name, ours, "numpy sliding_window_view", case["numpy"], 1 / 3)
-        if case["torch"] is not None:
-            versus("engine", name, ours, "PyTorch CPU", case["torch"], 1.0)
-        if case["cv2"] is not None:
-            target = {"gradient": 3.0, "avgpool": 4.0}.get(name.split()[0])
-            versus("engine", name, ours, "OpenCV", case["cv2"], target)
-
-    # 3. Peak memory.
-    print(f"\n3. peak RSS of gradient --on rgb on {photo48.name}", flush=True)
-    probe = ("import resource, subprocess, sys\n"
-             "subprocess.run(sys.argv[1:], check=True)\n"
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", probe, exe, "gradient", str(photo48), "--on",
-                           "rgb", "-o", str(work / "big"), "--force", "-q"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    peak_mb = int(done.stdout.strip().splitlines()[-1]) / 1024
-    decoded_mb = large[0] * large[1] * 3 / 2**20
-    row("memory", "peak RSS, gradient --on rgb", peak_mb, "decoded 8-bit image", decoded_mb, 4.0,
-        unit="MB")  # fmt: skip
-
-    # 4. Start-up.
-    # Start-up times are short and noisy: more repetitions, interleaved.
-    startup_reps = 4 * reps
-    print(f"\n4. start-up (median of {startup_reps}, interleaved)", flush=True)
-    samples: dict[str, list[float]] = {"typer": [], "help": [], "version": []}
-    runs = {"typer": python_snippet("import typer"), "help": command(exe, "--help"),
-            "version": command(exe, "--version")}  # fmt: skip
-    for _ in range(startup_reps):
-        for key, run in runs.items():
-            samples[key].append(timed(run))
-    typer_time = statistics.median(samples["typer"])
-    for key in ("help", "version"):
-        row("start-up", f"cnnfilters --{key}", statistics.median(samples[key]),
-            "python -c 'import typer'", typer_time, 1.5)  # fmt: skip
-
-    # 5. Batch throughput: -j 2 against -j 1 on 16 photos.
-    batch_dir = out / "batch"
-    batch_dir.mkdir(exist_ok=True)
-    seed_photo = make_photo(1600, 1200, out / "photo-1600x1200.png")
-    for index in range(16):
-        target = batch_dir / f"photo{index:02}.png"
-        if not target.exists():
-            shutil.copyfile(seed_photo, target)
-    batch_reps = max(5, reps)
-    print(f"\n5. batch of 16 photos, gradient (median of {batch_reps} pairs)", flush=True)
-
-    def batch(jobs: int) -> Callable[[], None]:
-        return command(exe, "gradient", str(batch_dir), "--out-dir", str(work / f"batch{jobs}"),
-                       "--force", "-q", "-j", str(jobs))  # fmt: skip
-
-    # Wall time of the whole command, start-up included; below 1/1.7 means
-    # -j 2 has at least 1.7x the throughput of -j 1.
-    two, one, ratio = paired(batch(2), batch(1), batch_reps)
-    row("batch", "16 photos, -j 2 (time)", two, "-j 1 (time)", one, 1 / 1.7, ratio=ratio)
-
-    shutil.rmtree(work, ignore_errors=True)
+    bench = Bench(cnnfilters_exe(), work, reps)
+    try:
+        if "end-to-end" in only:
+            bench.end_to_end(photo12)
+        if "engine" in only:
+            bench.engine(photo12)
+        if photo48 is not None:
+            bench.memory(photo48)
+        if "startup" in only:
+            bench.startup()
+        if "batch" in only:
+            bench.batch(photo_folder(out))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     result = {
         "machine": {
             "platform": platform.platform(),
@@ -318,14 +357,14 @@ def main() -> None:
             "opencv": getattr(cv2, "__version__", None),
             "torch": getattr(torch, "__version__", None),
         },
-        "images": {"end_to_end": photo12.name, "memory": photo48.name},
+        "images": {"end_to_end": photo12.name, "memory": photo48.name if photo48 else None},
         "repetitions": reps,
         "seconds": round(time.perf_counter() - started, 1),
-        "rows": rows,
+        "rows": bench.rows,
     }
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    missed = [r for r in rows if r["met"] is False]
-    print(f"\n{len(rows)} measurements in {result['seconds']} s; "
+    missed = [r for r in bench.rows if r["met"] is False]
+    print(f"\n{len(bench.rows)} measurements in {result['seconds']} s; "
           f"{len(missed)} target(s) missed; wrote {out / 'bench.json'}")  # fmt: skip
 
 
