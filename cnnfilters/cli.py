@@ -8,6 +8,7 @@ inside the commands, so that ``--help`` and ``--version`` start fast.
 
 from __future__ import annotations
 
+import copy
 import functools
 import gc
 import inspect
@@ -1048,11 +1049,28 @@ def _tune_malloc() -> None:
 _ARGV: list[str] | None = None  # the arguments main() ran with, for the HTML report
 
 
+def _app_for(args: list[str]) -> typer.Typer:
+    """The app with only the command that ``args`` names, when they start with one.
+
+    Typer reads every command's signature to build its Click group (about
+    25 ms); a run uses one command, so the others are left out. Anything else
+    (no command, a top-level option, a misspelt name) gets the whole app.
+    """
+    name = args[0] if args else ""
+    chosen = [c for c in app.registered_commands
+              if (c.name or c.callback.__name__.replace("_", "-")) == name]  # fmt: skip
+    if len(chosen) != 1:
+        return app
+    lean = copy.copy(app)
+    lean.registered_commands = chosen
+    return lean
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; usage errors and library errors are one line on stderr."""
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(_app_for(sys.argv[1:] if argv is None else argv))
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = command.main(args=argv, prog_name="cnnfilters", standalone_mode=False)

@@ -196,6 +196,21 @@ def test_an_image_smaller_than_the_pool_is_an_input_error(tmp_path):
     assert invoke("avgpool", tiny, "-k", "4", "--edge", "partial").exit_code == 0
 
 
+def test_a_run_builds_only_its_command_and_helps_the_same():
+    from cnnfilters import cli
+
+    names = list(typer.main.get_command(app).commands)
+    for name in names:
+        lean = cli._app_for([name, "--help"])
+        assert list(typer.main.get_command(lean).commands) == [name]
+        ours = runner.invoke(lean, [name, "--help"], prog_name="cnnfilters")
+        full = runner.invoke(app, [name, "--help"], prog_name="cnnfilters")
+        assert ours.exit_code == full.exit_code == 0 and ours.stdout == full.stdout
+    for args in ([], ["--version"], ["--help"], ["gradien"]):
+        assert cli._app_for(args) is app
+    assert len(app.registered_commands) == len(names)  # the app itself is left whole
+
+
 def test_usage_errors_exit_2(rgb_png, tmp_path):
     assert invoke("grayscale", rgb_png, "--weights", "bt2020").exit_code == 2
     assert invoke("commute", rgb_png, "-a", "mish").exit_code == 2
