@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -60,16 +60,19 @@ def mutate(data: bytes, mutations) -> bytes:
     return bytes(buffer)
 
 
-WORKDIR = Path(tempfile.mkdtemp(prefix="cnnfilters-fuzz-"))
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for every example (pytest keeps only its last few runs' folders)."""
+    return tmp_path_factory.mktemp("fuzz")
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(sorted(SEEDS)), mutations=st.lists(mutation, min_size=1, max_size=3),
        command=st.sampled_from(["grayscale", "avgpool", "gradient"]))  # fmt: skip
-def test_mutated_files_give_only_clean_errors(seed, mutations, command):
-    path = WORKDIR / "input.img"
+def test_mutated_files_give_only_clean_errors(workdir, seed, mutations, command):
+    path = workdir / "input.img"
     path.write_bytes(mutate(SEEDS[seed], mutations))
-    out = WORKDIR / "out"
+    out = workdir / "out"
     # A mutated header may declare any size up to the limit; a small limit keeps
     # each example small (the header-bomb path has tests of its own).
     report = process(command, [path], {}, out_dir=out, force=True,
