@@ -39,6 +39,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from . import _libtiff
 from .errors import CnnFiltersError, InputError, OutputError
 
 __all__ = [
@@ -259,6 +260,7 @@ def load_frames(
     options = options or ReadOptions()
     path = Path(path)
     _check_readable_file(path)
+    _libtiff.take()  # forget what an earlier file left
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         previous_limit = Image.MAX_IMAGE_PIXELS
@@ -283,13 +285,17 @@ def load_frames(
         except MemoryError:
             raise InputError(f"{path}: not enough memory to decode this image") from None
         except Exception as exc:  # a decoder's failure on bad data, whatever its type
-            detail = str(exc) or type(exc).__name__
+            # libtiff says what went wrong better than Pillow's "decoder error -2".
+            said = [text for kind, text in _libtiff.take() if kind == "error"]
+            detail = said[0] if said else str(exc) or type(exc).__name__
             raise InputError(f"{path}: cannot decode the image ({detail})") from None
         finally:
             Image.MAX_IMAGE_PIXELS = previous_limit
             ImageFile.LOAD_TRUNCATED_IMAGES = previous_truncated
     for warning in caught:
         frames[0].notices.append(f"decoder warning: {warning.message}")
+    for _, text in _libtiff.take():
+        frames[0].notices.append(f"libtiff: {text}")
     return frames
 
 
@@ -303,6 +309,8 @@ def _decode(path: Path, options: ReadOptions, first_only: bool) -> list[LoadedIm
             raise InputError(
                 f"{path}: {image.format} files are not supported (supported: {', '.join(FORMATS)})"
             )
+        if image.format == "TIFF":
+            _libtiff.install()
         width, height = image.size
         if width <= 0 or height <= 0:
             raise InputError(f"{path}: the image is empty ({width} x {height} pixels)")

@@ -119,6 +119,24 @@ def test_a_broken_file_is_one_clean_error(name, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
+@pytest.mark.parametrize("compression", ["tiff_deflate", "tiff_lzw"])
+def test_libtiffs_own_message_becomes_part_of_the_one_line(compression, tmp_path, capfd):
+    """libtiff prints on file descriptor 2 itself; its reason joins our line instead."""
+    from cnnfilters import _libtiff
+
+    data = bytearray(encoded(photo((64, 64)), "TIFF", compression=compression))
+    data[8] ^= 0xFF  # the first byte of the compressed strip
+    path = write(tmp_path / "damaged.tif", bytes(data))
+    code = main(["grayscale", os.fsdecode(path), "-q"])
+    _, err = capfd.readouterr()
+    assert code == 3
+    if not _libtiff.install():  # a platform where libtiff keeps its own voice
+        pytest.skip("libtiff's messages are not caught on this platform")
+    reason = {"tiff_deflate": "ZIPDecode: Decoding error", "tiff_lzw": "code not yet in table"}
+    assert_one_error(err, "damaged.tif", contains=reason[compression])
+    assert_no_debris(tmp_path)
+
+
 def test_a_header_bomb_is_refused_before_decoding(tmp_path, capsys):
     path = write(tmp_path / "bomb.png", png_bytes(100_000, 100_000, rows=b"\0" * 10))
     started = time.perf_counter()
