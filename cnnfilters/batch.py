@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import CnnFiltersError
 from .images import ReadOptions
-from .pipeline import COMMANDS, DEFAULT_NAME, jsonable, output_path, process
+from .pipeline import COMMANDS, DEFAULT_NAME, jsonable, output_targets, process
 from .report import InputReport, RunReport, difference_maps
 
 __all__ = ["BatchOptions", "Source", "expand_inputs", "plan", "run_batch"]
@@ -136,18 +136,13 @@ def plan(command: str, sources: Sequence[Source], cmd_options: dict[str, Any],
          options: BatchOptions) -> dict[Path, list[Path]]:  # fmt: skip
     """Every input's output files; two inputs that would write the same file are an error."""
     names = COMMANDS[command].names(cmd_options)
-    single = len(names) == 1
     planned: dict[Path, list[Path]] = {}
     owner: dict[Path, Path] = {}
     for source in sources:
-        targets = []
-        for name in names:
-            png = output_path(source.path, name, output=options.output,
-                              out_dir=_folder_for(source, options), single=single,
-                              template=options.template)  # fmt: skip
-            targets.append(png)
-            if options.raw:
-                targets.append(png.with_suffix(".npy"))
+        by_name = output_targets(source.path, names, output=options.output,
+                                 out_dir=_folder_for(source, options), raw=options.raw,
+                                 template=options.template)  # fmt: skip
+        targets = [target for files in by_name.values() for target in files]
         for target in targets:
             key = Path(os.path.abspath(target))
             if key in owner and owner[key] != source.path:

@@ -535,6 +535,26 @@ def output_path(
     return folder / filename
 
 
+def output_targets(
+    source: Path,
+    names: Sequence[str],
+    *,
+    output: Path | None = None,
+    out_dir: Path | None = None,
+    raw: bool = False,
+    frame: int | None = None,
+    template: str = DEFAULT_NAME,
+) -> dict[str, list[Path]]:
+    """Each output name's file(s): its PNG, and with ``raw`` the ``.npy`` beside it."""
+    single = len(names) == 1
+    targets = {}
+    for name in names:
+        png = output_path(source, name, output=output, out_dir=out_dir, single=single,
+                          frame=frame, template=template)  # fmt: skip
+        targets[name] = [png] + ([png.with_suffix(".npy")] if raw else [])
+    return targets
+
+
 def plan_outputs(
     source: Path,
     names: Sequence[str],
@@ -551,12 +571,9 @@ def plan_outputs(
     An input is never a target (even through a symlink or a hard link); an
     existing file is replaced only with ``force``; a directory never.
     """
-    planned: dict[str, list[Path]] = {}
-    single = len(names) == 1
-    for name in names:
-        png = output_path(source, name, output=output, out_dir=out_dir, single=single,
-                          frame=frame, template=template)  # fmt: skip
-        targets = [png] + ([png.with_suffix(".npy")] if raw else [])
+    planned = output_targets(source, names, output=output, out_dir=out_dir, raw=raw,
+                             frame=frame, template=template)  # fmt: skip
+    for targets in planned.values():
         for target in targets:
             if not (target.exists() or target.is_symlink()):
                 continue
@@ -570,7 +587,6 @@ def plan_outputs(
                 raise OutputError(f"{target}: is a directory")
             if not force:
                 raise OutputError(f"{target}: exists (use --force to overwrite)")
-        planned[name] = targets
     return planned
 
 
