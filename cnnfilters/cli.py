@@ -188,7 +188,10 @@ AllFramesOpt = Annotated[
 ]
 TruncatedOpt = Annotated[
     bool,
-    typer.Option("--allow-truncated", help="Read truncated files, filling the missing pixels."),
+    typer.Option(
+        "--allow-truncated",
+        help="Read truncated or damaged files anyway, filling what is missing (with a notice).",
+    ),
 ]
 CompressOpt = Annotated[
     int,
@@ -536,6 +539,9 @@ def _run_batch_command(
     def on_input(item) -> None:
         if item.error:
             _error(item.error)
+        elif item.info.get("damaged") and not quiet:
+            _write_stderr(f"cnnfilters: notice: {item.input}: damaged data read anyway, "
+                          f"missing pixels were filled ({item.info['damaged']})")  # fmt: skip
         if jsonl:
             import json
 

@@ -39,7 +39,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from . import _libtiff
+from . import _libtiff, integrity
 from .errors import CnnFiltersError, InputError, OutputError
 
 __all__ = [
@@ -122,6 +122,7 @@ class LoadedImage:
     frame: int = 0
     frames: int = 1
     notices: list[str] = field(default_factory=list)
+    damage: str | None = None  # what was wrong with data read anyway
     _pil: Image.Image | None = field(default=None, repr=False)
 
     @property
@@ -250,12 +251,18 @@ def load_frames(
     options: ReadOptions | None = None,
     *,
     first_only: bool = False,
+    parallel: bool = True,
 ) -> list[LoadedImage]:
     """Read and decode an image file: every frame with ``options.all_frames``, else the first.
 
     The pixel count is checked against ``options.max_pixels`` from the
     header, before anything is decoded. Any failure of the decoder (corrupt,
-    truncated or hostile data) becomes an :class:`InputError` naming the file.
+    truncated or hostile data) becomes an :class:`InputError` naming the
+    file, and so does damage that the decoder lets through (see
+    :mod:`cnnfilters.integrity`) unless ``options.allow_truncated``: then the
+    frame's ``damage`` says what was wrong. ``parallel`` checks the stream in
+    a second thread while Pillow decodes (a batch worker, which has one core,
+    checks first).
     """
     options = options or ReadOptions()
     path = Path(path)
@@ -270,15 +277,20 @@ def load_frames(
         try:
             try:
                 ImageFile.LOAD_TRUNCATED_IMAGES = False
-                frames = _decode(path, options, first_only)
+                frames = _decode(path, options, first_only, parallel)
+            except InputError:
+                raise
             except (OSError, SyntaxError, ValueError, EOFError):
                 if not options.allow_truncated:
                     raise
                 # Opted in: decode again, letting Pillow fill what is missing.
                 ImageFile.LOAD_TRUNCATED_IMAGES = True
-                frames = _decode(path, options, first_only)
+                frames = _decode(path, options, first_only, parallel)
+                if frames[0].damage is None:
+                    frames[0].damage = "the decoder stopped early"
+            if frames[0].damage is not None:
                 frames[0].notices.append(
-                    "truncated or damaged data: missing pixels were filled (--allow-truncated)"
+                    f"damaged data read anyway, missing pixels were filled ({frames[0].damage})"
                 )
         except InputError:
             raise
@@ -299,7 +311,9 @@ def load_frames(
     return frames
 
 
-def _decode(path: Path, options: ReadOptions, first_only: bool) -> list[LoadedImage]:
+def _decode(
+    path: Path, options: ReadOptions, first_only: bool, parallel: bool
+) -> list[LoadedImage]:
     try:
         image = Image.open(path)
     except Image.UnidentifiedImageError:
@@ -319,40 +333,84 @@ def _decode(path: Path, options: ReadOptions, first_only: bool) -> list[LoadedIm
                 f"{path}: {width} x {height} = {width * height} pixels is more than "
                 f"--max-pixels {options.max_pixels}"
             )
-        count = getattr(image, "n_frames", 1) or 1
-        wanted = count if options.all_frames and not first_only else 1
-        notices = []
-        if count > 1 and wanted == 1:
-            notices.append(f"{count} frames: only the first is used (--all-frames for all)")
-        frames = []
-        for index in range(wanted):
-            if index:
-                image.seek(index)
-            frame = _decode_frame(image, path, options)
-            frame.frame, frame.frames = index, count
-            frames.append(frame)
-        frames[0].notices[:0] = notices
+        # Pillow's decoders keep quiet about some damage: the stream is checked on
+        # its own, beside the decode, and its verdict is in before any pixel is used.
+        stream = integrity.StreamCheck(path, image.format, background=parallel)
+        try:
+            frames = _decode_frames(image, path, options, first_only, stream)
+        except Exception:
+            damage, _ = stream.result()
+            if damage is None or options.allow_truncated:
+                raise
+            raise InputError(
+                f"{path}: cannot decode the image (damaged data: {damage.reason})"
+            ) from None
+        damage, _ = stream.result()
+        if damage is not None and not options.allow_truncated:
+            raise InputError(f"{path}: cannot decode the image (damaged data: {damage.reason})")
+        if damage is not None:
+            frames[0].damage = damage.reason
         return frames
 
 
-def _orientation(image: Image.Image) -> int:
+def _decode_frames(
+    image: Image.Image,
+    path: Path,
+    options: ReadOptions,
+    first_only: bool,
+    stream: integrity.StreamCheck,
+) -> list[LoadedImage]:
+    count = getattr(image, "n_frames", 1) or 1
+    wanted = count if options.all_frames and not first_only else 1
+    notices = []
+    if count > 1 and wanted == 1:
+        notices.append(f"{count} frames: only the first is used (--all-frames for all)")
+    frames = []
+    for index in range(wanted):
+        if index:
+            image.seek(index)
+        frame = _decode_frame(image, path, options, stream)
+        frame.frame, frame.frames = index, count
+        frames.append(frame)
+    frames[0].notices[:0] = notices
+    return frames
+
+
+def _orientation(exif: Callable[[], Image.Exif], notices: list[str]) -> int:
+    """The EXIF orientation (1-8; 1 when there is none) of pixels already decoded.
+
+    Only ever called after the decode: ``getexif()`` of a PNG decodes the
+    image itself, and a decoder error swallowed here would leave the pixels
+    zero. EXIF that does not parse is no reason to refuse pixels that did:
+    they are used as stored, and a notice says so.
+    """
     try:
-        value = image.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # unreadable EXIF is no reason to refuse the pixels
+        value = exif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # any parse failure; the decoded pixels are not affected
+        notices.append("EXIF data unreadable: the orientation was not applied")
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _decode_frame(image: Image.Image, path: Path, options: ReadOptions) -> LoadedImage:
+def _png_exif(facts: integrity.PngFacts | None) -> Image.Exif:
+    exif = Image.Exif()
+    if facts is not None and facts.exif:
+        exif.load(b"Exif\x00\x00" + facts.exif)
+    return exif
+
+
+def _decode_frame(
+    image: Image.Image, path: Path, options: ReadOptions, stream: integrity.StreamCheck
+) -> LoadedImage:
     notices: list[str] = []
     fmt = image.format or "PNG"
     mode = image.mode
     rawmode = _rawmode(image)
     icc = image.info.get("icc_profile") or None
-    orientation = _orientation(image)
     deep_colour = ";16" in rawmode and mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I")
     if deep_colour and fmt == "PNG":
         array = _read_png16(path)
+        orientation = _orientation(lambda: _png_exif(stream.result()[1]), notices)
         array = _orient_array(array, orientation if options.auto_orient else 1)
         values = np.moveaxis(array, -1, 0)
         colour_channels = 3 if values.shape[0] >= 3 else 1
@@ -368,7 +426,8 @@ def _decode_frame(image: Image.Image, path: Path, options: ReadOptions) -> Loade
             f"{path}: 16-bit colour {fmt} is not supported (it would be clipped to 8 bits); "
             "convert it to a 16-bit PNG"
         )
-    image.load()
+    image.load()  # the whole decode, before anything else reads the file
+    orientation = _orientation(image.getexif, notices)
     if getattr(image, "n_frames", 1) > 1:
         image = image.copy()  # detach this frame: the file object moves on to the next
     if orientation != 1 and options.auto_orient:

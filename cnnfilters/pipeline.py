@@ -716,7 +716,7 @@ def process(
         name = os.fsdecode(source)
         items: list[InputReport] = []
         try:
-            frames = load_frames(source, read)
+            frames = load_frames(source, read, parallel=threads != 1)
             for image in frames:
                 label = name if len(frames) == 1 else f"{name}[frame {image.frame}]"
                 item = InputReport(label)
@@ -726,6 +726,8 @@ def process(
                     mode=image.mode, format=image.format, bit_depth=image.bit_depth,
                     kind=image.kind, height=image.size[0], width=image.size[1],
                 )  # fmt: skip
+                if image.damage is not None:
+                    item.info["damaged"] = image.damage
                 process_image(runner, image, options, item, output=output, out_dir=out_dir,
                               force=force, raw=raw, compress_level=compress_level,
                               frame=image.frame if len(frames) > 1 else None,

@@ -1,4 +1,9 @@
-"""Truncated and mutated image files give documented clean errors, never anything else."""
+"""Truncated and mutated image files give documented clean errors, never anything else.
+
+And never wrong pixels: a mutated PNG or JPEG that is accepted must decode to
+what an independent decoder (pypng, libjpeg-turbo in strict mode) makes of
+it; "exit 0 with other pixels" is a failure.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from decoders import independent_pixels
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cnnfilters.errors import EXIT_IO
-from cnnfilters.images import ReadOptions
+from cnnfilters.errors import EXIT_IO, InputError
+from cnnfilters.images import ReadOptions, load_image
 from cnnfilters.pipeline import process
 
 
@@ -86,3 +92,21 @@ def test_mutated_files_give_only_clean_errors(workdir, seed, mutations, command)
     for leftover in out.iterdir():
         assert not leftover.name.endswith(".tmp")
         assert leftover.stat().st_size > 0
+    if any(item.error is None for item in report.inputs):
+        assert_pixels_are_the_files(path)
+
+
+def assert_pixels_are_the_files(path: Path) -> None:
+    """What was accepted decodes to an independent decoder's pixels (PNG and JPEG)."""
+    try:
+        loaded = load_image(path, ReadOptions(max_pixels=2_000_000, alpha="keep"))
+    except InputError:  # refused on a second read: nothing computed on it
+        return
+    if loaded.format not in ("PNG", "JPEG") or loaded.mode in ("CMYK", "YCbCr"):
+        return
+    try:
+        expected = independent_pixels(path)
+    except Exception as exc:  # the other decoder refuses what was accepted
+        pytest.fail(f"accepted, but the independent decoder says: {exc!r}")
+    if expected is not None:
+        np.testing.assert_array_equal(loaded.pixels, expected)

@@ -1,0 +1,255 @@
+"""Is a file's compressed data whole? Checks that do not take the decoder's word.
+
+Pillow's decoders stop as soon as they hold the pixels they need and keep
+quiet about what their codecs only warn of, so damaged data can decode to
+wrong pixels without an error: a PNG whose IDAT checksums are wrong, a JPEG
+whose entropy-coded data is corrupt (libjpeg fills the blocks it cannot
+decode and only warns). These checks read the stream themselves, before the
+pixels are decoded, and return what they found wrong:
+
+PNG
+    Every chunk's CRC-32; the zlib stream of the image (IDAT) and of each
+    APNG frame (fdAT) inflated to its end, so that its Adler-32 is checked,
+    and its length compared with what the header's geometry needs; an IEND
+    chunk at the end. Inflating again costs about a tenth of the decode.
+JPEG
+    libjpeg-turbo (through simplejpeg) decodes the entropy-coded data in
+    strict mode, where every warning is an error: "Corrupt JPEG data: ...",
+    "Premature end of JPEG file". It decodes at 1/8 scale, which still
+    decodes every Huffman code but skips most of the inverse DCT.
+
+Other formats rely on their decoders: libtiff's errors (collected by
+:mod:`cnnfilters._libtiff`), libwebp's, and Pillow's GIF and BMP readers
+refuse truncated and structurally broken data, but GIF, BMP, uncompressed
+TIFF and lossy WebP carry no checksum, so a changed byte that still parses
+cannot be told from an intended one.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+__all__ = ["Damage", "PngFacts", "StreamCheck", "check_file", "check_jpeg", "check_png"]
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+# Adam7: (first row, first column, row step, column step) of each pass.
+_ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2),
+          (1, 0, 2, 1))  # fmt: skip
+# Inflated data is thrown away in pieces of this size: memory stays small.
+_INFLATE_PIECE = 1 << 22
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What is wrong with a file's data; ``truncated`` when it simply stops early."""
+
+    reason: str
+    truncated: bool = False
+
+
+@dataclass
+class PngFacts:
+    """What the chunk walk of a PNG learned on the way (header and ancillary chunks)."""
+
+    width: int = 0
+    height: int = 0
+    bit_depth: int = 0
+    colour_type: int = 0
+    interlaced: bool = False
+    exif: bytes | None = None
+    sbit: bytes | None = None
+    trns: bytes | None = None
+
+    def raw_size(self, width: int, height: int) -> int:
+        """Bytes of filtered scanlines an image of this width and height inflates to."""
+        return png_raw_size(width, height, self.bit_depth, self.colour_type, self.interlaced)
+
+
+def png_raw_size(
+    width: int, height: int, bit_depth: int, colour_type: int, interlaced: bool
+) -> int:
+    """Bytes of filtered scanlines a PNG image of this geometry inflates to."""
+    bits = _PNG_CHANNELS.get(colour_type, 1) * bit_depth
+
+    def size(w: int, h: int) -> int:
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
+
+    if not interlaced:
+        return size(width, height)
+    total = 0
+    for row, col, row_step, col_step in _ADAM7:
+        total += size(-(-(width - col) // col_step), -(-(height - row) // row_step))
+    return total
+
+
+class _Inflater:
+    """Inflates one zlib stream in pieces, keeping only its length."""
+
+    def __init__(self, what: str, expected: int) -> None:
+        self.what, self.expected = what, expected
+        self.engine = zlib.decompressobj()
+        self.length = 0
+        self.extra = False
+
+    def feed(self, data: bytes) -> Damage | None:
+        if self.engine.eof:
+            self.extra = self.extra or bool(data)
+            return None
+        try:
+            while data:
+                piece = self.engine.decompress(data, _INFLATE_PIECE)
+                self.length += len(piece)
+                if self.length > self.expected:
+                    return Damage(f"{self.what}: more pixel data than the image holds")
+                data = self.engine.unconsumed_tail
+                if self.engine.eof:
+                    self.extra = self.extra or bool(self.engine.unused_data)
+                    break
+        except zlib.error as exc:
+            detail = str(exc).rpartition(": ")[2]  # zlib's reason, without its error number
+            return Damage(f"{self.what}: broken compressed data ({detail})")
+        return None
+
+    def finish(self) -> Damage | None:
+        if not self.engine.eof:
+            return Damage(f"{self.what}: the compressed pixel data stops early", truncated=True)
+        if self.extra:
+            return Damage(f"{self.what}: data after the end of the compressed pixels")
+        if self.length != self.expected:
+            return Damage(
+                f"{self.what}: {self.length} bytes of pixel data, the header needs {self.expected}"
+            )
+        return None
+
+
+def check_png(handle: IO[bytes]) -> tuple[Damage | None, PngFacts]:
+    """Walk a PNG's chunks: CRCs, the inflated length of every image stream, IEND.
+
+    Returns the first damage found (or ``None``) and the facts gathered.
+    """
+    facts = PngFacts()
+    if handle.read(8) != _PNG_SIGNATURE:
+        return Damage("not a PNG signature"), facts
+    image: _Inflater | None = None  # the IDAT stream
+    frames: list[_Inflater] = []  # one stream per APNG frame of fdAT chunks
+    frame_size: tuple[int, int] | None = None  # the last fcTL's, until its data starts
+    offset = 8
+    while True:
+        head = handle.read(8)
+        if len(head) < 8:
+            return Damage(f"the file ends at byte {offset}, before IEND", truncated=True), facts
+        length, kind = struct.unpack(">I4s", head)
+        name = kind.decode("latin-1")
+        if length > 0x7FFFFFFF:
+            return Damage(f"the {name!r} chunk at byte {offset} declares {length} bytes"), facts
+        data = handle.read(length)
+        stored = handle.read(4)
+        if len(data) < length or len(stored) < 4:
+            where = f"the file ends inside the {name!r} chunk at byte {offset}"
+            return Damage(where, truncated=True), facts
+        if zlib.crc32(data, zlib.crc32(kind)) != struct.unpack(">I", stored)[0]:
+            return Damage(f"CRC error in the {name!r} chunk at byte {offset}"), facts
+        damage = None
+        if kind == b"IHDR" and length == 13:
+            (facts.width, facts.height, facts.bit_depth, facts.colour_type, _, _,
+             interlace) = struct.unpack(">IIBBBBB", data)  # fmt: skip
+            facts.interlaced = interlace == 1
+        elif kind == b"fcTL" and length >= 12:
+            frame_size = struct.unpack(">II", data[4:12])
+        elif kind == b"IDAT":
+            if image is None:
+                image = _Inflater("IDAT", facts.raw_size(facts.width, facts.height))
+            frame_size = None  # an fcTL before IDAT describes the image itself
+            damage = image.feed(data)
+        elif kind == b"fdAT":
+            if frame_size is not None or not frames:
+                width, height = frame_size or (facts.width, facts.height)
+                frames.append(_Inflater(f"APNG frame {len(frames) + 1}",
+                                        facts.raw_size(width, height)))  # fmt: skip
+                frame_size = None
+            damage = frames[-1].feed(data[4:])
+        elif kind == b"eXIf":
+            facts.exif = data
+        elif kind == b"sBIT":
+            facts.sbit = data
+        elif kind == b"tRNS":
+            facts.trns = data
+        elif kind == b"IEND":
+            break
+        if damage:
+            return damage, facts
+        offset += 12 + length
+    if image is None:
+        return Damage("no IDAT chunk: the image has no pixel data", truncated=True), facts
+    for stream in (image, *frames):
+        damage = stream.finish()
+        if damage:
+            return damage, facts
+    return None, facts
+
+
+def check_jpeg(data: bytes) -> Damage | None:
+    """Decode a JPEG's entropy-coded data strictly (libjpeg-turbo): any warning is damage."""
+    import simplejpeg
+
+    try:
+        _, _, space, _ = simplejpeg.decode_jpeg_header(data)
+        target = "CMYK" if space in ("CMYK", "YCCK") else "GRAY"
+        simplejpeg.decode_jpeg(data, target, min_factor=8, strict=True)
+    except ValueError as exc:
+        reason = str(exc).strip() or "broken data"
+        truncated = "premature end" in reason.lower()
+        return Damage(reason, truncated=truncated and "data segment" not in reason.lower())
+    return None
+
+
+def check_file(path: Path, fmt: str) -> tuple[Damage | None, PngFacts | None]:
+    """The checks above for a file Pillow identified as ``fmt``; other formats pass."""
+    if fmt == "PNG":
+        with open(path, "rb") as handle:
+            return check_png(handle)
+    if fmt in ("JPEG", "MPO"):
+        return check_jpeg(path.read_bytes()), None
+    return None, None
+
+
+class StreamCheck:
+    """:func:`check_file` in a thread of its own, or at once.
+
+    zlib and libjpeg release the GIL, so in the background the check costs
+    next to nothing in wall time while Pillow decodes. :meth:`result` waits
+    for the verdict; an error of the check itself (an unreadable file) is
+    raised there.
+    """
+
+    def __init__(self, path: Path, fmt: str | None, *, background: bool = True) -> None:
+        self._outcome: tuple[Damage | None, PngFacts | None] = (None, None)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if fmt not in ("PNG", "JPEG", "MPO"):
+            return
+        if background:
+            self._thread = threading.Thread(target=self._run, args=(path, fmt), daemon=True)
+            self._thread.start()
+        else:
+            self._run(path, fmt)
+
+    def _run(self, path: Path, fmt: str) -> None:
+        try:
+            self._outcome = check_file(path, fmt)
+        except BaseException as exc:  # handed to the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> tuple[Damage | None, PngFacts | None]:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+        return self._outcome

@@ -1,0 +1,329 @@
+"""Never compute on pixels that are not the file's: damaged data is refused by default.
+
+Every damaged file is made here, at run time, from a good one. Each case
+checks that the command refuses it (exit 3, one line naming the file and
+the damage, nothing written) and that ``--allow-truncated`` reads it with a
+notice on stderr and in the report. The differential tests decode every
+good file a second time with a decoder that is not Pillow's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from decoders import encoded, independent_pixels
+from PIL import Image
+
+from cnnfilters import integrity
+from cnnfilters.cli import main
+from cnnfilters.errors import InputError
+from cnnfilters.images import ReadOptions, load_frames, load_image
+
+RNG = np.random.default_rng(12)
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([os.fsdecode(a) if isinstance(a, Path) else a for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def photo(width: int = 48, height: int = 40, mode: str = "RGB") -> Image.Image:
+    """Smooth gradients plus noise: compresses like a photograph, not like noise or flat colour."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    base = np.stack([rows * 4, cols * 5, (rows + cols) * 2], axis=-1)
+    noisy = base + RNG.integers(0, 24, base.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).convert(mode)
+
+
+def chunks(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """A PNG's chunks as ``(offset, type, data)``."""
+    found, offset = [], 8
+    while offset < len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        found.append((offset, kind, data[offset + 8 : offset + 8 + length]))
+        offset += 12 + length
+    return found
+
+
+def chunk(kind: bytes, body: bytes, *, crc: int | None = None) -> bytes:
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def rebuild(data: bytes, parts: list[tuple[bytes, bytes]]) -> bytes:
+    return data[:8] + b"".join(chunk(kind, body) for kind, body in parts)
+
+
+def png_split_idat(image: Image.Image, pieces: int) -> bytes:
+    """The image as a PNG whose compressed data is spread over ``pieces`` IDAT chunks."""
+    data = encoded(image, "PNG")
+    parts = [(kind, body) for _, kind, body in chunks(data)]
+    stream = b"".join(body for kind, body in parts if kind == b"IDAT")
+    step = -(-len(stream) // pieces)
+    idats = [(b"IDAT", stream[i : i + step]) for i in range(0, len(stream), step)]
+    head = [p for p in parts if p[0] not in (b"IDAT", b"IEND")]
+    return rebuild(data, [*head, *idats, (b"IEND", b"")])
+
+
+def corrupt_inside(data: bytes, kind: bytes, index: int = 0, *, fix_crc: bool = True) -> bytes:
+    """Bytes in the middle of the ``index``-th ``kind`` chunk overwritten (CRC kept valid)."""
+    parts = [(k, bytearray(b)) for _, k, b in chunks(data)]
+    body = [b for k, b in parts if k == kind][index]
+    middle = len(body) // 2
+    body[middle : middle + 6] = b"\xff\x00\xff\x00\xff\x00"
+    if fix_crc:
+        return rebuild(data, [(k, bytes(b)) for k, b in parts])
+    # Keep the CRC that was stored for the undamaged chunk.
+    original = {id(b): zlib.crc32(k + bytes(b)) for k, b in parts}
+    out = data[:8]
+    for (_, k, old), (_, b) in zip(chunks(data), parts, strict=True):
+        crc = zlib.crc32(k + old) if b is body else original[id(b)]
+        out += chunk(k, bytes(b), crc=crc)
+    return out
+
+
+def flip_literal_keeping_inflate(image: Image.Image) -> bytes:
+    """A PNG whose stored (uncompressed) deflate block has one byte changed.
+
+    The stream still inflates to the right length; only the IDAT CRC and the
+    zlib Adler-32 (both left as they were) say that a pixel changed.
+    """
+    rows = b"".join(b"\0" + image.tobytes()[i : i + image.width * 3]
+                    for i in range(0, image.width * image.height * 3, image.width * 3))  # fmt: skip
+    stream = bytearray(zlib.compress(rows, 0))  # level 0: stored blocks, bytes as they are
+    header = struct.pack(">IIBBBBB", image.width, image.height, 8, 2, 0, 0, 0)
+    good = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+    crc = zlib.crc32(b"IDAT" + bytes(stream))
+    stream[len(stream) // 2] ^= 0x40
+    return good + chunk(b"IDAT", bytes(stream), crc=crc) + chunk(b"IEND", b"")
+
+
+def corrupt_jpeg_entropy(data: bytes) -> bytes:
+    """Bytes in the middle of the entropy-coded data overwritten, as on a damaged card."""
+    start = data.rindex(b"\xff\xda")  # the (last) start of scan
+    middle = (start + len(data)) // 2
+    damaged = bytearray(data)
+    damaged[middle : middle + 32] = bytes(RNG.integers(0, 255, 32, dtype=np.uint8))
+    return bytes(damaged)
+
+
+def cut_idat_stream(data: bytes) -> bytes:
+    """A download cut short after a whole IDAT chunk: the stream and IEND are missing."""
+    whole = png_split_idat(Image.open(io.BytesIO(data)), 3)
+    last_idat = [off for off, kind, _ in chunks(whole) if kind == b"IDAT"][-1]
+    return whole[:last_idat]
+
+
+DAMAGED = {
+    # name: (bytes, words the error line must contain)
+    "idat-corrupt.png": (lambda: corrupt_inside(encoded(photo(), "PNG"), b"IDAT"),
+                         "IDAT: broken compressed data"),
+    "one-of-three-idat.png": (lambda: corrupt_inside(png_split_idat(photo(), 3), b"IDAT", 1),
+                              "IDAT: broken compressed data"),
+    "idat-cut-short.png": (lambda: cut_idat_stream(encoded(photo(), "PNG")), "before IEND"),
+    "idat-crc-and-adler-wrong.png": (lambda: flip_literal_keeping_inflate(photo(16, 12)),
+                                     "CRC error in the 'IDAT' chunk"),
+    "idat-bad-crc.png": (lambda: corrupt_inside(encoded(photo(), "PNG"), b"IDAT", fix_crc=False),
+                         "CRC error in the 'IDAT' chunk"),
+    "corrupt-entropy.jpg": (lambda: corrupt_jpeg_entropy(encoded(photo(96, 80), "JPEG")),
+                            "Corrupt JPEG data"),
+    "corrupt-progressive.jpg": (
+        lambda: corrupt_jpeg_entropy(encoded(photo(96, 80), "JPEG", progressive=True)),
+        "JPEG data"),
+    "truncated.jpg": (lambda: encoded(photo(96, 80), "JPEG")[:-200], "cannot decode the image"),
+    "truncated-progressive.jpg": (
+        lambda: encoded(photo(96, 80), "JPEG", progressive=True)[:-300],
+        "cannot decode the image"),
+    "truncated.gif": (lambda: encoded(photo(), "GIF")[:-100], "cannot decode the image"),
+    "truncated.webp": (lambda: encoded(photo(), "WEBP", lossless=True)[:-50],
+                       "cannot decode the image"),
+    "truncated.tif": (lambda: encoded(photo(), "TIFF")[:-300], "cannot decode the image"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(DAMAGED))
+def test_damaged_data_is_refused_by_default(name, tmp_path, capsys):
+    make, words = DAMAGED[name]
+    path = tmp_path / name
+    path.write_bytes(make())
+    for command in ("grayscale", "gradient"):
+        code, _, err = run(capsys, command, path, "-q")
+        assert code == 3, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"cnnfilters: error: {path}: "), err
+        assert words in lines[0]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing written
+
+
+@pytest.mark.parametrize(
+    "name", ["idat-corrupt.png", "idat-cut-short.png", "idat-crc-and-adler-wrong.png",
+             "corrupt-entropy.jpg", "truncated.jpg"]
+)  # fmt: skip
+def test_allow_truncated_reads_damaged_data_and_says_so(name, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_bytes(DAMAGED[name][0]())
+    code, out, err = run(capsys, "grayscale", path, "--allow-truncated", "--json")
+    assert code == 0, err
+    item = json.loads(out)["inputs"][0]
+    assert item["info"]["damaged"]
+    assert any("damaged data read anyway" in notice for notice in item["notices"])
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cnnfilters: notice: {path}: damaged data")
+    assert (tmp_path / f"{path.stem}.grayscale.png").exists()
+
+
+def test_quiet_keeps_the_damage_notice_off_stderr(tmp_path, capsys):
+    path = tmp_path / "cut.png"
+    path.write_bytes(DAMAGED["idat-cut-short.png"][0]())
+    code, _, err = run(capsys, "grayscale", path, "--allow-truncated", "-q")
+    assert code == 0 and err == ""
+
+
+def test_one_damaged_file_does_not_stop_the_batch(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(DAMAGED["idat-corrupt.png"][0]())
+    good = tmp_path / "good.png"
+    photo().save(good)
+    code, _, err = run(capsys, "grayscale", bad, good, "-q")
+    assert code == 3
+    assert err.count("\n") == 1 and "bad.png" in err
+    assert (tmp_path / "good.grayscale.png").exists()
+    assert not (tmp_path / "bad.grayscale.png").exists()
+
+
+def test_a_decoder_error_is_never_swallowed_by_an_earlier_step(tmp_path, monkeypatch):
+    """Without the stream check, Pillow's own error must still refuse the file.
+
+    ``getexif()`` of a PNG decodes the image; an error swallowed there once
+    left the pixels all zero. The file has an eXIf chunk after IDAT, so that
+    reading EXIF needs the decode.
+    """
+    data = encoded(photo(), "PNG")
+    parts = [(k, b) for _, k, b in chunks(data)]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    parts.insert(-1, (b"eXIf", exif.tobytes()[6:] if exif.tobytes().startswith(b"Exif") else
+                      exif.tobytes()))  # fmt: skip
+    path = tmp_path / "exif-after-idat.png"
+    path.write_bytes(corrupt_inside(rebuild(data, parts), b"IDAT"))
+    monkeypatch.setattr(integrity, "check_file", lambda path, fmt: (None, None))
+    with pytest.raises(InputError, match="cannot decode the image"):
+        load_image(path)
+
+
+def test_exif_in_a_good_png_after_idat_still_turns_the_image(tmp_path):
+    image = photo(30, 20)
+    data = encoded(image, "PNG")
+    parts = [(k, b) for _, k, b in chunks(data)]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    body = exif.tobytes()
+    parts.insert(-1, (b"eXIf", body[6:] if body.startswith(b"Exif\0\0") else body))
+    path = tmp_path / "turned.png"
+    path.write_bytes(rebuild(data, parts))
+    loaded = load_image(path)
+    assert loaded.size == (30, 20)
+    expected = np.rot90(np.asarray(image), -1)
+    np.testing.assert_array_equal(np.moveaxis(loaded.pixels, 0, -1), expected)
+
+
+def test_a_sixteen_bit_png_is_checked_too(tmp_path):
+    rows = b"".join(b"\0" + RNG.integers(0, 256, 6 * 5, dtype=np.uint8).tobytes() for _ in range(4))
+    header = struct.pack(">IIBBBBB", 5, 4, 16, 2, 0, 0, 0)
+    stream = bytearray(zlib.compress(rows))
+    stream[len(stream) // 2] ^= 0x10
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", bytes(stream))
+            + chunk(b"IEND", b""))  # fmt: skip
+    path = tmp_path / "deep.png"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match="damaged data"):
+        load_image(path)
+
+
+def test_apng_frames_are_checked(tmp_path):
+    frames = [photo(20, 16), photo(20, 16), photo(20, 16)]
+    data = encoded(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    assert any(kind == b"fdAT" for _, kind, _ in chunks(data))
+    assert integrity.check_png(io.BytesIO(data))[0] is None
+    path = tmp_path / "anim.png"
+    path.write_bytes(corrupt_inside(data, b"fdAT", 1))
+    with pytest.raises(InputError, match="APNG frame 2: broken compressed data"):
+        load_frames(path, ReadOptions(all_frames=True))
+
+
+def test_the_expected_length_matches_what_pillow_writes():
+    for mode, options in (("1", {}), ("L", {}), ("P", {"bits": 2}), ("P", {"bits": 4}),
+                          ("RGB", {}), ("RGBA", {}), ("LA", {}), ("I;16", {})):  # fmt: skip
+        for width, height in ((1, 1), (3, 7), (9, 8), (17, 5)):
+            data = encoded(Image.new(mode, (width, height)), "PNG", **options)
+            _, _, depth, colour, _, _, _ = struct.unpack(">IIBBBBB", chunks(data)[0][2])
+            raw = zlib.decompress(b"".join(b for _, k, b in chunks(data) if k == b"IDAT"))
+            assert len(raw) == integrity.png_raw_size(width, height, depth, colour, False)
+
+
+def test_the_expected_length_of_an_interlaced_image_sums_the_seven_passes():
+    # An 8 x 8 image: passes of 1x1, 1x1, 2x1, 2x2, 4x2, 4x4 and 8x4 pixels.
+    passes = [(1, 1), (1, 1), (2, 1), (2, 2), (4, 2), (4, 4), (8, 4)]
+    assert integrity.png_raw_size(8, 8, 1, 0, True) == sum(h * (1 + (w + 7) // 8)
+                                                           for w, h in passes)  # fmt: skip
+    assert integrity.png_raw_size(8, 8, 8, 2, True) == sum(h * (1 + 3 * w) for w, h in passes)
+    # A 1 x 1 image has pixels in the first pass only.
+    assert integrity.png_raw_size(1, 1, 8, 0, True) == 2
+
+
+def test_an_interlaced_png_passes_and_its_damage_is_found(tmp_path):
+    import png
+
+    values = RNG.integers(0, 256, (13, 11 * 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    png.Writer(11, 13, greyscale=False, interlace=True).write(buffer, values.tolist())
+    data = buffer.getvalue()
+    assert integrity.check_png(io.BytesIO(data))[0] is None
+    path = tmp_path / "adam7.png"
+    path.write_bytes(data)
+    np.testing.assert_array_equal(load_image(path).pixels,
+                                  np.moveaxis(values.reshape(13, 11, 3), -1, 0))  # fmt: skip
+    path.write_bytes(corrupt_inside(data, b"IDAT"))
+    with pytest.raises(InputError, match="damaged data"):
+        load_image(path)
+
+
+# ------------------------------------------------------ differential decoding
+
+
+def _good_corpus() -> dict[str, bytes]:
+    base = photo(37, 23)
+    corpus = {}
+    for mode in ("RGB", "RGBA", "L", "LA", "P", "1"):
+        corpus[f"{mode}.png"] = encoded(base.convert(mode), "PNG")
+    corpus["four-idat.png"] = png_split_idat(base, 4)
+    corpus["gray16.png"] = encoded(
+        Image.fromarray(RNG.integers(0, 65536, (23, 37)).astype(np.uint16)), "PNG"
+    )
+    for subsampling in (0, 1, 2):
+        corpus[f"q90-{subsampling}.jpg"] = encoded(base, "JPEG", quality=90,
+                                                   subsampling=subsampling)  # fmt: skip
+    corpus["progressive.jpg"] = encoded(base, "JPEG", progressive=True)
+    corpus["gray.jpg"] = encoded(base.convert("L"), "JPEG")
+    return corpus
+
+
+GOOD = _good_corpus()
+
+
+@pytest.mark.parametrize("name", list(GOOD))
+def test_pixels_equal_an_independent_decoders(name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(GOOD[name])
+    loaded = load_image(path, ReadOptions(alpha="keep"))
+    expected = independent_pixels(path)
+    assert expected is not None
+    np.testing.assert_array_equal(loaded.pixels, expected)
