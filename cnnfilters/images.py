@@ -39,7 +39,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from . import _libtiff, integrity
+from . import _libtiff, integrity, rounding
 from .errors import CnnFiltersError, InputError, OutputError
 
 __all__ = [
@@ -167,18 +167,25 @@ class LoadedImage:
             return None
         return self.icc_profile[16:20].decode("ascii", "replace").strip()
 
-    def levels(self, values: np.ndarray) -> tuple[np.ndarray, str | None]:
+    def levels(
+        self, values: np.ndarray, exact: rounding.Exact | None = None
+    ) -> tuple[np.ndarray, str | None]:
         """Pixels to write for a result on the input's scale, and a note on scaling.
 
         8/16-bit inputs: round half up and clip to the same depth (the note
-        counts clipped values). 32-bit int and float inputs: a linear map of
-        the result's range onto 0..65535, stated in the note.
+        counts clipped values); with ``exact``, the values whose float
+        rounding is in doubt are rounded from their exact value, so every
+        pixel is the correctly rounded result. 32-bit int and float inputs: a
+        linear map of the result's range onto 0..65535, stated in the note.
         """
         if self.kind in ("uint8", "uint16"):
             top = self.max_value
             outside = int(np.count_nonzero((values < -0.5) | (values >= top + 0.5)))
             note = f"{outside} values outside 0..{top} were clipped" if outside else None
-            return quantize(values, self.bit_depth), note
+            pixels = quantize(values, self.bit_depth)
+            if exact is not None:
+                rounding.correct_ties(pixels, values, exact, top)
+            return pixels, note
         low = float(np.min(values, initial=0.0))
         high = float(np.max(values, initial=0.0))
         span = high - low if high > low else 1.0

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import ops
+from . import ops, rounding
 from . import reference as ref
 from .activations import ACTIVATIONS, get_activation
 from .engine import conv2d
@@ -42,6 +42,7 @@ from .images import (
 )
 from .kernels import parse_grayscale_weights, same_padding
 from .report import Check, Comparison, InputReport, RunReport, compare
+from .rounding import Exact, block_mean_exact, luma_exact
 
 __all__ = ["COMMANDS", "Output", "Result", "plan_outputs", "process"]
 
@@ -81,8 +82,10 @@ class Result:
     verify: Callable[[], list[Check]] | None = None
 
 
-def _levels(image: LoadedImage, values: np.ndarray, result: Result) -> np.ndarray:
-    pixels, note = image.levels(values)
+def _levels(
+    image: LoadedImage, values: np.ndarray, result: Result, exact: Exact | None = None
+) -> np.ndarray:
+    pixels, note = image.levels(values, exact)
     if note:
         result.notices.append(note)
     return pixels
@@ -105,7 +108,10 @@ def _gray_levels(image: LoadedImage) -> np.ndarray:
     """The grayscale image as ``grayscale`` writes it: integer levels, as float32."""
     if image.channels == 1:
         return image.pixels
-    return quantize(ops.grayscale(image.pixels), image.bit_depth).astype(np.float32)
+    triple = parse_grayscale_weights("bt601")
+    pixels, _ = image.levels(ops.grayscale(image.pixels, triple),
+                             exact=luma_exact(image.pixels, triple, image.peak))  # fmt: skip
+    return pixels.astype(np.float32)
 
 
 def run_grayscale(image: LoadedImage, *, weights: str = "bt601") -> Result:
@@ -121,7 +127,10 @@ def run_grayscale(image: LoadedImage, *, weights: str = "bt601") -> Result:
     strips = _strips(height, 3 * width * 4)
     luma_parts = [ops.grayscale(rgb, triple, rows=rows) for rows in strips]
     if image.kind in ("uint8", "uint16"):
-        levels = [image.levels(part) for part in luma_parts]
+        levels = [
+            image.levels(part, exact=luma_exact(rgb[:, first:stop], triple, image.peak))
+            for (first, stop), part in zip(strips, luma_parts, strict=True)
+        ]
         pixels = np.concatenate([part for part, _ in levels], axis=1)
         result.notices.extend(_merge_clip_notes([note for _, note in levels]))
     else:  # a stated scale must be one scale for the whole image
@@ -282,10 +291,16 @@ def run_avgpool(image: LoadedImage, *, kernel_size: int = 2, edge: str = "drop")
     result = Result()
     k = kernel_size
     pooled = ops.avgpool(image.pixels, k, edge)
-    pixels = _levels(image, pooled, result)
+    exact = block_mean_exact(image.pixels, k, pooled.shape, image.peak)
+    pixels = _levels(image, pooled, result, exact)
     # Alpha is pooled by the same convolution as the colour channels.
-    alpha = None if image.alpha is None else ops.avgpool(image.alpha[np.newaxis], k, edge)[0]
-    alpha_levels = _alpha_levels(image, alpha)
+    alpha_levels = None
+    if image.alpha is not None:
+        alpha = ops.avgpool(image.alpha[np.newaxis], k, edge)
+        alpha_exact = block_mean_exact(image.alpha[np.newaxis], k, alpha.shape, image.peak)
+        alpha_levels = quantize(alpha, image.bit_depth)
+        rounding.correct_ties(alpha_levels, alpha, alpha_exact, image.max_value)
+        alpha_levels = alpha_levels[0]
 
     def verify() -> list[Check]:
         peak = image.peak

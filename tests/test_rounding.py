@@ -1,0 +1,146 @@
+"""Every integer output is the correctly rounded exact value, half up.
+
+The expected values are computed here in integer arithmetic, without the
+engine and without :mod:`cnnfilters.rounding`: luma as ``(299 R + 587 G +
+114 B + 500) // 1000`` and a block mean as ``(2 S + n) // 2n`` for a block
+sum ``S`` of ``n`` pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnfilters.images import LoadedImage
+from cnnfilters.pipeline import run_avgpool, run_gradient, run_grayscale
+from cnnfilters.rounding import as_fractions
+
+RNG = np.random.default_rng(16)
+
+
+def loaded(pixels: np.ndarray, alpha: np.ndarray | None = None) -> LoadedImage:
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    mode = "RGB" if pixels.shape[0] == 3 else "L"
+    return LoadedImage(Path("x.png"), "PNG", mode, pixels, depth, f"uint{depth}", alpha=alpha)
+
+
+def exact_luma(rgb: np.ndarray, weights=(299, 587, 114), denominator=1000) -> np.ndarray:
+    r, g, b = (channel.astype(np.int64) for channel in rgb)
+    total = weights[0] * r + weights[1] * g + weights[2] * b
+    return (2 * total + denominator) // (2 * denominator)
+
+
+def exact_block_means(x: np.ndarray, k: int, edge: str) -> np.ndarray:
+    channels, height, width = x.shape
+    rows = height // k if edge == "drop" else -(-height // k)
+    cols = width // k if edge == "drop" else -(-width // k)
+    out = np.empty((channels, rows, cols), dtype=np.int64)
+    for c in range(channels):
+        for a in range(rows):
+            for b in range(cols):
+                block = x[c, a * k : (a + 1) * k, b * k : (b + 1) * k].astype(np.int64)
+                out[c, a, b] = (2 * int(block.sum()) + block.size) // (2 * block.size)
+    return out
+
+
+def test_every_rgb_colour_gets_its_correctly_rounded_luma():
+    """All 2^24 colours, 16,782 of them exact ties (k + 1/2)."""
+    v = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255]).astype(np.uint8)
+    rgb = rgb.reshape(3, 4096, 4096)
+    pixels = run_grayscale(loaded(rgb)).outputs["grayscale"].pixels
+    np.testing.assert_array_equal(pixels[0], exact_luma(rgb))
+
+
+def test_the_tie_colour_of_the_report_rounds_up():
+    rgb = np.array([4, 40, 16], dtype=np.uint8).reshape(3, 1, 1)  # luma exactly 26.5
+    assert run_grayscale(loaded(rgb)).outputs["grayscale"].pixels.item() == 27
+
+
+def test_sixteen_bit_luma_is_correctly_rounded():
+    rgb = RNG.integers(0, 65536, (3, 300, 1400)).astype(np.uint16)
+    rgb[:, 0, 0] = (33808, 63993, 42044)  # luma 52465.499: float32 says 52465.5
+    pixels = run_grayscale(loaded(rgb)).outputs["grayscale"].pixels
+    assert pixels.dtype == np.uint16
+    assert pixels[0, 0, 0] == 52465
+    np.testing.assert_array_equal(pixels[0], exact_luma(rgb))
+
+
+@pytest.mark.parametrize(("weights", "numerators", "denominator"), [
+    ("bt709", (2126, 7152, 722), 10000),
+    ("0.25,0.5,0.25", (1, 2, 1), 4),
+    ("0.3,0.6,0.1", (3, 6, 1), 10),
+])  # fmt: skip
+def test_other_weights_round_from_their_decimal_value(weights, numerators, denominator):
+    rgb = RNG.integers(0, 256, (3, 200, 300)).astype(np.uint8)
+    pixels = run_grayscale(loaded(rgb), weights=weights).outputs["grayscale"].pixels
+    np.testing.assert_array_equal(pixels[0], exact_luma(rgb, numerators, denominator))
+
+
+def test_weights_become_the_decimals_they_were_written_as():
+    assert as_fractions((0.299, 0.587, 0.114)) == ([299, 587, 114], 1000)
+    assert as_fractions((0.2126, 0.7152, 0.0722)) == ([1063, 3576, 361], 5000)  # reduced
+    # 1/3 has no decimal: its shortest repr, 0.3333333333333333, is the value used.
+    assert as_fractions((1 / 3, 0.5)) == ([3333333333333333, 5 * 10**15], 10**16)
+
+
+def test_gradient_works_on_the_same_gray_levels_as_grayscale():
+    rgb = np.array([4, 40, 16], dtype=np.uint8).reshape(3, 1, 1).repeat(4, axis=1)
+    result = run_gradient(loaded(rgb))
+    dy = np.concatenate(list(result.outputs["dy"].values.strips()), axis=1)
+    assert dy[0, -1, 0] == -27  # zero padding: -X on the last row, X = 27
+
+
+def _tie_rich(shape: tuple[int, ...], top: int) -> np.ndarray:
+    """Values from few levels, so that many block sums are exact ties."""
+    levels = RNG.choice([top // 2 - 1, top // 2, top // 2 + 1, top // 3], size=shape)
+    return levels.astype(np.uint16 if top > 255 else np.uint8)
+
+
+def _all_ties(height: int, width: int, k: int, top: int) -> np.ndarray:
+    """Every block of ``n`` pixels (n even) has mean ``b + 1/2``: its base ``b`` on half
+    of its pixels and ``b + 1`` on the other half, with ``b`` random."""
+    x = np.zeros((1, height, width), dtype=np.uint16 if top > 255 else np.uint8)
+    for top_row in range(0, height, k):
+        for left in range(0, width, k):
+            block = x[0, top_row : top_row + k, left : left + k]
+            base = int(RNG.integers(0, top))
+            flat = np.full(block.size, base)
+            flat[: block.size // 2] += 1
+            block[...] = RNG.permutation(flat).reshape(block.shape)
+    return x
+
+
+@pytest.mark.parametrize("k", range(2, 8))
+@pytest.mark.parametrize("edge", ["drop", "partial"])
+@pytest.mark.parametrize("top", [255, 65535])
+def test_average_pooling_is_correctly_rounded(k, edge, top):
+    for x in (_all_ties(40 * k + 3, 30 * k + 2, k, top), _tie_rich((1, 5 * k + 3, 7 * k), top)):
+        pixels = run_avgpool(loaded(x), kernel_size=k, edge=edge).outputs[f"avgpool{k}"].pixels
+        np.testing.assert_array_equal(pixels, exact_block_means(x, k, edge))
+
+
+def test_the_partial_block_tie_of_the_report_rounds_up():
+    x = np.full((1, 5, 7), 123, dtype=np.uint8)
+    x[0, 0, 6] = 128  # the last partial block (5 rows x 2 columns) sums to 1235: mean 123.5
+    pixels = run_avgpool(loaded(x), kernel_size=5, edge="partial").outputs["avgpool5"].pixels
+    assert pixels.tolist() == [[[123, 124]]]
+
+
+def test_pooled_alpha_is_correctly_rounded_too():
+    x = _tie_rich((3, 12, 12), 255)
+    alpha = _tie_rich((12, 12), 255)
+    output = run_avgpool(loaded(x, alpha=alpha), kernel_size=4).outputs["avgpool4"]
+    np.testing.assert_array_equal(output.alpha, exact_block_means(alpha[None], 4, "drop")[0])
+    np.testing.assert_array_equal(output.pixels, exact_block_means(x, 4, "drop"))
+
+
+def test_huge_weights_fall_back_to_python_integers():
+    from cnnfilters.rounding import luma_exact
+
+    rgb = np.array([255, 255, 255], dtype=np.uint8).reshape(3, 1, 1)
+    exact = luma_exact(rgb, (1e15, 2e15, 3e15), 255.0)
+    numerators, denominators = exact.values(np.array([0]))
+    assert int(numerators[0]) == 6 * 10**15 * 255 and int(denominators[0]) == 1
