@@ -40,11 +40,18 @@ class Activation:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
-        with np.errstate(over="ignore", under="ignore"):
+        # NaN in, NaN out, quietly; overflow to inf is the caller's to judge.
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             return self.function(x.astype(np.float64)).astype(dtype)
 
     def grad(self, x: np.ndarray) -> np.ndarray:
-        """``sigma'(x)`` in float64 (at a kink: the right-hand derivative, as torch)."""
+        """``sigma'(x)`` in float64; at a kink, the value torch's autograd uses.
+
+        That is a convention, not a one-sided derivative: relu'(0) = 0 (its
+        right-hand derivative is 1), hardtanh'(-1) = hardtanh'(1) = 0 (the
+        right-hand ones are 1 and 0), leaky_relu'(0) = 0.01, elu'(0) = 1 and
+        abs'(0) = 0 (``sign``).
+        """
         with np.errstate(over="ignore", under="ignore"):
             return self.derivative(np.asarray(x, dtype=np.float64))
 
@@ -53,6 +60,23 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     # 1 / (1 + e^-x) is a chain of monotone, correctly rounded steps; e^-x may
     # overflow to inf for very negative x, which gives the right limit 0.
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def _with_limits(
+    function: Callable[[np.ndarray], np.ndarray], at_minus_inf: float, at_plus_inf: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``function`` with its limits at -inf and +inf, where its formula gives inf * 0 = NaN."""
+
+    def limited(x: np.ndarray) -> np.ndarray:
+        infinite = np.isinf(x)
+        if not infinite.any():
+            return function(x)
+        with np.errstate(invalid="ignore"):
+            out = np.asarray(function(x), dtype=np.float64)
+        out[infinite] = np.where(x[infinite] > 0, at_plus_inf, at_minus_inf)
+        return out
+
+    return limited
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -64,6 +88,10 @@ def _gelu_grad(x: np.ndarray) -> np.ndarray:
     t = np.tanh(inner)
     d_inner = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_CUBIC * x**2)
     return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t**2) * d_inner
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x * _sigmoid(x)
 
 
 def _silu_grad(x: np.ndarray) -> np.ndarray:
@@ -91,8 +119,9 @@ _LIST = [
     Activation("identity", "x", "nondecreasing", lambda x: x.copy(), np.ones_like),
     Activation("neg", "-x", "nonincreasing", np.negative, lambda x: -np.ones_like(x)),
     Activation("gelu", "x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))", "neither",
-               _gelu, _gelu_grad),
-    Activation("silu", "x * sigmoid(x)", "neither", lambda x: x * _sigmoid(x), _silu_grad),
+               _with_limits(_gelu, 0.0, np.inf), _with_limits(_gelu_grad, 0.0, 1.0)),
+    Activation("silu", "x * sigmoid(x)", "neither",
+               _with_limits(_silu, 0.0, np.inf), _with_limits(_silu_grad, 0.0, 1.0)),
     Activation("abs", "|x|", "neither", np.abs, np.sign, smooth=False),
     Activation("square", "x^2", "neither", np.square, lambda x: 2.0 * x),
 ]  # fmt: skip

@@ -280,7 +280,12 @@ def _render(report: RunReport, *, written: int) -> None:
             psnr = "identical" if check.identical else _format_number(check.psnr_db, 5)
             verdict = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
             if "commutes" in check.extra:
-                verdict += " commutes" if check.extra["commutes"] else " [yellow]differs[/]"
+                if check.extra["commutes"]:
+                    verdict += " commutes"
+                elif check.extra.get("windows_differing", 1):
+                    verdict += " [yellow]differs[/]"
+                else:
+                    verdict += " [yellow]overflowed[/]"
             table.add_row(
                 name, label, escape(check.reference), _format_number(check.max_abs),
                 _format_number(check.mean_abs), _format_number(check.rmse), psnr,
@@ -294,21 +299,31 @@ def _render(report: RunReport, *, written: int) -> None:
         for notice in item.notices:
             console.print(f"[dim]{escape(Path(item.input).name)}: {escape(notice)}[/]")
         for check in item.checks:
-            example = check.extra.get("counterexample") or check.extra.get(
-                "synthetic_counterexample"
-            )
+            example = check.extra.get("synthetic_counterexample")
             if check.extra.get("min_identity_holds") is not None:
                 holds = "holds" if check.extra["min_identity_holds"] else "[red]FAILS[/]"
                 console.print(
                     f"[dim]{escape(check.name)}: nonincreasing, so sigma(max) = min(sigma) on "
                     f"every window: {holds}[/]"
                 )
-            if example and not check.extra.get("commutes", True):
+            if check.extra.get("counterexample"):
+                example = check.extra["counterexample"]
                 console.print(
                     f"[dim]{escape(check.name)}: first differing window at channel "
                     f"{example['channel']}, rows/cols from {example['top_left']}: "
                     f"{escape(str(example['values']))} -> sigma(max) = "
                     f"{example['act_of_max']:.6g}, max(sigma) = {example['max_of_act']:.6g}[/]"
+                )
+            elif example:  # no window of the image breaks it: one of our own does
+                console.print(
+                    f"[dim]{escape(check.name)}: no window of the image differs; a window that "
+                    f"does: {escape(str(example['values']))} -> sigma(max) = "
+                    f"{example['act_of_max']:.6g}, max(sigma) = {example['max_of_act']:.6g}[/]"
+                )
+            if check.extra.get("windows_overflowed"):
+                console.print(
+                    f"[dim]{escape(check.name)}: {check.extra['windows_overflowed']} window(s) "
+                    "overflowed to infinity: neither equal nor a counterexample[/]"
                 )
     failed = sum(1 for item in report.inputs if not item.passed)
     console.print(
@@ -543,11 +558,9 @@ def _run_batch_command(
             _write_stderr(f"cnnfilters: notice: {item.input}: damaged data read anyway, "
                           f"missing pixels were filled ({item.info['damaged']})")  # fmt: skip
         if jsonl:
-            import json
+            from .report import to_json
 
-            from .report import _json_default
-
-            sys.stdout.write(json.dumps(item.to_dict(), default=_json_default) + "\n")
+            sys.stdout.write(to_json(item.to_dict()) + "\n")
             sys.stdout.flush()
 
     with progress:

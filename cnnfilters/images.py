@@ -25,6 +25,7 @@ Modes, and what they become:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import stat
 import struct
@@ -71,6 +72,9 @@ PNG_COMPRESS_LEVEL = 1
 # Pillow references); larger ones are copied out in strips and let go.
 _KEEP_DECODED_BYTES = 64 << 20
 _EXIF_ORIENTATION = 0x0112
+# Float images with larger magnitudes are computed in float64: float32 holds
+# up to 3.4e38, so a square of 1.9e19 or a sum of a few 1e38 overflows.
+_FLOAT32_SAFE = 1e18
 
 
 def _current_umask() -> int:
@@ -186,13 +190,16 @@ class LoadedImage:
             if exact is not None:
                 rounding.correct_ties(pixels, values, exact, top)
             return pixels, note
-        low = float(np.min(values, initial=0.0))
-        high = float(np.max(values, initial=0.0))
+        finite = np.isfinite(values)
+        low = float(np.min(values, initial=0.0, where=finite))
+        high = float(np.max(values, initial=0.0, where=finite))
         span = high - low if high > low else 1.0
         scaled = (np.asarray(values, dtype=np.float64) - low) * (65535 / span)
-        return quantize(scaled, 16), (
-            f"{self.kind} data written as 16-bit: value = {low:.9g} + pixel * {span / 65535:.9g}"
-        )
+        note = f"{self.kind} data written as 16-bit: value = {low:.9g} + pixel * {span / 65535:.9g}"
+        infinite = values.size - int(np.count_nonzero(finite))
+        if infinite:
+            note += f"; {infinite} values are not finite (drawn at the ends of the scale)"
+        return quantize(scaled, 16), note
 
 
 _NAMED_COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128),
@@ -456,6 +463,13 @@ def _decode_frame(
         pixels = np.asarray(image).astype(np.float32)[np.newaxis]
         if not np.isfinite(pixels).all():
             raise InputError(f"{path}: the floating-point image holds NaN or infinite values")
+        largest = float(np.max(np.abs(pixels), initial=0.0))
+        if largest > _FLOAT32_SAFE:
+            # Differences, sums and squares of such values overflow float32 to inf.
+            pixels = pixels.astype(np.float64)
+            notices.append(
+                f"float values up to {largest:.3g}: computed in float64, where float32 overflows"
+            )
         return LoadedImage(path, fmt, mode, pixels, 16, "float32", notices=notices)
     original_mode = mode
     if mode == "P":
@@ -578,6 +592,8 @@ def _orient_array(array: np.ndarray, orientation: int) -> np.ndarray:
 def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     """Round half up (as Pillow) and clip to ``0..2^bits - 1``: uint8 or uint16.
 
+    Infinities are clipped to the ends; NaN becomes 0.
+
     float32 input is rounded in float32, which is exact here: ``x + 0.5`` is
     representable for every ``|x| < 2^22``. Done in blocks, in cache.
     """
@@ -592,9 +608,19 @@ def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
         block = flat_in[start : start + step].astype(work)
         np.add(block, 0.5, out=block)
         np.floor(block, out=block)
-        np.clip(block, 0, top, out=block)
+        np.fmax(block, 0, out=block)  # fmax, not clip: NaN becomes 0, never an undefined cast
+        np.minimum(block, top, out=block)
         flat_out[start : start + step] = block
     return out
+
+
+def _finite_peak(values: np.ndarray) -> float:
+    """The largest finite value (0 for none): a map's scale ignores overflowed values,
+    which are drawn at the end of the scale."""
+    peak = float(np.max(values, initial=0.0))
+    if math.isfinite(peak):
+        return peak
+    return float(np.max(values, initial=0.0, where=np.isfinite(values)))
 
 
 def signed_to_image(
@@ -609,7 +635,7 @@ def signed_to_image(
     """
     mid = 1 << (bit_depth - 1)
     if units is None:
-        peak = float(np.max(np.abs(values), initial=0.0))
+        peak = _finite_peak(np.abs(values))
         units = peak / (mid - 1) if peak > 0 else 1.0
     values = np.asarray(values)
     work = np.dtype(np.float32 if values.dtype == np.float32 else np.float64)  # display only
@@ -628,7 +654,7 @@ def unsigned_to_image(
     """
     top = (1 << bit_depth) - 1
     if units is None:
-        peak = float(np.max(values, initial=0.0))
+        peak = _finite_peak(values)
         units = peak / top if peak > 0 else 1.0
     values = np.asarray(values)
     work = np.dtype(np.float32 if values.dtype == np.float32 else np.float64)  # display only

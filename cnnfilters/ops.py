@@ -104,7 +104,10 @@ class CommuteResult:
 
     ``counterexample`` is ``None`` or a dict describing the first window (in
     C order: channel, row, column) where ``sigma(max)`` and ``max(sigma)``
-    differ: its position, its input values and both results.
+    differ: its position, its input values and both results. A window
+    holding NaN is NaN on both sides and counts as equal. ``overflowed``
+    counts windows where the activation of a finite value was infinite
+    (float overflow): they are neither equal nor a counterexample.
     For a nonincreasing activation, ``min_identity_holds`` says whether
     ``sigma(max(X)) == min(sigma(X))`` on every window (it must).
     """
@@ -117,13 +120,15 @@ class CommuteResult:
     pool_of_act: np.ndarray
     max_abs: float
     differing: int
+    overflowed: int
     total: int
     counterexample: dict | None
     min_identity_holds: bool | None
 
     @property
     def commutes(self) -> bool:
-        return self.differing == 0
+        """Equal on every window, and no window overflowed (which would prove nothing)."""
+        return self.differing == 0 and self.overflowed == 0
 
     @property
     def difference(self) -> np.ndarray:
@@ -181,11 +186,22 @@ def commute(
         x = x.astype(np.float32)
     kernel = _positive_pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else _positive_pair(stride, "stride")
-    act_of_pool = act(max_pool2d(x, kernel_size, stride))
-    pool_of_act = max_pool2d(act(x), kernel_size, stride)
-    unequal = act_of_pool != pool_of_act
+    pooled = max_pool2d(x, kernel_size, stride)
+    activated = act(x)
+    act_of_pool = act(pooled)
+    pool_of_act = max_pool2d(activated, kernel_size, stride)
+    # NaN in a window makes both sides NaN: equal, as np.array_equal(equal_nan=True).
+    unequal = (act_of_pool != pool_of_act) & ~(np.isnan(act_of_pool) & np.isnan(pool_of_act))
+    # A finite input whose activation is infinite overflowed: inf on both sides
+    # is no evidence of commutation, and inf on one side none against it.
+    overflow_in = (np.isinf(activated) & np.isfinite(x)).astype(np.float32)
+    overflowed_mask = max_pool2d(overflow_in, kernel_size, stride) > 0
+    overflowed_mask |= np.isinf(act_of_pool) & np.isfinite(pooled)
+    overflowed = int(np.count_nonzero(overflowed_mask))
+    unequal &= ~overflowed_mask
     differing = int(np.count_nonzero(unequal))
-    max_abs = float(np.max(np.abs(act_of_pool.astype(np.float64) - pool_of_act), initial=0.0))
+    gaps = np.abs(act_of_pool[unequal].astype(np.float64) - pool_of_act[unequal])
+    max_abs = float(np.max(gaps, initial=0.0))
     counterexample = None
     if differing:
         first = tuple(np.argwhere(unequal)[0])
@@ -203,6 +219,7 @@ def commute(
         pool_of_act=pool_of_act,
         max_abs=max_abs,
         differing=differing,
+        overflowed=overflowed,
         total=int(act_of_pool.size),
         counterexample=counterexample,
         min_identity_holds=min_identity,

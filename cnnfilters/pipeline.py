@@ -454,6 +454,7 @@ def run_commute(
                 "monotonicity": act.monotonicity,
                 "commutes": outcome.commutes,
                 "windows_differing": outcome.differing,
+                "windows_overflowed": outcome.overflowed,
                 "counterexample": counterexample,
                 "synthetic_counterexample": synthetic,
                 "min_identity_holds": outcome.min_identity_holds,

@@ -30,6 +30,7 @@ __all__ = [
     "RunReport",
     "compare",
     "difference_maps",
+    "to_json",
 ]
 
 SCHEMA_VERSION = 1
@@ -363,14 +364,27 @@ class RunReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_json_default)
+        return to_json(self.to_dict(), indent=2)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """Strict JSON of a report's data: numpy values as numbers and lists, and the
+    non-finite floats JSON cannot hold as the strings ``"inf"``, ``"-inf"``
+    and ``"nan"`` (a counterexample window whose values overflowed, ...)."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
+        return _finite(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
