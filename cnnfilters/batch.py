@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import glob
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CnnFiltersError
+from .errors import EXIT_TERMINATED, CnnFiltersError
 from .images import ReadOptions
 from .pipeline import COMMANDS, DEFAULT_NAME, jsonable, output_targets, process
 from .report import InputReport, RunReport, difference_maps
@@ -155,9 +156,55 @@ def plan(command: str, sources: Sequence[Source], cmd_options: dict[str, Any],
     return planned
 
 
+class _Stopped(BaseException):
+    """SIGTERM in a worker process during a task: unwinds it, removing its temporary files."""
+
+
+_busy = False  # a worker process is running a task
+
+
+def _worker_start() -> None:
+    """Set up a worker process: it dies with its parent, and SIGTERM ends it cleanly.
+
+    On Linux the kernel sends SIGTERM to the worker when the parent dies, even
+    by SIGKILL (``PR_SET_PDEATHSIG``), so no orphan goes on writing. An idle
+    worker exits at once; a busy one unwinds its task first (so the atomic
+    writes remove their temporary files), then exits.
+    """
+    signal.signal(signal.SIGTERM, _on_worker_sigterm)
+    parent = os.getppid()  # this process's, or the fork server's (which dies with it)
+    if sys.platform.startswith("linux"):
+        import contextlib
+        import ctypes
+
+        # Without prctl (another libc), workers may outlive a parent killed by SIGKILL.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(EXIT_TERMINATED)
+
+
+def _on_worker_sigterm(signum: int, frame: Any) -> None:
+    if not _busy:
+        os._exit(EXIT_TERMINATED)
+    raise _Stopped
+
+
 def _run_one(command: str, source: Source, cmd_options: dict[str, Any],
              options: BatchOptions) -> list[InputReport]:  # fmt: skip
     """One task: one input, in whichever process or cluster worker runs it."""
+    global _busy
+    _busy = True
+    try:
+        return _run_task(command, source, cmd_options, options)
+    except _Stopped:
+        os._exit(EXIT_TERMINATED)
+    finally:
+        _busy = False
+
+
+def _run_task(command: str, source: Source, cmd_options: dict[str, Any],
+              options: BatchOptions) -> list[InputReport]:  # fmt: skip
     if source.empty_folder:
         message = f"{source.path}: is a directory with no image files (-r looks in subfolders)"
         return [InputReport(os.fsdecode(source.path), error=message, exit_code=3)]
@@ -223,7 +270,8 @@ def _executor(options: BatchOptions) -> Executor | None:
 
     start = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "forkserver"
     executor = ProcessPoolExecutor(max_workers=options.jobs,
-                                   mp_context=multiprocessing.get_context(start))  # fmt: skip
+                                   mp_context=multiprocessing.get_context(start),
+                                   initializer=_worker_start)  # fmt: skip
     if start == "fork" and not gc.get_freeze_count():
         # Everything imported so far is shared with the workers: frozen, it is
         # neither walked by their garbage collections nor copied page by page
@@ -231,6 +279,39 @@ def _executor(options: BatchOptions) -> Executor | None:
         gc.freeze()
         executor._cnnfilters_unfreeze = True
     return executor
+
+
+def _identities(paths) -> dict[tuple[int, int], Path]:
+    """Each existing input's file identity (device, inode): the same through any
+    symlink or hard link."""
+    found = {}
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue  # reported as a missing or unreadable input when its turn comes
+        found.setdefault((info.st_dev, info.st_ino), path)
+    return found
+
+
+def _an_input_among(
+    targets: Sequence[Path], inputs: dict[tuple[int, int], Path], source: Path
+) -> tuple[Path, Path] | None:
+    """The first target that is another of the run's inputs, with that input; or None.
+
+    A target that is ``source`` itself is refused later, with its own message.
+    """
+    for target in targets:
+        try:
+            info = os.stat(target)
+            if os.path.samefile(target, source):
+                continue
+        except OSError:
+            continue
+        other = inputs.get((info.st_dev, info.st_ino))
+        if other is not None:
+            return target, other
+    return None
 
 
 def run_batch(
@@ -257,9 +338,20 @@ def run_batch(
     planned = plan(command, sources, cmd_options, options)
     results: dict[int, list[InputReport]] = {}
     pending: list[tuple[int, Source]] = []
+    inputs = _identities(source.path for source in sources)
     for index, source in enumerate(sources):
         targets = planned[source.path]
-        if options.skip_existing and targets and all(t.exists() for t in targets):
+        clobbered = _an_input_among(targets, inputs, source.path)
+        if clobbered is not None:
+            target, other = clobbered
+            same = "" if os.fspath(other) == os.fspath(target) else f" (the file {other})"
+            message = (f"{source.path}: its output {target} is an input of this run{same}; "
+                       "an input is never overwritten")  # fmt: skip
+            results[index] = [InputReport(os.fsdecode(source.path), error=message, exit_code=3)]
+            summary.failed += 1
+            if on_input is not None:
+                on_input(results[index][0])
+        elif options.skip_existing and targets and all(t.exists() for t in targets):
             item = InputReport(os.fsdecode(source.path), skipped=True)
             item.notices.append("skipped: every output exists (--skip-existing)")
             results[index] = [item]

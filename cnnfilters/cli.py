@@ -520,6 +520,7 @@ def _run_batch_command(
             sources.append(stdin_source(sys.stdin.buffer.read(), scratch))
         else:
             sources.extend(expand_inputs([spec], recursive=batch.get("recursive", False)))
+    asked_quiet = quiet
     if to_stdout:
         output = scratch / "stdout.png"
         quiet = True
@@ -579,24 +580,18 @@ def _run_batch_command(
         _error(f"interrupted; {summary.not_done} input(s) not done")
         code = EXIT_INTERRUPTED
     if to_stdout and output.exists():
-        _image_to_stdout(output, batch.get("format", "png"))
+        _image_to_stdout(output, batch.get("format", "png"), quiet=asked_quiet)
     raise typer.Exit(code)
 
 
-def _image_to_stdout(path: Path, fmt: str) -> None:
+def _image_to_stdout(path: Path, fmt: str, *, quiet: bool) -> None:
     """The finished image on standard output, converted when another format is asked for."""
-    data = path.read_bytes()
-    if fmt != "png":
-        import io
+    from .images import png_to_format
 
-        from PIL import Image
-
-        with Image.open(path) as image:
-            buffer = io.BytesIO()
-            if fmt == "jpeg" and image.mode not in ("L", "RGB"):
-                image = image.convert("RGB")
-            image.save(buffer, format=fmt.upper())
-            data = buffer.getvalue()
+    data, notes = png_to_format(path, fmt)
+    if not quiet:
+        for note in notes:
+            _write_stderr(f"cnnfilters: notice: {note}")
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()

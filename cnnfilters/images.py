@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 
 from . import _libtiff, integrity, rounding
 from .errors import CnnFiltersError, InputError, OutputError
@@ -54,6 +54,7 @@ __all__ = [
     "load_image",
     "mosaic",
     "parse_colour",
+    "png_to_format",
     "quantize",
     "save_array",
     "save_image",
@@ -339,14 +340,7 @@ def _decode(
             )
         if image.format == "TIFF":
             _libtiff.install()
-        width, height = image.size
-        if width <= 0 or height <= 0:
-            raise InputError(f"{path}: the image is empty ({width} x {height} pixels)")
-        if width * height > options.max_pixels:
-            raise InputError(
-                f"{path}: {width} x {height} = {width * height} pixels is more than "
-                f"--max-pixels {options.max_pixels}"
-            )
+        _check_size(image, path, options)
         # Pillow's decoders keep quiet about some damage: the stream is checked on
         # its own, beside the decode, and its verdict is in before any pixel is used.
         stream = integrity.StreamCheck(path, image.format, background=parallel)
@@ -367,6 +361,21 @@ def _decode(
         return frames
 
 
+def _check_size(
+    image: Image.Image, path: Path, options: ReadOptions, *, frame: int | None = None
+) -> None:
+    """Refuse an empty frame, or one over the pixel limit, from its header (before decoding)."""
+    width, height = image.size
+    which = "" if frame is None else f"frame {frame}: "
+    if width <= 0 or height <= 0:
+        raise InputError(f"{path}: {which}the image is empty ({width} x {height} pixels)")
+    if width * height > options.max_pixels:
+        raise InputError(
+            f"{path}: {which}{width} x {height} = {width * height} pixels is more than "
+            f"--max-pixels {options.max_pixels}"
+        )
+
+
 def _decode_frames(
     image: Image.Image,
     path: Path,
@@ -383,6 +392,7 @@ def _decode_frames(
     for index in range(wanted):
         if index:
             image.seek(index)
+            _check_size(image, path, options, frame=index)
         frame = _decode_frame(image, path, options, stream)
         frame.frame, frame.frames = index, count
         frames.append(frame)
@@ -406,6 +416,27 @@ def _orientation(exif: Callable[[], Image.Exif], notices: list[str]) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+def _hold_tiff_orientation(image: Image.Image, notices: list[str]) -> int | None:
+    """A TIFF frame's orientation, read before the decode, which is then made as stored.
+
+    Pillow turns a TIFF frame itself while loading it, into a size it swapped
+    when the frame was opened; on strips its own reader decodes (uncompressed
+    data, Pillow 13) the pixels come out scrambled, and a frame of a
+    multi-page file is not turned at all. So the tag is set to 1 in Pillow's
+    copy, the size put back to the stored one, and cnnfilters turns the
+    decoded pixels as it does for every format. A TIFF's EXIF is its IFD:
+    reading it decodes no pixel. None for other formats.
+    """
+    if image.format != "TIFF":
+        return None
+    orientation = _orientation(image.getexif, notices)
+    if orientation != 1:
+        image.getexif()[_EXIF_ORIENTATION] = 1
+        tags = image.tag_v2
+        image._size = (int(tags[256]), int(tags[257]))  # ImageWidth, ImageLength
+    return orientation
+
+
 def _png_exif(facts: integrity.PngFacts | None) -> Image.Exif:
     exif = Image.Exif()
     if facts is not None and facts.exif:
@@ -423,14 +454,19 @@ def _decode_frame(
     icc = image.info.get("icc_profile") or None
     deep_colour = ";16" in rawmode and mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I")
     if deep_colour and fmt == "PNG":
+        facts = stream.result()[1]
         array = _read_png16(path)
-        orientation = _orientation(lambda: _png_exif(stream.result()[1]), notices)
+        orientation = _orientation(lambda: _png_exif(facts), notices)
         array = _orient_array(array, orientation if options.auto_orient else 1)
         values = np.moveaxis(array, -1, 0)
         colour_channels = 3 if values.shape[0] >= 3 else 1
         pixels, alpha = values[:colour_channels], None
         if values.shape[0] in (2, 4):
             alpha = values[-1]
+        elif facts is not None and facts.trns and len(facts.trns) == 2 * colour_channels:
+            key = struct.unpack(f">{colour_channels}H", facts.trns)
+            alpha = _colour_key_alpha(pixels, key, 65535)
+            notices.append(f"tRNS colour key {key}: those pixels are transparent")
         loaded = LoadedImage(path, fmt, f"{mode} (16-bit)", pixels, 16, "uint16",
                              icc_profile=icc, notices=notices)  # fmt: skip
         _orientation_notice(orientation, options, notices)
@@ -440,20 +476,42 @@ def _decode_frame(
             f"{path}: 16-bit colour {fmt} is not supported (it would be clipped to 8 bits); "
             "convert it to a 16-bit PNG"
         )
+    tiff = _TiffLayout.of(image)
+    held = _hold_tiff_orientation(image, notices)
     image.load()  # the whole decode, before anything else reads the file
-    orientation = _orientation(image.getexif, notices)
+    orientation = held if held is not None else _orientation(image.getexif, notices)
+    key = _colour_key(image, stream)
     if getattr(image, "n_frames", 1) > 1:
         image = image.copy()  # detach this frame: the file object moves on to the next
     if orientation != 1 and options.auto_orient:
-        image = ImageOps.exif_transpose(image)
+        # By the value read above: a detached frame has lost its EXIF.
+        image = image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image
     _orientation_notice(orientation, options, notices)
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         pixels = np.asarray(image).astype(np.uint16)[np.newaxis]
-        return LoadedImage(path, fmt, mode, pixels, 16, "uint16", icc_profile=icc,
-                           notices=notices)  # fmt: skip
+        if tiff.min_is_white:
+            pixels = 65535 - pixels
+            notices.append("MinIsWhite: inverted, so that 0 is black")
+        loaded = LoadedImage(path, fmt, mode, pixels, 16, "uint16", icc_profile=icc,
+                             notices=notices)  # fmt: skip
+        alpha = None
+        if key is not None:
+            alpha = _colour_key_alpha(pixels, key, 65535)
+            notices.append(f"tRNS colour key {key}: those pixels are transparent")
+        return _apply_alpha_policy(loaded, alpha, options)
+    if mode == "L" and tiff.signed:
+        pixels = np.asarray(image).view(np.int8).astype(np.float64)[np.newaxis]
+        notices.append("signed 8-bit samples")
+        return LoadedImage(path, fmt, mode, pixels, 16, "int32", notices=notices)
     if mode == "I":
-        pixels = np.asarray(image).astype(np.float64)[np.newaxis]
+        pixels = np.asarray(image)
+        if tiff.unsigned32:
+            pixels = pixels.view(np.uint32)  # Pillow's mode I is signed: undo the wrap
+            if tiff.min_is_white:
+                pixels = np.uint32(0xFFFFFFFF) - pixels
+                notices.append("MinIsWhite: inverted, so that 0 is black")
+        pixels = pixels.astype(np.float64)[np.newaxis]
         if pixels.min() >= 0 and pixels.max() <= 65535:
             notices.append("32-bit integer image with values in 0..65535: read as 16-bit")
             return LoadedImage(path, fmt, mode, pixels.astype(np.uint16), 16, "uint16",
@@ -463,6 +521,8 @@ def _decode_frame(
         pixels = np.asarray(image).astype(np.float32)[np.newaxis]
         if not np.isfinite(pixels).all():
             raise InputError(f"{path}: the floating-point image holds NaN or infinite values")
+        if tiff.min_is_white:
+            notices.append("MinIsWhite float samples: used as stored (no inversion is defined)")
         largest = float(np.max(np.abs(pixels), initial=0.0))
         if largest > _FLOAT32_SAFE:
             # Differences, sums and squares of such values overflow float32 to inf.
@@ -500,6 +560,9 @@ def _decode_frame(
         image = image.convert(image.mode[:-1])
     values = _as_array(image)  # (H, W, C) uint8, our own copy
     pixels = values[np.newaxis] if values.ndim == 2 else np.moveaxis(values, -1, 0)
+    if key is not None and alpha is None and original_mode in ("1", "L", "RGB"):
+        alpha = _colour_key_alpha(pixels, key, 255)
+        notices.append(f"tRNS colour key {key}: those pixels are transparent")
     loaded = LoadedImage(path, fmt, original_mode, pixels, 8, "uint8", icc_profile=icc,
                          notices=notices)  # fmt: skip
     if values.nbytes <= _KEEP_DECODED_BYTES:
@@ -507,6 +570,62 @@ def _decode_frame(
         # a large image lets it go, to bound memory.
         loaded._pil = image
     return _apply_alpha_policy(loaded, alpha, options)
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class _TiffLayout:
+    """What a TIFF frame's tags say about its samples that Pillow's mode does not."""
+
+    min_is_white: bool = False  # PhotometricInterpretation 0
+    signed: bool = False  # SampleFormat 2
+    unsigned32: bool = False  # 32-bit unsigned integers (Pillow reads them as signed)
+
+    @classmethod
+    def of(cls, image: Image.Image) -> _TiffLayout:
+        tags = getattr(image, "tag_v2", None)
+        if tags is None:
+            return cls()
+        bits = tags.get(258, (8,))
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        fmt = tags.get(339, (1,))
+        fmt = fmt[0] if isinstance(fmt, tuple) else fmt
+        return cls(min_is_white=tags.get(262) == 0 and image.mode in ("I;16", "I;16B", "I", "F"),
+                   signed=fmt == 2 and bits == 8, unsigned32=fmt == 1 and bits == 32)  # fmt: skip
+
+
+def _colour_key(image: Image.Image, stream: integrity.StreamCheck) -> tuple[int, ...] | None:
+    """A PNG's tRNS colour key for a gray or RGB image, on the decoded scale (libpng's
+    rule: a pixel equal to it is transparent); None for palettes and other files."""
+    key = image.info.get("transparency")
+    if image.format != "PNG" or image.mode not in ("1", "L", "RGB", "I;16", "I", "I;16B"):
+        return None
+    if isinstance(key, int):
+        key = (key,)
+    if not isinstance(key, tuple) or not all(isinstance(v, int) for v in key):
+        return None
+    facts = stream.result()[1]
+    depth = facts.bit_depth if facts is not None else 8
+    if depth < 8:  # Pillow scales 1/2/4-bit gray to 0..255, but not the key
+        key = tuple(v * (255 // ((1 << depth) - 1)) for v in key)
+    return key
+
+
+def _colour_key_alpha(pixels: np.ndarray, key: tuple[int, ...], top: int) -> np.ndarray:
+    """Alpha of ``(C, H, W)`` pixels: 0 where every channel equals the key, else opaque."""
+    dtype = np.uint16 if top > 255 else np.uint8
+    keyed = np.all(pixels == np.array(key).reshape(-1, 1, 1), axis=0)
+    return np.where(keyed, 0, top).astype(dtype)
 
 
 def _as_array(image: Image.Image) -> np.ndarray:
@@ -568,8 +687,10 @@ def _read_png16(path: Path) -> np.ndarray:
     """A 16-bit colour or gray+alpha PNG as ``(H, W, C)`` uint16, with pypng."""
     import png  # pypng: correct unfiltering of every PNG row filter, in pure Python
 
+    # read(), not asDirect(): asDirect() shifts the samples down to the sBIT
+    # depth, but sBIT is only a hint; the stored samples are the values (libpng).
     with open(path, "rb") as handle:
-        width, height, rows, info = png.Reader(file=handle).asDirect()
+        width, height, rows, info = png.Reader(file=handle).read()
         array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
     return array.reshape(height, width, info["planes"])
 
@@ -832,3 +953,40 @@ def save_array(values: np.ndarray | Rows, target: str | os.PathLike) -> None:
                 handle.write(np.ascontiguousarray(strip[channel], dtype=values.dtype).tobytes())
 
     _atomic_write(Path(target), write)
+
+
+def png_to_format(path: str | os.PathLike, fmt: str) -> tuple[bytes, list[str]]:
+    """A PNG that cnnfilters wrote, encoded as ``fmt`` (png, jpeg, tiff, webp), and notes.
+
+    Where the format cannot hold 16-bit samples (JPEG and WebP; colour TIFF
+    as Pillow writes it) they are scaled to 8 bits, correctly rounded:
+    ``floor(v * 255 / 65535 + 1/2)``, never clipped. JPEG drops alpha.
+    """
+    import io
+
+    data = Path(path).read_bytes()
+    if fmt == "png":
+        return data, []
+    image = load_image(path, ReadOptions(auto_orient=False))
+    notes = []
+    pixels, alpha = image.pixels, image.alpha
+    keep16 = fmt == "tiff" and image.channels == 1 and alpha is None
+    if image.bit_depth == 16 and not keep16:
+        scale = lambda v: ((2 * v.astype(np.uint32) + 257) // 514).astype(np.uint8)  # noqa: E731
+        pixels = scale(pixels)
+        alpha = None if alpha is None else scale(alpha)
+        notes.append(f"16-bit result scaled to 8 bits for {fmt.upper()} (v * 255 / 65535, rounded)")
+    if fmt == "jpeg" and alpha is not None:
+        alpha = None
+        notes.append("JPEG has no alpha: the alpha channel is left out")
+    planes = np.moveaxis(pixels, 0, -1)
+    if alpha is not None:
+        planes = np.concatenate([planes, alpha[..., np.newaxis]], axis=-1)
+    if planes.shape[-1] == 1:
+        planes = planes[..., 0]
+    picture = Image.fromarray(np.ascontiguousarray(planes))
+    if fmt == "webp" and picture.mode in ("L", "LA"):
+        picture = picture.convert("RGBA" if picture.mode == "LA" else "RGB")
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt.upper())
+    return buffer.getvalue(), notes

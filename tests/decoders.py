@@ -1,4 +1,4 @@
-"""Independent decoders for differential tests: the pixels a file holds, not as Pillow says.
+"""Independent decoders for differential tests, and files Pillow cannot write.
 
 PNG is decoded with pypng (pure Python, its own inflate and unfiltering) and
 JPEG with libjpeg-turbo through simplejpeg, in strict mode. Both return
@@ -10,6 +10,8 @@ options, or ``None`` for files they do not cover here.
 from __future__ import annotations
 
 import io
+import itertools
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +59,48 @@ def encoded(image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def tiff_bytes(array: np.ndarray, *, photometric: int = 1, sample_format: int = 1,
+               orientation: int | None = None, extra_pages=()) -> bytes:  # fmt: skip
+    """A little-endian TIFF written by hand: one uncompressed strip per page.
+
+    ``array`` is ``(H, W)`` or ``(H, W, C)`` of any numpy sample type; each
+    page of ``extra_pages`` is ``(array, photometric, sample_format,
+    orientation)``. Pillow cannot write most of these layouts itself.
+    """
+    pages = [(array, photometric, sample_format, orientation), *extra_pages]
+    out = bytearray(b"II*\0" + struct.pack("<I", 0))
+    ifds = []
+    for values, photo, fmt, turn in pages:
+        values = np.asarray(values)
+        data = values.astype(values.dtype.newbyteorder("<")).tobytes()
+        data_at = len(out)
+        out += data + b"\0" * (len(data) % 2)
+        height, width = values.shape[:2]
+        channels = 1 if values.ndim == 2 else values.shape[2]
+        bits = values.dtype.itemsize * 8
+        tags = [(256, 4, 1, width), (257, 4, 1, height)]
+        for tag, value in ((258, bits), (339, fmt)):
+            if channels == 1:
+                tags.append((tag, 3, 1, value))
+            else:
+                tags.append((tag, 3, channels, len(out)))
+                out += struct.pack(f"<{channels}H", *[value] * channels)
+        tags += [(259, 3, 1, 1), (262, 3, 1, photo), (273, 4, 1, data_at), (277, 3, 1, channels),
+                 (278, 4, 1, height), (279, 4, 1, len(data))]  # fmt: skip
+        if turn:
+            tags.append((274, 3, 1, turn))
+        ifds.append(len(out))
+        out += struct.pack("<H", len(tags))
+        for tag, kind, count, value in sorted(tags):
+            if kind == 3 and count == 1:
+                out += struct.pack("<HHIHH", tag, kind, count, value, 0)
+            else:
+                out += struct.pack("<HHII", tag, kind, count, value)
+        out += struct.pack("<I", 0)
+    struct.pack_into("<I", out, 4, ifds[0])
+    for here, following in itertools.pairwise(ifds):
+        count = struct.unpack_from("<H", out, here)[0]
+        struct.pack_into("<I", out, here + 2 + 12 * count, following)
+    return bytes(out)
