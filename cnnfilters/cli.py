@@ -1,30 +1,44 @@
-"""The ``cnnfilters`` command line: parses options, calls the library, renders.
+"""The ``cnnfilters`` command line: declares options, calls the library, renders.
 
-Each image command hands its inputs and options to
-:func:`cnnfilters.pipeline.process` and renders the :class:`RunReport` it gets
-back (a Rich table, or JSON). numpy, Pillow and the library are imported
-inside the commands, so that ``--help`` and ``--version`` start fast.
+Each image command makes its :class:`~cnnfilters.commands.Command` (which
+validates its options) and hands it, with the inputs and the
+:class:`~cnnfilters.run.Settings` the shared options describe, to
+:func:`cnnfilters.run.run`; :mod:`cnnfilters.render` draws what comes back.
+numpy, Pillow and the library are imported inside the commands, so that
+``--help`` and ``--version`` start fast: the choices and defaults come from
+:mod:`cnnfilters.defaults`, which imports nothing.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import functools
-import gc
 import inspect
+import math
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from . import render, startup
 from ._version import __version__
+from .defaults import (
+    ALPHA_POLICIES,
+    COMMUTE_INPUTS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_NAME,
+    EDGE_MODES,
+    GRADIENT_BASES,
+    OUTPUT_FORMATS,
+    PADDING_MODES,
+    PNG_COMPRESS_LEVEL,
+)
 from .errors import (
     EXIT_CHECK_FAILED,
     EXIT_INTERNAL,
@@ -36,8 +50,10 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .images import ReadOptions
+    from .commands import Command
+    from .inputs import Source
     from .report import RunReport
+    from .run import Settings
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all done and every check passed; 1 a check failed; 2 usage error; "
@@ -59,45 +75,18 @@ app = typer.Typer(
 )
 
 
-class Padding(str, Enum):
-    zeros = "zeros"
-    replicate = "replicate"
-    reflect = "reflect"
-    circular = "circular"
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A string enum of the library's own choices, for Typer to list and check."""
+    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
-class GradientOn(str, Enum):
-    gray = "gray"
-    rgb = "rgb"
-
-
-class Edge(str, Enum):
-    drop = "drop"
-    partial = "partial"
-
-
-class AlphaPolicy(str, Enum):
-    keep = "keep"
-    drop = "drop"
-    flatten = "flatten"
-
-
-class ExportFormat(str, Enum):
-    npz = "npz"
-    json = "json"
-
-
-class OutFormat(str, Enum):
-    png = "png"
-    jpeg = "jpeg"
-    tiff = "tiff"
-    webp = "webp"
-
-
-class CommuteOn(str, Enum):
-    gradient = "gradient"
-    centered = "centered"
-    raw = "raw"
+Padding = _choices("Padding", PADDING_MODES)
+GradientOn = _choices("GradientOn", GRADIENT_BASES)
+Edge = _choices("Edge", EDGE_MODES)
+AlphaPolicy = _choices("AlphaPolicy", ALPHA_POLICIES)
+OutFormat = _choices("OutFormat", OUTPUT_FORMATS)
+CommuteOn = _choices("CommuteOn", COMMUTE_INPUTS)
+ExportFormat = _choices("ExportFormat", ("npz", "json"))
 
 
 # Options shared by every image command.
@@ -205,19 +194,71 @@ class Terminated(BaseException):
     """SIGTERM, raised like Ctrl-C so that temporary files are removed on the way out."""
 
 
-def _write_stderr(line: str) -> None:
-    """One line on stderr that survives any file name (bytes that are not UTF-8 included)."""
-    data = (line.rstrip("\n") + "\n").encode("utf-8", "backslashreplace")
-    stream = getattr(sys.stderr, "buffer", None)
-    if stream is not None:
-        stream.write(data)
-        stream.flush()
-    else:
-        sys.stderr.write(data.decode("utf-8"))
+def _declared(annotation: Any) -> dict[str, Any]:
+    """A shared option's field metadata: the Typer annotation that declares it."""
+    return {"annotation": annotation}
 
 
-def _error(message: str) -> None:
-    _write_stderr(f"cnnfilters: error: {message}")
+@dataclass(frozen=True)
+class Shared:
+    """The options every image command shares, as given on the command line.
+
+    Declared once: :func:`_with_shared_options` adds each field to the
+    commands' signatures from the annotation in its metadata.
+    """
+
+    output: Path | None = field(default=None, metadata=_declared(OutputOpt))
+    out_dir: Path | None = field(default=None, metadata=_declared(OutDirOpt))
+    force: bool = field(default=False, metadata=_declared(ForceOpt))
+    raw: bool = field(default=False, metadata=_declared(RawOpt))
+    report: Path | None = field(default=None, metadata=_declared(ReportOpt))
+    html: Path | None = field(default=None, metadata=_declared(HtmlOpt))
+    json_: bool = field(default=False, metadata=_declared(JsonOpt))
+    quiet: bool = field(default=False, metadata=_declared(QuietOpt))
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=_declared(MaxPixelsOpt))
+    alpha: Enum = field(default=AlphaPolicy("keep"), metadata=_declared(AlphaOpt))
+    background: str = field(default="white", metadata=_declared(BackgroundOpt))
+    no_auto_orient: bool = field(default=False, metadata=_declared(NoOrientOpt))
+    all_frames: bool = field(default=False, metadata=_declared(AllFramesOpt))
+    allow_truncated: bool = field(default=False, metadata=_declared(TruncatedOpt))
+    compress_level: int = field(default=PNG_COMPRESS_LEVEL, metadata=_declared(CompressOpt))
+    recursive: bool = field(default=False, metadata=_declared(RecursiveOpt))
+    name: str = field(default=DEFAULT_NAME, metadata=_declared(NameOpt))
+    dry_run: bool = field(default=False, metadata=_declared(DryRunOpt))
+    skip_existing: bool = field(default=False, metadata=_declared(SkipExistingOpt))
+    jobs: int = field(default=0, metadata=_declared(JobsOpt))
+    fail_fast: bool = field(default=False, metadata=_declared(FailFastOpt))
+    jsonl: bool = field(default=False, metadata=_declared(JsonlOpt))
+    scheduler: str | None = field(default=None, metadata=_declared(SchedulerOpt))
+    out_format: Enum = field(default=OutFormat("png"), metadata=_declared(FormatOpt))
+
+    def settings(self, inputs: int, *, output: Path | None) -> Settings:
+        """The run's settings: where outputs go, how files are read, how work is shared."""
+        from .images import ReadOptions, parse_colour
+        from .outputs import Destination
+        from .run import Settings
+
+        try:
+            destination = Destination(output=output, out_dir=self.out_dir, template=self.name,
+                                      force=self.force, raw=self.raw,
+                                      compress_level=self.compress_level)  # fmt: skip
+        except CnnFiltersError as exc:
+            raise CnnFiltersError(f"--name/-o/--out-dir: {exc}") from None
+        read = ReadOptions(
+            max_pixels=self.max_pixels,
+            auto_orient=not self.no_auto_orient,
+            alpha=self.alpha.value,
+            background=parse_colour(self.background),
+            allow_truncated=self.allow_truncated,
+            all_frames=self.all_frames,
+        )
+        return Settings(destination=destination, read=read,
+                        jobs=self.jobs or os.cpu_count() or 1, skip_existing=self.skip_existing,
+                        fail_fast=self.fail_fast, scheduler=self.scheduler,
+                        maps=self.html is not None)  # fmt: skip
+
+
+SHARED = Shared()
 
 
 def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
@@ -228,108 +269,45 @@ def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
         try:
             return command(*args, **kwargs)
         except CnnFiltersError as exc:
-            _error(str(exc))
+            render.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             # Outputs are atomic: what was finished stays whole, nothing partial is left.
-            _error("interrupted")
+            render.error("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Terminated:
-            _error("terminated")
+            render.error("terminated")
             raise typer.Exit(EXIT_TERMINATED) from None
 
     return wrapper
 
 
-def _format_number(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0"
-    return f"{value:.{digits}g}"
+def _with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` every shared option; it receives them as ``shared``.
 
+    The options are added to the signature Typer reads, so each command
+    declares only its own.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "shared"]
+    fields = dataclasses.fields(Shared)
+    added = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                          annotation=f.metadata["annotation"])
+        for f in fields
+    ]  # fmt: skip
 
-def _render(report: RunReport, *, written: int) -> None:
-    """The diff report as a Rich table on stdout."""
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        values = {f.name: kwargs.pop(f.name) for f in fields if f.name in kwargs}
+        return command(*args, **kwargs, shared=Shared(**values))
 
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    table = Table(
-        title=f"cnnfilters {report.command}: engine vs independent references",
-        box=box.SIMPLE_HEAVY,
-        title_justify="left",
-    )
-    for column, justify in [
-        ("input", "left"), ("check", "left"), ("reference", "left"), ("max abs", "right"),
-        ("mean abs", "right"), ("RMSE", "right"), ("PSNR dB", "right"),
-        ("differing / total", "right"), ("tol", "right"), ("result", "left"),
-    ]:  # fmt: skip
-        table.add_column(column, justify=justify, overflow="fold")
-    for item in report.inputs:
-        name = escape(Path(item.input).name)
-        if item.error:
-            table.add_row(name, "[red]error[/]", escape(item.error), *[""] * 6, "[red]ERROR[/]")
-            continue
-        for check in item.checks:
-            label = escape(check.name)
-            if "monotonicity" in check.extra:
-                label += f" [dim]({check.extra['monotonicity']})[/]"
-            psnr = "identical" if check.identical else _format_number(check.psnr_db, 5)
-            verdict = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
-            if "commutes" in check.extra:
-                if check.extra["commutes"]:
-                    verdict += " commutes"
-                elif check.extra.get("windows_differing", 1):
-                    verdict += " [yellow]differs[/]"
-                else:
-                    verdict += " [yellow]overflowed[/]"
-            table.add_row(
-                name, label, escape(check.reference), _format_number(check.max_abs),
-                _format_number(check.mean_abs), _format_number(check.rmse), psnr,
-                f"{check.differing} / {check.total}",
-                _format_number(check.tolerance) if check.tolerance != float("inf") else "-",
-                verdict,
-            )  # fmt: skip
-            name = ""
-    console.print(table)
-    for item in report.inputs:
-        for notice in item.notices:
-            console.print(f"[dim]{escape(Path(item.input).name)}: {escape(notice)}[/]")
-        for check in item.checks:
-            example = check.extra.get("synthetic_counterexample")
-            if check.extra.get("min_identity_holds") is not None:
-                holds = "holds" if check.extra["min_identity_holds"] else "[red]FAILS[/]"
-                console.print(
-                    f"[dim]{escape(check.name)}: nonincreasing, so sigma(max) = min(sigma) on "
-                    f"every window: {holds}[/]"
-                )
-            if check.extra.get("counterexample"):
-                example = check.extra["counterexample"]
-                console.print(
-                    f"[dim]{escape(check.name)}: first differing window at channel "
-                    f"{example['channel']}, rows/cols from {example['top_left']}: "
-                    f"{escape(str(example['values']))} -> sigma(max) = "
-                    f"{example['act_of_max']:.6g}, max(sigma) = {example['max_of_act']:.6g}[/]"
-                )
-            elif example:  # no window of the image breaks it: one of our own does
-                console.print(
-                    f"[dim]{escape(check.name)}: no window of the image differs; a window that "
-                    f"does: {escape(str(example['values']))} -> sigma(max) = "
-                    f"{example['act_of_max']:.6g}, max(sigma) = {example['max_of_act']:.6g}[/]"
-                )
-            if check.extra.get("windows_overflowed"):
-                console.print(
-                    f"[dim]{escape(check.name)}: {check.extra['windows_overflowed']} window(s) "
-                    "overflowed to infinity: neither equal nor a counterexample[/]"
-                )
-    failed = sum(1 for item in report.inputs if not item.passed)
-    console.print(
-        f"{len(report.inputs)} input(s), {len(report.inputs) - failed} passed, "
-        f"{failed} failed or errored; {written} file(s) written"
-    )
+    wrapper.__signature__ = signature.replace(parameters=own + added)
+    hints = {p.name: p.annotation for p in own}
+    hints.update({f.name: f.metadata["annotation"] for f in fields})
+    wrapper.__annotations__ = {**hints, "return": None}
+    del wrapper.__wrapped__  # Typer must read the new signature, not the command's
+    return wrapper
 
 
 def _finish(
@@ -344,174 +322,38 @@ def _finish(
 
     Returns the exit code: the worst of the inputs'.
     """
-    from .images import _atomic_write
+    from .outputs import atomic_write
 
     for item in report.inputs:
         if item.error and not errors_shown:
-            _error(item.error)
+            render.error(item.error)
     text = report.to_json()
     if report_path is not None:
         try:
-            _atomic_write(report_path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
+            atomic_write(report_path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
         except CnnFiltersError as exc:
-            _error(str(exc))
+            render.error(str(exc))
             return EXIT_IO
     if as_json:
         sys.stdout.write(text + "\n")
     elif not quiet:
-        _render(report, written=sum(len(item.outputs) for item in report.inputs))
+        render.render_table(report, written=sum(len(item.outputs) for item in report.inputs))
     return report.exit_code
 
 
-# The options every image command shares: (name, annotation, default). They
-# reach the command as one Shared object (see _with_shared_options).
-_SHARED_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("output", OutputOpt, None),
-    ("out_dir", OutDirOpt, None),
-    ("force", ForceOpt, False),
-    ("raw", RawOpt, False),
-    ("report", ReportOpt, None),
-    ("html", HtmlOpt, None),
-    ("json_", JsonOpt, False),
-    ("quiet", QuietOpt, False),
-    ("max_pixels", MaxPixelsOpt, 100_000_000),
-    ("alpha", AlphaOpt, AlphaPolicy.keep),
-    ("background", BackgroundOpt, "white"),
-    ("no_auto_orient", NoOrientOpt, False),
-    ("all_frames", AllFramesOpt, False),
-    ("allow_truncated", TruncatedOpt, False),
-    ("compress_level", CompressOpt, 1),
-    ("recursive", RecursiveOpt, False),
-    ("name", NameOpt, "{stem}.{output}.png"),
-    ("dry_run", DryRunOpt, False),
-    ("skip_existing", SkipExistingOpt, False),
-    ("jobs", JobsOpt, 0),
-    ("fail_fast", FailFastOpt, False),
-    ("jsonl", JsonlOpt, False),
-    ("scheduler", SchedulerOpt, None),
-    ("out_format", FormatOpt, OutFormat.png),
-]
-
-
-@dataclass(frozen=True)
-class Shared:
-    """The shared options of an image command, as given on the command line."""
-
-    output: Path | None = None
-    out_dir: Path | None = None
-    force: bool = False
-    raw: bool = False
-    report: Path | None = None
-    html: Path | None = None
-    json_: bool = False
-    quiet: bool = False
-    max_pixels: int = 100_000_000
-    alpha: AlphaPolicy = AlphaPolicy.keep
-    background: str = "white"
-    no_auto_orient: bool = False
-    all_frames: bool = False
-    allow_truncated: bool = False
-    compress_level: int = 1
-    recursive: bool = False
-    name: str = "{stem}.{output}.png"
-    dry_run: bool = False
-    skip_existing: bool = False
-    jobs: int = 0
-    fail_fast: bool = False
-    jsonl: bool = False
-    scheduler: str | None = None
-    out_format: OutFormat = OutFormat.png
-
-    def read_options(self) -> ReadOptions:
-        from .images import ReadOptions, parse_colour
-
-        return ReadOptions(
-            max_pixels=self.max_pixels,
-            auto_orient=not self.no_auto_orient,
-            alpha=self.alpha.value,
-            background=parse_colour(self.background),
-            allow_truncated=self.allow_truncated,
-            all_frames=self.all_frames,
-        )
-
-
-SHARED = Shared()
-
-
-def _with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` every shared option; it receives them as ``shared``.
-
-    The options are added to the signature Typer reads, so each command
-    declares only its own.
-    """
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "shared"]
-    added = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                          annotation=annotation)
-        for name, annotation, default in _SHARED_OPTIONS
-    ]  # fmt: skip
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        values = {name: kwargs.pop(name) for name, _, _ in _SHARED_OPTIONS if name in kwargs}
-        return command(*args, **kwargs, shared=Shared(**values))
-
-    wrapper.__signature__ = signature.replace(parameters=own + added)
-    hints = {p.name: p.annotation for p in own}
-    hints.update({name: annotation for name, annotation, _ in _SHARED_OPTIONS})
-    wrapper.__annotations__ = {**hints, "return": None}
-    del wrapper.__wrapped__  # Typer must read the new signature, not the command's
-    return wrapper
-
-
-def _run_image_command(command: str, inputs: list[Path], options: dict, shared: Shared) -> None:
+def _run_image_command(command: Command, inputs: list[Path], shared: Shared) -> None:
     """Run an image command over its inputs with the shared options, then exit."""
     import tempfile
 
-    batch = {"recursive": shared.recursive, "template": shared.name, "dry_run": shared.dry_run,
-             "skip_existing": shared.skip_existing, "jobs": shared.jobs,
-             "fail_fast": shared.fail_fast, "jsonl": shared.jsonl, "scheduler": shared.scheduler,
-             "format": shared.out_format.value}  # fmt: skip
     # Standard input and output go through a scratch folder, removed however we leave.
     with tempfile.TemporaryDirectory(prefix="cnnfilters-") as scratch:
-        _run_batch_command(
-            command, inputs, options, output=shared.output, out_dir=shared.out_dir,
-            force=shared.force, raw=shared.raw, report_path=shared.report,
-            as_json=shared.json_, quiet=shared.quiet, read=shared.read_options(),
-            compress_level=shared.compress_level, html_path=shared.html, batch=batch,
-            scratch=Path(scratch),
-        )  # fmt: skip
+        code = _run_image_inputs(command, inputs, shared, Path(scratch))
+    raise typer.Exit(code)
 
 
-def _run_batch_command(
-    command: str,
-    inputs: list[Path],
-    options: dict,
-    *,
-    output: Path | None,
-    out_dir: Path | None,
-    force: bool,
-    raw: bool,
-    report_path: Path | None,
-    as_json: bool,
-    quiet: bool,
-    read: ReadOptions,
-    compress_level: int,
-    html_path: Path | None,
-    batch: dict,
-    scratch: Path,
-) -> None:
-    from .batch import BatchOptions, expand_inputs, plan, run_batch, stdin_source
+def _sources(inputs: list[Path], shared: Shared, scratch: Path) -> list[Source]:
+    from .inputs import expand_inputs, stdin_source
 
-    to_stdout = output is not None and os.fsdecode(output) == "-"
-    if to_stdout:
-        from .pipeline import COMMANDS
-
-        if len(COMMANDS[command].names(options)) != 1:
-            raise CnnFiltersError(f"-o - writes one image; {command} writes several (use -o STEM)")
-        if as_json or batch.get("jsonl") or raw:
-            raise CnnFiltersError("-o - puts the image on standard output: no --json/--jsonl/--raw")
     sources = []
     for spec in inputs:
         if os.fsdecode(spec) == "-":
@@ -519,122 +361,77 @@ def _run_batch_command(
                 raise CnnFiltersError("-: no image on standard input (pipe one in)")
             sources.append(stdin_source(sys.stdin.buffer.read(), scratch))
         else:
-            sources.extend(expand_inputs([spec], recursive=batch.get("recursive", False)))
-    asked_quiet = quiet
-    if to_stdout:
-        output = scratch / "stdout.png"
-        quiet = True
+            sources.extend(expand_inputs([spec], recursive=shared.recursive))
     if not sources:
         raise CnnFiltersError("no input files (the folders given hold no images)")
-    if output is not None and len(sources) > 1:
+    return sources
+
+
+def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scratch: Path) -> int:
+    from .run import plan, run
+
+    to_stdout = shared.output is not None and os.fsdecode(shared.output) == "-"
+    if to_stdout and len(command.outputs()) != 1:
+        raise CnnFiltersError(f"-o - writes one image; {command.name} writes several (use -o STEM)")
+    if to_stdout and (shared.json_ or shared.jsonl or shared.raw):
+        raise CnnFiltersError("-o - puts the image on standard output: no --json/--jsonl/--raw")
+    sources = _sources(inputs, shared, scratch)
+    if shared.output is not None and len(sources) > 1:
         raise CnnFiltersError(f"-o/--output takes one input, got {len(sources)}; use --out-dir")
-    if output is not None and out_dir is not None:
+    if shared.output is not None and shared.out_dir is not None:
         raise CnnFiltersError("use either -o/--output or --out-dir, not both")
-    jobs = batch.get("jobs", 0) or os.cpu_count() or 1
-    settings = BatchOptions(
-        output=output, out_dir=out_dir, template=batch.get("template", "{stem}.{output}.png"),
-        force=force, raw=raw, skip_existing=batch.get("skip_existing", False), read=read,
-        compress_level=compress_level, jobs=min(jobs, len(sources)),
-        fail_fast=batch.get("fail_fast", False), scheduler=batch.get("scheduler"),
-        maps=html_path is not None,
-    )  # fmt: skip
-    if batch.get("dry_run"):
-        for source, targets in plan(command, sources, options, settings).items():
+    output = scratch / "stdout.png" if to_stdout else shared.output
+    settings = shared.settings(len(sources), output=output)
+    if shared.dry_run:
+        for source, targets in plan(command, sources, settings).items():
             for target in targets:
                 sys.stdout.write(f"{os.fsdecode(source)} -> {os.fsdecode(target)}\n")
-        raise typer.Exit(EXIT_OK)
-    if out_dir is not None:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CnnFiltersError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
-    _tune_malloc()
-    jsonl = batch.get("jsonl", False)
-    progress = _Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
+        return EXIT_OK
+    quiet = shared.quiet or to_stdout
+    startup.tune_malloc()
+    progress = render.Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
 
     def on_input(item) -> None:
         if item.error:
-            _error(item.error)
+            render.error(item.error)
         elif item.info.get("damaged") and not quiet:
-            _write_stderr(f"cnnfilters: notice: {item.input}: damaged data read anyway, "
-                          f"missing pixels were filled ({item.info['damaged']})")  # fmt: skip
-        if jsonl:
+            render.notice(f"{item.input}: damaged data read anyway, missing pixels were "
+                          f"filled ({item.info['damaged']})")  # fmt: skip
+        if shared.jsonl:
             from .report import to_json
 
             sys.stdout.write(to_json(item.to_dict()) + "\n")
             sys.stdout.flush()
 
     with progress:
-        report, summary = run_batch(command, sources, options, settings, on_input=on_input,
-                                    on_progress=progress.update)  # fmt: skip
-    code = _finish(report, report_path=report_path, as_json=as_json,
-                   quiet=quiet or jsonl, errors_shown=True)  # fmt: skip
+        report, summary = run(command, sources, settings, on_input=on_input,
+                              on_progress=progress.update)  # fmt: skip
+    code = _finish(report, report_path=shared.report, as_json=shared.json_,
+                   quiet=quiet or shared.jsonl, errors_shown=True)  # fmt: skip
     if len(sources) > 1 and not quiet and sys.stderr.isatty():
-        _write_stderr(f"cnnfilters: {summary.line()}")
-    if html_path is not None:
-        from .kernels import kernels_for
-
-        code = max(code, _write_html(html_path, [(report, kernels_for(command, options))],
-                                     title=f"cnnfilters {command}"))  # fmt: skip
+        render.write_stderr(f"cnnfilters: {summary.line()}")
+    if shared.html is not None:
+        code = max(code, _write_html(shared.html, [(report, command.kernels())],
+                                     title=f"cnnfilters {command.name}"))  # fmt: skip
     if summary.interrupted:
-        _error(f"interrupted; {summary.not_done} input(s) not done")
+        render.error(f"interrupted; {summary.not_done} input(s) not done")
         code = EXIT_INTERRUPTED
     if to_stdout and output.exists():
-        _image_to_stdout(output, batch.get("format", "png"), quiet=asked_quiet)
-    raise typer.Exit(code)
+        _image_to_stdout(output, shared.out_format.value, quiet=shared.quiet)
+    return code
 
 
 def _image_to_stdout(path: Path, fmt: str, *, quiet: bool) -> None:
     """The finished image on standard output, converted when another format is asked for."""
-    from .images import png_to_format
+    from .outputs import png_to_format
 
     data, notes = png_to_format(path, fmt)
     if not quiet:
         for note in notes:
-            _write_stderr(f"cnnfilters: notice: {note}")
+            render.notice(note)
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
-
-
-class _Progress:
-    """A Rich progress bar on stderr, only when it is a terminal."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled and total > 1
-        self._bar = None
-        self._task = None
-        self._started = time.perf_counter()
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("cnnfilters"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=True,
-            )  # fmt: skip
-            self._bar.__enter__()
-            self._task = self._bar.add_task("files", total=self.total, rate="")
-        return self
-
-    def update(self, done: int, total: int) -> None:
-        if self._bar is not None:
-            elapsed = max(time.perf_counter() - self._started, 1e-9)
-            self._bar.update(self._task, completed=done, rate=f"{done / elapsed:.1f} files/s")
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
 
 
 def _command_line() -> str:
@@ -651,7 +448,7 @@ def _write_html(path: Path, runs: list, *, title: str) -> int:
     try:
         write_page(path, runs, title=title, command_line=_command_line())
     except CnnFiltersError as exc:
-        _error(str(exc))
+        render.error(str(exc))
         return exc.exit_code
     return EXIT_OK
 
@@ -671,10 +468,9 @@ def grayscale(
     Checked against the luma formula in float64 and, for bt601 on 8-bit
     input, Pillow's convert("L") (within 1 level).
     """
-    from .kernels import parse_grayscale_weights
+    from .commands import GrayscaleOptions
 
-    parse_grayscale_weights(weights)
-    _run_image_command("grayscale", inputs, {"weights": weights}, shared)
+    _run_image_command(GrayscaleOptions(weights=weights), inputs, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -696,7 +492,9 @@ def gradient(
     {stem}.gradient.png (the magnitude). Checked against slicing differences:
     they must agree exactly.
     """
-    _run_image_command("gradient", inputs, {"padding": padding.value, "on": on.value}, shared)
+    from .commands import GradientOptions
+
+    _run_image_command(GradientOptions(padding=padding.value, on=on.value), inputs, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -720,7 +518,9 @@ def avgpool(
     Checked against reshape-mean (float) and Pillow's Image.reduce(k)
     (within 1 level).
     """
-    _run_image_command("avgpool", inputs, {"kernel_size": kernel_size, "edge": edge.value}, shared)
+    from .commands import AvgpoolOptions
+
+    _run_image_command(AvgpoolOptions(kernel_size=kernel_size, edge=edge.value), inputs, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -758,15 +558,14 @@ def commute(
     {stem}.{act}.act-of-pool.png, {stem}.{act}.pool-of-act.png and
     {stem}.{act}.diff.png (0 at mid-gray 128).
     """
-    from .activations import ACTIVATIONS, get_activation
+    from .activations import ACTIVATIONS
+    from .commands import CommuteOptions
 
     names = activation or ["all"]
-    if "all" in names:
-        chosen = list(ACTIVATIONS)
-    else:
-        chosen = list(dict.fromkeys(get_activation(n).name for n in names))
-    options = {"activations": chosen, "kernel_size": kernel_size, "stride": stride, "on": on.value}
-    _run_image_command("commute", inputs, options, shared)
+    chosen = tuple(ACTIVATIONS) if "all" in names else tuple(names)
+    command = CommuteOptions(activations=chosen, kernel_size=kernel_size, stride=stride,
+                             on=on.value)  # fmt: skip
+    _run_image_command(command, inputs, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -822,10 +621,16 @@ def convolve(
     else:
         padding_value = "same"
         same_padding(weights.shape)  # a usage error (exit 2) before any input is read
-    options = {"kernel": weights, "stride": stride, "padding": padding_value,
-               "padding_mode": padding_mode.value, "bias": bias, "on": on.value,
-               "normalize": normalize}  # fmt: skip
-    _run_image_command("convolve", inputs, options, shared)
+    from .commands import ConvolveOptions
+
+    if not math.isfinite(bias):
+        raise CnnFiltersError(f"--bias must be a finite number, got {bias!r}")
+    if normalize and abs(float(weights.sum())) < 1e-12:
+        raise CnnFiltersError("--normalize: the kernel's weights sum to 0")
+    command = ConvolveOptions(kernel=weights, stride=stride, padding=padding_value,
+                              padding_mode=padding_mode.value, bias=bias, on=on.value,
+                              normalize=normalize)  # fmt: skip
+    _run_image_command(command, inputs, shared)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -867,10 +672,10 @@ def backprop(
         ) from None
     image = None
     if from_image is not None:
+        from .commands import gray_levels
         from .images import load_image
-        from .pipeline import _gray_levels
 
-        image = _gray_levels(load_image(from_image))[0]
+        image = gray_levels(load_image(from_image))[0]
     outcome = check_backprop(sizes, activation, seed=seed, points=points, image=image)
     label = f"MLP {','.join(map(str, sizes))} {outcome.info['activation']}"
     item = InputReport(label, checks=outcome.checks, info=outcome.info)
@@ -919,7 +724,7 @@ def kernels(
     chosen = [available[name]] if name else list(available.values())
     if export is not None:
         from .errors import OutputError
-        from .images import _atomic_write
+        from .outputs import atomic_write
 
         fmt = (
             export_format.value
@@ -929,38 +734,13 @@ def kernels(
         if export.exists() and not force:
             raise OutputError(f"{export}: exists (use --force to overwrite)")
         data = export_constructions(chosen, fmt)
-        _atomic_write(export, lambda fh: fh.write(data))
+        atomic_write(export, lambda fh: fh.write(data))
         sys.stdout.write(f"wrote {len(chosen)} constructions to {export} ({fmt})\n")
         return
     if json_:
         sys.stdout.write(json.dumps([c.to_dict() for c in chosen], indent=2) + "\n")
         return
-    from rich.columns import Columns
-    from rich.console import Console
-    from rich.panel import Panel
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    for construction in chosen:
-        weight = construction.weight
-        console.print(
-            f"[bold]{construction.name}[/]: {construction.description}\n"
-            f"  weight {tuple(weight.shape)} (C_out, C_in/groups, kh, kw), "
-            f"stride {construction.stride}, padding {construction.padding}, "
-            f"groups {construction.groups}"
-        )
-        panels = []
-        for o in range(weight.shape[0]):
-            for c in range(weight.shape[1]):
-                grid = Table.grid(padding=(0, 1))
-                for _ in range(weight.shape[3]):
-                    grid.add_column(justify="right")
-                for row in weight[o, c]:
-                    grid.add_row(*(f"{v:.6g}" for v in row))
-                panels.append(Panel(grid, title=f"w[{o}, {c}]", expand=False))
-        console.print(Columns(panels))
-        for note in construction.notes:
-            console.print(f"  [dim]{note}[/]")
+    render.render_kernels(chosen)
 
 
 @app.command()
@@ -985,34 +765,11 @@ def demo(
 
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     elif not quiet:
-        _render_demo(summary)
+        render.render_demo(summary)
     for command in summary["commands"]:
         for message in command["errors"]:
-            _error(message)
+            render.error(message)
     raise typer.Exit(summary["exit_code"])
-
-
-def _render_demo(summary: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    table = Table(title="cnnfilters demo: every construction on the bundled samples",
-                  title_justify="left")  # fmt: skip
-    for column in ("command", "options", "inputs", "checks passed", "largest difference"):
-        table.add_column(column)
-    for command in summary["commands"]:
-        table.add_row(
-            command["command"],
-            escape(command["options"]),
-            str(command["inputs"]),
-            f"{command['checks_passed']} / {command['checks']}",
-            escape(command["largest_difference"]),
-        )
-    console.print(table)
-    console.print(f"Outputs and JSON reports are in {escape(summary['out_dir'])}; "
-                  f"the visual report is {escape(summary['html'])}")  # fmt: skip
 
 
 def _root_callback(
@@ -1041,61 +798,25 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def _tune_malloc() -> None:
-    """Let glibc reuse freed blocks of strip size instead of mapping fresh pages.
-
-    Every strip-sized temporary (1-8 MB) would otherwise be a new mmap whose
-    pages fault in on first touch: that cost about 10 % of a short run.
-    Memory is still returned to the system above 64 MB of free space.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    libc.mallopt(m_mmap_threshold, 32 << 20)
-    libc.mallopt(m_trim_threshold, 64 << 20)
-    libc.mallopt(m_top_pad, 16 << 20)
-
-
 _ARGV: list[str] | None = None  # the arguments main() ran with, for the HTML report
-
-
-def _app_for(args: list[str]) -> typer.Typer:
-    """The app with only the command that ``args`` names, when they start with one.
-
-    Typer reads every command's signature to build its Click group (about
-    25 ms); a run uses one command, so the others are left out. Anything else
-    (no command, a top-level option, a misspelt name) gets the whole app.
-    """
-    name = args[0] if args else ""
-    chosen = [c for c in app.registered_commands
-              if (c.name or c.callback.__name__.replace("_", "-")) == name]  # fmt: skip
-    if len(chosen) != 1:
-        return app
-    lean = copy.copy(app)
-    lean.registered_commands = chosen
-    return lean
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; usage errors and library errors are one line on stderr."""
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
-    command = typer.main.get_command(_app_for(sys.argv[1:] if argv is None else argv))
+    command = typer.main.get_command(startup.lean_app(app, sys.argv[1:] if argv is None else argv))
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = command.main(args=argv, prog_name="cnnfilters", standalone_mode=False)
     except CnnFiltersError as exc:
-        _error(str(exc))
+        render.error(str(exc))
         code = exc.exit_code
     except KeyboardInterrupt:
-        _error("interrupted")
+        render.error("interrupted")
         code = EXIT_INTERRUPTED
     except Terminated:
-        _error("terminated")
+        render.error("terminated")
         code = EXIT_TERMINATED
     except BrokenPipeError:
         # A reader such as `head` closed the pipe: not an error of ours.
@@ -1105,16 +826,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # Click's exceptions (a usage error, an abort), whichever copy of click Typer uses.
         if type(exc).__name__ == "Abort":
-            _error("interrupted")
+            render.error("interrupted")
             code = EXIT_INTERRUPTED
         elif hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             if exc.format_message():  # empty when the help was shown for a bare command
-                _error(_usage_line(exc))
+                render.error(_usage_line(exc))
             code = exc.exit_code
         elif os.environ.get("CNNFILTERS_DEBUG"):
             raise
         else:
-            _error(
+            render.error(
                 f"internal error: {type(exc).__name__}: {exc} "
                 "(this is a bug; set CNNFILTERS_DEBUG=1 to see the traceback)"
             )
@@ -1123,11 +844,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     code = EXIT_OK if code is None else int(code)
     if argv is None:
-        # The process ends here: spare the interpreter's closing garbage
-        # collections over every imported module (about 40 ms of a 0.2 s
-        # run). Outputs are closed by now; standard streams are still flushed.
-        gc.freeze()
-        sys.exit(code)
+        startup.exit_now(code)
     return code
 
 

@@ -9,14 +9,20 @@ from typing import Any
 
 from PIL import Image
 
-from .activations import ACTIVATIONS
 from .backprop import check_backprop
+from .commands import (
+    AvgpoolOptions,
+    Command,
+    CommuteOptions,
+    GradientOptions,
+    GrayscaleOptions,
+)
 from .errors import EXIT_OK
 from .html import write_page
-from .images import _atomic_write
-from .kernels import kernels_for
-from .pipeline import process
-from .report import InputReport, RunReport, difference_maps
+from .inputs import Source
+from .outputs import Destination, atomic_write
+from .report import InputReport, RunReport
+from .run import Settings, run
 
 __all__ = ["run_demo", "sample_paths"]
 
@@ -43,27 +49,28 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
     samples = sample_paths()
     colour = [p for p in samples if _is_colour(p)]
     photos_and_chart = [p for p in samples if p.stem in ("chart", "clock_motion")]
-    plan = [
-        ("grayscale", colour, {"weights": "bt601"}),
-        ("gradient", samples, {"padding": "zeros", "on": "gray"}),
-        ("avgpool", samples, {"kernel_size": 4, "edge": "drop"}),
-        ("avgpool", colour, {"kernel_size": 3, "edge": "partial"}),
-        ("commute", photos_and_chart,
-         {"activations": list(ACTIVATIONS), "kernel_size": 2, "stride": None, "on": "gradient"}),
-    ]  # fmt: skip
+    plan: list[tuple[Command, list[Path]]] = [
+        (GrayscaleOptions(weights="bt601"), colour),
+        (GradientOptions(padding="zeros", on="gray"), samples),
+        (AvgpoolOptions(kernel_size=4, edge="drop"), samples),
+        (AvgpoolOptions(kernel_size=3, edge="partial"), colour),
+        (CommuteOptions(kernel_size=2, stride=None, on="gradient"), photos_and_chart),
+    ]
     out_dir.mkdir(parents=True, exist_ok=True)
     commands = []
     runs = []
     worst = EXIT_OK
-    for command, inputs, options in plan:
-        label = command if command != "avgpool" else f"avgpool-k{options['kernel_size']}"
-        folder = out_dir / label
-        with difference_maps():  # for the visual report
-            report = process(command, inputs, options, out_dir=folder, force=True)
-        runs.append((report, kernels_for(command, options)))
+    for command, inputs in plan:
+        options = command.options()
+        label = command.name if command.name != "avgpool" else f"avgpool-k{options['kernel_size']}"
+        # The demo's own earlier outputs are replaced; the visual report needs the maps.
+        settings = Settings(destination=Destination(out_dir=out_dir / label, force=True),
+                            maps=True)  # fmt: skip
+        report, _ = run(command, [Source(path) for path in inputs], settings)
+        runs.append((report, command.kernels()))
         report_path = out_dir / f"{label}.json"
         text = report.to_json() + "\n"
-        _atomic_write(report_path, lambda fh, text=text: fh.write(text.encode("utf-8")))
+        atomic_write(report_path, lambda fh, text=text: fh.write(text.encode("utf-8")))
         checks = [c for item in report.inputs for c in item.checks]
         finite = [c for c in checks if c.tolerance != float("inf")]
         largest = max(finite, key=lambda c: c.max_abs, default=None)
@@ -73,7 +80,7 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
         worst = max(worst, report.exit_code)
         commands.append(
             {
-                "command": command,
+                "command": command.name,
                 "options": ", ".join(f"{k}={v}" for k, v in options.items() if k != "activations"),
                 "inputs": len(inputs),
                 "checks": len(checks),

@@ -29,13 +29,13 @@ from typing import Literal
 
 import numpy as np
 
+from .defaults import PADDING_MODES
 from .errors import CnnFiltersError
 from .kernels import avg_pool_weight
 
 __all__ = ["PADDING_MODES", "avg_pool2d", "conv2d", "max_pool2d", "pad2d"]
 
 PaddingMode = Literal["zeros", "replicate", "reflect", "circular"]
-PADDING_MODES: tuple[str, ...] = ("zeros", "replicate", "reflect", "circular")
 
 # numpy's name for each torch padding mode.
 _NUMPY_PAD_MODE = {

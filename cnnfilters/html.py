@@ -360,7 +360,7 @@ def write_page(
     command_line: str,
 ) -> None:
     """Render and write the page atomically."""
-    from .images import _atomic_write
+    from .outputs import atomic_write
 
     text = render_page(runs, title=title, command_line=command_line)
-    _atomic_write(Path(target), lambda handle: handle.write(text.encode("utf-8")))
+    atomic_write(Path(target), lambda handle: handle.write(text.encode("utf-8")))

@@ -1,10 +1,10 @@
-"""Image files in and out: modes, bit depth, alpha, orientation, atomic writes.
+"""Reading image files, and results as output levels: modes, bit depth, alpha, orientation.
 
-Reading turns a file into a float array ``(C, H, W)`` on its file scale
-(0..255 or 0..65535) and says what it did in ``notices``; nothing is clipped
-or dropped silently. Writing is atomic: a temporary file in the target's
-folder, flushed and fsynced, then renamed over the target, so a target is
-either untouched or whole.
+Reading turns a file into an array ``(C, H, W)`` on its file scale (0..255
+or 0..65535) and says what it did in ``notices``; nothing is clipped or
+dropped silently, and damaged data is refused (:mod:`cnnfilters.integrity`).
+:meth:`LoadedImage.levels`, :func:`quantize` and the map functions turn
+float results into the levels that :mod:`cnnfilters.outputs` writes.
 
 Modes, and what they become:
 
@@ -24,29 +24,24 @@ Modes, and what they become:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import stat
 import struct
-import tempfile
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from PIL import Image, ImageFile
 
 from . import _libtiff, integrity, rounding
-from .errors import CnnFiltersError, InputError, OutputError
+from .defaults import ALPHA_POLICIES, DEFAULT_MAX_PIXELS, FORMATS
+from .errors import CnnFiltersError, InputError
 
 __all__ = [
-    "ALPHA_POLICIES",
-    "DEFAULT_MAX_PIXELS",
-    "FORMATS",
+    "Levels",
     "LoadedImage",
     "ReadOptions",
     "Rows",
@@ -54,21 +49,12 @@ __all__ = [
     "load_image",
     "mosaic",
     "parse_colour",
-    "png_to_format",
     "quantize",
-    "save_array",
-    "save_image",
     "signed_to_image",
     "unsigned_to_image",
 ]
 
-# Formats read; anything else (PSD, ICO, PCX, ...) is refused by name.
-FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "WEBP")
-DEFAULT_MAX_PIXELS = 100_000_000
-ALPHA_POLICIES = ("keep", "drop", "flatten")
 
-# Fast PNG (see PngWriter): level 1 with zlib's RLE strategy.
-PNG_COMPRESS_LEVEL = 1
 # Decoded 8-bit images up to this size keep Pillow's copy beside ours (for the
 # Pillow references); larger ones are copied out in strips and let go.
 _KEEP_DECODED_BYTES = 64 << 20
@@ -76,16 +62,6 @@ _EXIF_ORIENTATION = 0x0112
 # Float images with larger magnitudes are computed in float64: float32 holds
 # up to 3.4e38, so a square of 1.9e19 or a sum of a few 1e38 overflows.
 _FLOAT32_SAFE = 1e18
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once, at import (single-threaded): os.umask can only be read by setting it.
-_UMASK = _current_umask()
 
 
 @dataclass(frozen=True)
@@ -98,6 +74,20 @@ class ReadOptions:
     background: tuple[int, int, int] = (255, 255, 255)
     allow_truncated: bool = False
     all_frames: bool = False
+
+    def __post_init__(self) -> None:
+        if self.alpha not in ALPHA_POLICIES:
+            raise CnnFiltersError(
+                f"alpha policy must be one of {', '.join(ALPHA_POLICIES)}; got {self.alpha!r}"
+            )
+        if (
+            isinstance(self.max_pixels, bool)
+            or not isinstance(self.max_pixels, int)
+            or (self.max_pixels < 1)
+        ):
+            raise CnnFiltersError(
+                f"the pixel limit must be a positive int, got {self.max_pixels!r}"
+            )
 
 
 @dataclass
@@ -172,35 +162,54 @@ class LoadedImage:
             return None
         return self.icc_profile[16:20].decode("ascii", "replace").strip()
 
-    def levels(
-        self, values: np.ndarray, exact: rounding.Exact | None = None
-    ) -> tuple[np.ndarray, str | None]:
-        """Pixels to write for a result on the input's scale, and a note on scaling.
+    def levels(self, values: np.ndarray, exact: rounding.Exact | None = None) -> Levels:
+        """Pixels to write for a result on the input's scale (see :class:`Levels`).
 
-        8/16-bit inputs: round half up and clip to the same depth (the note
-        counts clipped values); with ``exact``, the values whose float
-        rounding is in doubt are rounded from their exact value, so every
-        pixel is the correctly rounded result. 32-bit int and float inputs: a
-        linear map of the result's range onto 0..65535, stated in the note.
+        8/16-bit inputs: round half up and clip to the same depth; with
+        ``exact``, the values whose float rounding is in doubt are rounded
+        from their exact value, so every pixel is the correctly rounded
+        result. 32-bit int and float inputs: a linear map of the result's
+        range onto 0..65535, stated in the mapping.
         """
         if self.kind in ("uint8", "uint16"):
             top = self.max_value
             outside = int(np.count_nonzero((values < -0.5) | (values >= top + 0.5)))
-            note = f"{outside} values outside 0..{top} were clipped" if outside else None
             pixels = quantize(values, self.bit_depth)
             if exact is not None:
                 rounding.correct_ties(pixels, values, exact, top)
-            return pixels, note
+            return Levels(pixels, clipped=outside, top=top)
         finite = np.isfinite(values)
         low = float(np.min(values, initial=0.0, where=finite))
         high = float(np.max(values, initial=0.0, where=finite))
         span = high - low if high > low else 1.0
         scaled = (np.asarray(values, dtype=np.float64) - low) * (65535 / span)
-        note = f"{self.kind} data written as 16-bit: value = {low:.9g} + pixel * {span / 65535:.9g}"
+        mapping = (f"{self.kind} data written as 16-bit: "
+                   f"value = {low:.9g} + pixel * {span / 65535:.9g}")  # fmt: skip
         infinite = values.size - int(np.count_nonzero(finite))
         if infinite:
-            note += f"; {infinite} values are not finite (drawn at the ends of the scale)"
-        return quantize(scaled, 16), note
+            mapping += f"; {infinite} values are not finite (drawn at the ends of the scale)"
+        return Levels(quantize(scaled, 16), mapping=mapping)
+
+
+@dataclass(frozen=True)
+class Levels:
+    """A result as output levels: the pixels, and what writing them did to the values.
+
+    ``clipped`` counts values outside ``0..top`` (8/16-bit inputs);
+    ``mapping`` states the linear map of 32-bit int and float results.
+    """
+
+    pixels: np.ndarray
+    clipped: int = 0
+    top: int = 0
+    mapping: str | None = None
+
+    def notes(self) -> list[str]:
+        """The report's notices for these levels."""
+        notes = [self.mapping] if self.mapping else []
+        if self.clipped:
+            notes.append(f"{self.clipped} values outside 0..{self.top} were clipped")
+        return notes
 
 
 _NAMED_COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128),
@@ -794,13 +803,6 @@ def mosaic(values: np.ndarray, gap: int = 0) -> np.ndarray:
     return np.concatenate(tiles, axis=1)[np.newaxis]
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-_PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # gray, gray+alpha, RGB, RGBA
-
-
 @dataclass(frozen=True)
 class Rows:
     """An image too large to hold: its shape, and strips of rows made on demand.
@@ -811,182 +813,3 @@ class Rows:
     shape: tuple[int, int, int]
     dtype: type
     strips: Callable[[], Iterator[np.ndarray]]
-
-
-class PngWriter:
-    """Write a PNG from strips of rows: 8 or 16 bits, 1 to 4 channels.
-
-    Every row uses PNG's "Sub" filter (each byte minus the one a pixel to its
-    left), computed with numpy; the rows are deflated as they come. With
-    level 1 and zlib's RLE strategy (the default) this wrote files as small
-    as Pillow's default level 6 on photographs, about 10x faster (Pillow's
-    level 1 with RLE: 3x faster). zlib releases the GIL, so several writers
-    run in parallel threads.
-    """
-
-    def __init__(self, handle: IO[bytes], width: int, height: int, channels: int,
-                 bit_depth: int, *, compress_level: int = PNG_COMPRESS_LEVEL,
-                 icc_profile: bytes | None = None) -> None:  # fmt: skip
-        self.handle, self.channels, self.bit_depth = handle, channels, bit_depth
-        self.rows_left = height
-        header = struct.pack(">IIBBBBB", width, height, bit_depth,
-                             _PNG_COLOUR_TYPES[channels], 0, 0, 0)  # fmt: skip
-        handle.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header))
-        if icc_profile:
-            handle.write(_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc_profile)))
-        strategy = zlib.Z_RLE if compress_level == 1 else zlib.Z_DEFAULT_STRATEGY
-        self.deflate = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9, strategy)
-        self.pending: list[bytes] = []
-        self.pending_size = 0
-
-    def write(self, strip: np.ndarray) -> None:
-        """Append rows: ``(rows, W, C)`` uint8/uint16, C as given to the constructor."""
-        rows = strip.shape[0]
-        sample = ">u2" if self.bit_depth == 16 else np.uint8
-        data = np.ascontiguousarray(strip, dtype=sample).view(np.uint8).reshape(rows, -1)
-        bpp = self.channels * self.bit_depth // 8
-        line = np.empty((rows, data.shape[1] + 1), dtype=np.uint8)
-        line[:, 0] = 1  # filter type Sub
-        line[:, 1 : 1 + bpp] = data[:, :bpp]
-        np.subtract(data[:, bpp:], data[:, :-bpp], out=line[:, 1 + bpp :])
-        self._emit(self.deflate.compress(line))
-        self.rows_left -= rows
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self.pending.append(data)
-            self.pending_size += len(data)
-        if self.pending_size >= 1 << 20:
-            self._flush_chunk()
-
-    def _flush_chunk(self) -> None:
-        if self.pending:
-            self.handle.write(_png_chunk(b"IDAT", b"".join(self.pending)))
-            self.pending, self.pending_size = [], 0
-
-    def close(self) -> None:
-        if self.rows_left:
-            raise OutputError(f"PNG writer closed with {self.rows_left} rows missing")
-        self._emit(self.deflate.flush())
-        self._flush_chunk()
-        self.handle.write(_png_chunk(b"IEND", b""))
-
-
-def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary file in ``target``'s folder, then rename over it."""
-    folder = target.parent
-    try:
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, kept by name)
-            dir=folder, prefix=f".{target.name}.", suffix=".tmp", delete=False
-        )
-    except FileNotFoundError:
-        raise OutputError(f"{target}: the folder {folder} does not exist") from None
-    except PermissionError:
-        raise OutputError(f"{target}: permission denied in {folder}") from None
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    temp = Path(handle.name)
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get normal permissions
-        os.replace(temp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        if isinstance(exc, OSError):
-            raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
-        raise
-
-
-def save_image(
-    pixels: np.ndarray | Rows,
-    target: str | os.PathLike,
-    *,
-    alpha: np.ndarray | None = None,
-    icc_profile: bytes | None = None,
-    compress_level: int = PNG_COMPRESS_LEVEL,
-) -> None:
-    """Write ``(1 or 3, H, W)`` uint8/uint16 pixels (and alpha) as a PNG, atomically.
-
-    ``pixels`` may be :class:`Rows`, written strip by strip without ever
-    holding the whole image.
-    """
-    channels, height, width = pixels.shape
-    bit_depth = 16 if np.dtype(pixels.dtype) == np.uint16 else 8
-    strips = pixels.strips() if isinstance(pixels, Rows) else iter([pixels])
-    planes = channels + (alpha is not None)
-
-    def write(handle: IO[bytes]) -> None:
-        writer = PngWriter(handle, width, height, planes, bit_depth,
-                           compress_level=compress_level, icc_profile=icc_profile)  # fmt: skip
-        top = 0
-        for strip in strips:
-            rows = strip.shape[1]
-            if alpha is not None:
-                strip = np.concatenate([strip, alpha[np.newaxis, top : top + rows]])
-            # Strips of a few MB keep the filter's temporaries small.
-            step = max(1, (4 << 20) // max(1, width * planes * bit_depth // 8))
-            for first in range(0, rows, step):
-                writer.write(np.moveaxis(strip[:, first : first + step], 0, -1))
-            top += rows
-        writer.close()
-
-    _atomic_write(Path(target), write)
-
-
-def save_array(values: np.ndarray | Rows, target: str | os.PathLike) -> None:
-    """Write exact float values as a ``.npy`` file, atomically (:class:`Rows` one channel
-    at a time, since ``.npy`` stores each channel whole)."""
-    if not isinstance(values, Rows):
-        _atomic_write(Path(target), lambda fh: np.save(fh, values, allow_pickle=False))
-        return
-
-    def write(handle: IO[bytes]) -> None:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(values.dtype)),
-                  "fortran_order": False, "shape": tuple(values.shape)}  # fmt: skip
-        np.lib.format.write_array_header_1_0(handle, header)
-        for channel in range(values.shape[0]):
-            for strip in values.strips():
-                handle.write(np.ascontiguousarray(strip[channel], dtype=values.dtype).tobytes())
-
-    _atomic_write(Path(target), write)
-
-
-def png_to_format(path: str | os.PathLike, fmt: str) -> tuple[bytes, list[str]]:
-    """A PNG that cnnfilters wrote, encoded as ``fmt`` (png, jpeg, tiff, webp), and notes.
-
-    Where the format cannot hold 16-bit samples (JPEG and WebP; colour TIFF
-    as Pillow writes it) they are scaled to 8 bits, correctly rounded:
-    ``floor(v * 255 / 65535 + 1/2)``, never clipped. JPEG drops alpha.
-    """
-    import io
-
-    data = Path(path).read_bytes()
-    if fmt == "png":
-        return data, []
-    image = load_image(path, ReadOptions(auto_orient=False))
-    notes = []
-    pixels, alpha = image.pixels, image.alpha
-    keep16 = fmt == "tiff" and image.channels == 1 and alpha is None
-    if image.bit_depth == 16 and not keep16:
-        scale = lambda v: ((2 * v.astype(np.uint32) + 257) // 514).astype(np.uint8)  # noqa: E731
-        pixels = scale(pixels)
-        alpha = None if alpha is None else scale(alpha)
-        notes.append(f"16-bit result scaled to 8 bits for {fmt.upper()} (v * 255 / 65535, rounded)")
-    if fmt == "jpeg" and alpha is not None:
-        alpha = None
-        notes.append("JPEG has no alpha: the alpha channel is left out")
-    planes = np.moveaxis(pixels, 0, -1)
-    if alpha is not None:
-        planes = np.concatenate([planes, alpha[..., np.newaxis]], axis=-1)
-    if planes.shape[-1] == 1:
-        planes = planes[..., 0]
-    picture = Image.fromarray(np.ascontiguousarray(planes))
-    if fmt == "webp" and picture.mode in ("L", "LA"):
-        picture = picture.convert("RGBA" if picture.mode == "LA" else "RGB")
-    buffer = io.BytesIO()
-    picture.save(buffer, format=fmt.upper())
-    return buffer.getvalue(), notes

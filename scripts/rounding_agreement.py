@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cnnfilters.commands import AvgpoolOptions, GrayscaleOptions
 from cnnfilters.images import LoadedImage
-from cnnfilters.pipeline import run_avgpool, run_grayscale
 
 try:
     import cv2
@@ -74,7 +74,7 @@ def grayscale_rows() -> None:
     rgb = np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255]).astype(np.uint8)
     rgb = rgb.reshape(3, 4096, 4096)
     exact = exact_luma(rgb)
-    ours = run_grayscale(loaded(rgb)).outputs["grayscale"].pixels[0]
+    ours = GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels[0]
     hwc = np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
     pillow = np.asarray(Image.fromarray(hwc).convert("L"))
     r, g, b = (channel.astype(np.int64) for channel in rgb)
@@ -86,7 +86,7 @@ def grayscale_rows() -> None:
     else:
         print()
     deep = RNG.integers(0, 65536, (3, 700, 600)).astype(np.uint16)
-    ours = run_grayscale(loaded(deep)).outputs["grayscale"].pixels[0]
+    ours = GrayscaleOptions().run(loaded(deep)).outputs["grayscale"].pixels[0]
     print(f"grayscale, random 16-bit RGB: cnnfilters {count(ours, exact_luma(deep))}")
 
 
@@ -103,7 +103,7 @@ def avgpool_rows() -> None:
                 cells = []
                 for name, x in images.items():
                     exact = exact_means(x, k, edge)
-                    ours = run_avgpool(loaded(x), kernel_size=k, edge=edge).outputs
+                    ours = AvgpoolOptions(kernel_size=k, edge=edge).run(loaded(x)).outputs
                     cell = f"{name}: ours {count(ours[f'avgpool{k}'].pixels, exact)}"
                     if top == 255:
                         planes = [Image.fromarray(np.ascontiguousarray(p)) for p in x]

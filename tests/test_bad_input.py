@@ -482,7 +482,7 @@ def test_a_failed_save_leaves_the_existing_file_whole(tmp_path, capsys, monkeypa
         self.handle.write(b"half a PNG")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("cnnfilters.images.PngWriter.write", failing_write)
+    monkeypatch.setattr("cnnfilters.outputs.PngWriter.write", failing_write)
     code, _, err = run(capsys, "grayscale", source, "--force", "-q")
     assert code == 3
     assert_one_error(err, str(target), contains="No space left on device")

@@ -13,8 +13,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnfilters import CnnFiltersError
-from cnnfilters.batch import BatchOptions, expand_inputs, plan, run_batch
 from cnnfilters.cli import app
+from cnnfilters.commands import GradientOptions, GrayscaleOptions
+from cnnfilters.inputs import expand_inputs
+from cnnfilters.outputs import Destination
+from cnnfilters.run import Settings, plan, run
 
 runner = CliRunner()
 
@@ -75,7 +78,7 @@ def test_two_inputs_writing_the_same_file_is_an_error_before_any_work(tree, tmp_
     assert not list(out.glob("*")) if out.exists() else True
     sources = expand_inputs([tree / "a.png", tree / "a.jpg"])
     with pytest.raises(CnnFiltersError, match="would both write"):
-        plan("grayscale", sources, {}, BatchOptions(out_dir=out))
+        plan(GrayscaleOptions(), sources, Settings(destination=Destination(out_dir=out)))
 
 
 def test_skip_existing_reruns_only_what_is_missing(tree, tmp_path):
@@ -95,8 +98,8 @@ def test_two_workers_give_the_same_report_in_input_order(tree, tmp_path):
     sources = expand_inputs([tree], recursive=True)
     reports = []
     for jobs, folder in ((1, "one"), (2, "two")):
-        report, summary = run_batch("gradient", sources, {}, BatchOptions(out_dir=tmp_path / folder,
-                                                                         jobs=jobs))  # fmt: skip
+        settings = Settings(destination=Destination(out_dir=tmp_path / folder), jobs=jobs)
+        report, summary = run(GradientOptions(), sources, settings)
         assert summary.done == 3 and summary.failed == 0
         reports.append(report)
     names = [[Path(i.input).name for i in r.inputs] for r in reports]

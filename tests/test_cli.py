@@ -197,17 +197,17 @@ def test_an_image_smaller_than_the_pool_is_an_input_error(tmp_path):
 
 
 def test_a_run_builds_only_its_command_and_helps_the_same():
-    from cnnfilters import cli
+    from cnnfilters import startup
 
     names = list(typer.main.get_command(app).commands)
     for name in names:
-        lean = cli._app_for([name, "--help"])
+        lean = startup.lean_app(app, [name, "--help"])
         assert list(typer.main.get_command(lean).commands) == [name]
         ours = runner.invoke(lean, [name, "--help"], prog_name="cnnfilters")
         full = runner.invoke(app, [name, "--help"], prog_name="cnnfilters")
         assert ours.exit_code == full.exit_code == 0 and ours.stdout == full.stdout
     for args in ([], ["--version"], ["--help"], ["gradien"]):
-        assert cli._app_for(args) is app
+        assert startup.lean_app(app, args) is app
     assert len(app.registered_commands) == len(names)  # the app itself is left whole
 
 
@@ -237,15 +237,15 @@ def test_a_failed_check_exits_1(gray_png, monkeypatch):
 def test_gradient_streams_large_images_to_the_same_files(tmp_path, monkeypatch, on):
     """Maps kept from the checking pass and maps computed again while writing
     (the path of images too large to keep) give the same bytes, over many strips."""
-    from cnnfilters import pipeline
+    from cnnfilters import commands
 
     rng = np.random.default_rng(5)
     path = tmp_path / "wide.png"
     Image.fromarray(rng.integers(0, 256, (203, 64, 3), dtype=np.uint8)).save(path)
-    monkeypatch.setattr(pipeline, "_STRIP_BYTES", 64 * 4 * 3 * 8)  # strips of 8 rows
+    monkeypatch.setattr(commands, "_STRIP_BYTES", 64 * 4 * 3 * 8)  # strips of 8 rows
     written = {}
     for keep in (32 << 20, 0):
-        monkeypatch.setattr(pipeline, "_KEEP_BYTES", keep)
+        monkeypatch.setattr(commands, "_KEEP_BYTES", keep)
         out = tmp_path / f"keep{keep}"
         result = invoke("gradient", path, "--on", on, "--raw", "--out-dir", out, "-q")
         assert result.exit_code == 0, result.output

@@ -21,7 +21,8 @@ from PIL import Image
 
 from cnnfilters.cli import main
 from cnnfilters.errors import InputError
-from cnnfilters.images import ReadOptions, load_frames, load_image, png_to_format
+from cnnfilters.images import ReadOptions, load_frames, load_image
+from cnnfilters.outputs import png_to_format
 
 RNG = np.random.default_rng(17)
 

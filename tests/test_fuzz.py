@@ -17,9 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from cnnfilters.commands import command_named
 from cnnfilters.errors import EXIT_IO, InputError
 from cnnfilters.images import ReadOptions, load_image
-from cnnfilters.pipeline import process
+from cnnfilters.inputs import Source
+from cnnfilters.outputs import Destination
+from cnnfilters.run import Settings, run
 
 
 def _seed_files() -> dict[str, bytes]:
@@ -81,8 +84,9 @@ def test_mutated_files_give_only_clean_errors(workdir, seed, mutations, command)
     out = workdir / "out"
     # A mutated header may declare any size up to the limit; a small limit keeps
     # each example small (the header-bomb path has tests of its own).
-    report = process(command, [path], {}, out_dir=out, force=True,
-                     read=ReadOptions(max_pixels=2_000_000))  # fmt: skip
+    settings = Settings(destination=Destination(out_dir=out, force=True),
+                        read=ReadOptions(max_pixels=2_000_000))  # fmt: skip
+    report, _ = run(command_named(command), [Source(path)], settings)
     for item in report.inputs:
         if item.error is not None:
             assert item.exit_code == EXIT_IO

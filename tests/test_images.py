@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from cnnfilters import conv2d, gradients
-from cnnfilters.images import Rows, load_image, quantize, save_array, save_image, signed_to_image
+from cnnfilters.images import Rows, load_image, quantize, signed_to_image
 from cnnfilters.kernels import gradient_weight
+from cnnfilters.outputs import save_array, save_image
 
 RNG = np.random.default_rng(5)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnfilters.commands import AvgpoolOptions, GradientOptions, GrayscaleOptions
 from cnnfilters.images import LoadedImage
-from cnnfilters.pipeline import run_avgpool, run_gradient, run_grayscale
 from cnnfilters.rounding import as_fractions
 
 RNG = np.random.default_rng(16)
@@ -50,19 +50,19 @@ def test_every_rgb_colour_gets_its_correctly_rounded_luma():
     v = np.arange(1 << 24, dtype=np.uint32)
     rgb = np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255]).astype(np.uint8)
     rgb = rgb.reshape(3, 4096, 4096)
-    pixels = run_grayscale(loaded(rgb)).outputs["grayscale"].pixels
+    pixels = GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels
     np.testing.assert_array_equal(pixels[0], exact_luma(rgb))
 
 
 def test_the_tie_colour_of_the_report_rounds_up():
     rgb = np.array([4, 40, 16], dtype=np.uint8).reshape(3, 1, 1)  # luma exactly 26.5
-    assert run_grayscale(loaded(rgb)).outputs["grayscale"].pixels.item() == 27
+    assert GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels.item() == 27
 
 
 def test_sixteen_bit_luma_is_correctly_rounded():
     rgb = RNG.integers(0, 65536, (3, 300, 1400)).astype(np.uint16)
     rgb[:, 0, 0] = (33808, 63993, 42044)  # luma 52465.499: float32 says 52465.5
-    pixels = run_grayscale(loaded(rgb)).outputs["grayscale"].pixels
+    pixels = GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels
     assert pixels.dtype == np.uint16
     assert pixels[0, 0, 0] == 52465
     np.testing.assert_array_equal(pixels[0], exact_luma(rgb))
@@ -75,7 +75,7 @@ def test_sixteen_bit_luma_is_correctly_rounded():
 ])  # fmt: skip
 def test_other_weights_round_from_their_decimal_value(weights, numerators, denominator):
     rgb = RNG.integers(0, 256, (3, 200, 300)).astype(np.uint8)
-    pixels = run_grayscale(loaded(rgb), weights=weights).outputs["grayscale"].pixels
+    pixels = GrayscaleOptions(weights=weights).run(loaded(rgb)).outputs["grayscale"].pixels
     np.testing.assert_array_equal(pixels[0], exact_luma(rgb, numerators, denominator))
 
 
@@ -88,7 +88,7 @@ def test_weights_become_the_decimals_they_were_written_as():
 
 def test_gradient_works_on_the_same_gray_levels_as_grayscale():
     rgb = np.array([4, 40, 16], dtype=np.uint8).reshape(3, 1, 1).repeat(4, axis=1)
-    result = run_gradient(loaded(rgb))
+    result = GradientOptions().run(loaded(rgb))
     dy = np.concatenate(list(result.outputs["dy"].values.strips()), axis=1)
     assert dy[0, -1, 0] == -27  # zero padding: -X on the last row, X = 27
 
@@ -118,21 +118,23 @@ def _all_ties(height: int, width: int, k: int, top: int) -> np.ndarray:
 @pytest.mark.parametrize("top", [255, 65535])
 def test_average_pooling_is_correctly_rounded(k, edge, top):
     for x in (_all_ties(40 * k + 3, 30 * k + 2, k, top), _tie_rich((1, 5 * k + 3, 7 * k), top)):
-        pixels = run_avgpool(loaded(x), kernel_size=k, edge=edge).outputs[f"avgpool{k}"].pixels
+        pixels = (
+            AvgpoolOptions(kernel_size=k, edge=edge).run(loaded(x)).outputs[f"avgpool{k}"].pixels
+        )
         np.testing.assert_array_equal(pixels, exact_block_means(x, k, edge))
 
 
 def test_the_partial_block_tie_of_the_report_rounds_up():
     x = np.full((1, 5, 7), 123, dtype=np.uint8)
     x[0, 0, 6] = 128  # the last partial block (5 rows x 2 columns) sums to 1235: mean 123.5
-    pixels = run_avgpool(loaded(x), kernel_size=5, edge="partial").outputs["avgpool5"].pixels
+    pixels = AvgpoolOptions(kernel_size=5, edge="partial").run(loaded(x)).outputs["avgpool5"].pixels
     assert pixels.tolist() == [[[123, 124]]]
 
 
 def test_pooled_alpha_is_correctly_rounded_too():
     x = _tie_rich((3, 12, 12), 255)
     alpha = _tie_rich((12, 12), 255)
-    output = run_avgpool(loaded(x, alpha=alpha), kernel_size=4).outputs["avgpool4"]
+    output = AvgpoolOptions(kernel_size=4).run(loaded(x, alpha=alpha)).outputs["avgpool4"]
     np.testing.assert_array_equal(output.alpha, exact_block_means(alpha[None], 4, "drop")[0])
     np.testing.assert_array_equal(output.pixels, exact_block_means(x, 4, "drop"))
 

@@ -1,0 +1,651 @@
+"""The image commands: one frozen options object each, that runs on one decoded image.
+
+A command object validates itself when it is made (a wrong value is a
+:class:`~cnnfilters.errors.CnnFiltersError` naming the value), names the
+outputs it writes, gives the kernels it runs with, and :meth:`Command.run`
+computes one image: one operation of :mod:`cnnfilters.ops`, checked against
+:mod:`cnnfilters.reference` with :func:`~cnnfilters.report.compare`,
+returning a :class:`Result`. Nothing here reads or writes a file: the loop
+over inputs is :mod:`cnnfilters.run`, the writing :mod:`cnnfilters.outputs`.
+
+Adding a command: a frozen dataclass deriving from :class:`Command` with its
+options as fields, ``name``, :meth:`outputs` and :meth:`run`; add it to
+:data:`COMMANDS`; then one function in :mod:`cnnfilters.cli` (see
+``docs/ARCHITECTURE.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from . import ops
+from . import reference as ref
+from .activations import ACTIVATIONS, get_activation
+from .defaults import COMMUTE_INPUTS, EDGE_MODES, GRADIENT_BASES, PADDING_MODES
+from .engine import conv2d
+from .errors import CnnFiltersError
+from .images import LoadedImage, Rows, mosaic, quantize, signed_to_image, unsigned_to_image
+from .kernels import kernels_for, parse_grayscale_weights, same_padding
+from .report import Check, Comparison, compare
+from .rounding import block_mean_exact, correct_ties, luma_exact
+
+__all__ = [
+    "COMMANDS",
+    "AvgpoolOptions",
+    "Command",
+    "CommuteOptions",
+    "ConvolveOptions",
+    "GradientOptions",
+    "GrayscaleOptions",
+    "Output",
+    "Result",
+    "command_named",
+    "gray_levels",
+]
+
+_EPS32 = float(np.finfo(np.float32).eps)
+
+# Rows of float32 a strip of a large image holds: a few MB, so that memory
+# stays bounded by the decoded image whatever its size.
+_STRIP_BYTES = 2 << 20
+# Gradient maps up to this size (all three together) are kept from the checking
+# pass for writing instead of being computed again: 2.8 MP of gray, or 0.9 MP
+# with --on rgb. Larger images compute them again while writing, so that their
+# memory stays near the size of the decoded image.
+_KEEP_BYTES = 32 << 20
+
+
+def float32_tolerance(peak: float) -> float:
+    """Float32 rounding of a few operations on values up to ``peak``: 8 ulp of the peak."""
+    return 8 * _EPS32 * peak
+
+
+@dataclass
+class Output:
+    """One image a command writes, with the exact float values behind it.
+
+    ``colorimetric`` outputs (grayscale, average pooling) are images in the
+    input's colour space, so a fitting ICC profile is copied to them; maps of
+    differences are not.
+    """
+
+    pixels: np.ndarray | Rows  # (1 or 3, H, W) uint8/uint16, ready to save
+    values: np.ndarray | Rows  # the float result, for --raw
+    description: str
+    alpha: np.ndarray | None = None  # (H, W), same dtype as pixels
+    colorimetric: bool = False
+
+
+@dataclass
+class Result:
+    """What a command returns for one image."""
+
+    outputs: dict[str, Output] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    # Checks left to run while the outputs are being written (in other threads).
+    verify: Callable[[], list[Check]] | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """An image command's options; subclasses add their fields and computation."""
+
+    name: ClassVar[str]
+
+    def outputs(self) -> list[str]:
+        """The names of the images it writes (``{stem}.{name}.png``)."""
+        raise NotImplementedError
+
+    def run(self, image: LoadedImage) -> Result:
+        """Compute one decoded image, with its checks."""
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        """The options as the report records them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def kernels(self) -> list[tuple[str, np.ndarray]]:
+        """The kernels it runs with, as ``(title, matrix)`` for the visual report."""
+        return kernels_for(self.name, self.options())
+
+
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise CnnFiltersError(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _strips(height: int, row_bytes: int) -> list[tuple[int, int]]:
+    step = max(8, _STRIP_BYTES // max(1, row_bytes))
+    return [(first, min(first + step, height)) for first in range(0, height, step)]
+
+
+def _alpha_levels(image: LoadedImage) -> np.ndarray | None:
+    """The kept alpha channel as output levels, or None."""
+    return None if image.alpha is None else quantize(image.alpha, image.bit_depth)
+
+
+def _as_rgb(image: LoadedImage, notices: list[str]) -> np.ndarray:
+    if image.channels == 3:
+        return image.pixels
+    notices.append("gray input: used as R = G = B")
+    return np.repeat(image.pixels, 3, axis=0)
+
+
+def gray_levels(image: LoadedImage) -> np.ndarray:
+    """The grayscale image as ``grayscale`` writes it: integer levels, as float32."""
+    if image.channels == 1:
+        return image.pixels
+    triple = parse_grayscale_weights("bt601")
+    levels = image.levels(ops.grayscale(image.pixels, triple),
+                          exact=luma_exact(image.pixels, triple, image.peak))  # fmt: skip
+    return levels.pixels.astype(np.float32)
+
+
+# ----------------------------------------------------------------- grayscale
+
+
+@dataclass(frozen=True)
+class GrayscaleOptions(Command):
+    """Luma as a 1x1 convolution: ``bt601``, ``bt709`` or ``R,G,B`` weights (SPEC section 3)."""
+
+    name: ClassVar[str] = "grayscale"
+    weights: str = "bt601"
+
+    def __post_init__(self) -> None:
+        parse_grayscale_weights(self.weights)
+
+    def outputs(self) -> list[str]:
+        return ["grayscale"]
+
+    def run(self, image: LoadedImage) -> Result:
+        """Luma by a 1x1 conv; checked against the float64 formula and Pillow's ``convert("L")``.
+
+        Computed in strips of rows (in cache); the checks run while the output
+        is being written.
+        """
+        result = Result()
+        triple = parse_grayscale_weights(self.weights)
+        rgb = _as_rgb(image, result.notices)
+        height, width = image.size
+        strips = _strips(height, 3 * width * 4)
+        luma_parts = [ops.grayscale(rgb, triple, rows=rows) for rows in strips]
+        if image.kind in ("uint8", "uint16"):
+            levels = [
+                image.levels(part, exact=luma_exact(rgb[:, first:stop], triple, image.peak))
+                for (first, stop), part in zip(strips, luma_parts, strict=True)
+            ]
+            pixels = np.concatenate([part.pixels for part in levels], axis=1)
+            clipped = sum(part.clipped for part in levels)
+            if clipped:
+                result.notices.append(f"{clipped} values outside 0..{image.max_value} were clipped")
+        else:  # a stated scale must be one scale for the whole image
+            whole = image.levels(np.concatenate(luma_parts, axis=1))
+            pixels = whole.pixels
+            result.notices.extend(whole.notes())
+
+        def verify() -> list[Check]:
+            peak = image.peak
+            formula = Comparison(name="luma", reference="float64 formula",
+                                 tolerance=float32_tolerance(peak), peak=peak,
+                                 layout=(height, width))  # fmt: skip
+            for (first, stop), luma in zip(strips, luma_parts, strict=True):
+                formula.update(luma, ref.luma(rgb[:, first:stop], triple), top=first)
+            formula.add_shape((1, height, width))
+            checks = [formula.check()]
+            if triple == parse_grayscale_weights("bt601") and image.kind == "uint8":
+                checks.append(
+                    compare(pixels, ref.pillow_grayscale(image.pil), name="8-bit output",
+                            reference="Pillow convert('L')", tolerance=1, peak=peak)
+                )  # fmt: skip
+            return checks
+
+        result.verify = verify
+        luma = Rows((1, height, width), np.float32, lambda: iter(luma_parts))
+        result.outputs["grayscale"] = Output(pixels, luma, f"luma, weights {triple}",
+                                             alpha=_alpha_levels(image),
+                                             colorimetric=True)  # fmt: skip
+        result.info["weights"] = list(triple)
+        return result
+
+
+# ------------------------------------------------------------------ gradient
+
+
+@dataclass(frozen=True)
+class GradientOptions(Command):
+    """F1 and F2 of SPEC section 1 on the gray image or each RGB channel."""
+
+    name: ClassVar[str] = "gradient"
+    padding: str = "zeros"
+    on: str = "gray"
+
+    def __post_init__(self) -> None:
+        _one_of(self.padding, PADDING_MODES, "padding")
+        _one_of(self.on, GRADIENT_BASES, "on")
+
+    def outputs(self) -> list[str]:
+        return ["dy", "dx", "gradient"]
+
+    def run(self, image: LoadedImage) -> Result:
+        """F1 and F2 as one depthwise conv; checked against slicing differences, exactly.
+
+        Works in strips of rows: a first pass checks every strip against the
+        reference and finds the maps' ranges. Images whose maps fit in
+        ``_KEEP_BYTES`` keep the first pass's strips for writing; larger ones
+        compute each output again, strip by strip, while it is written, so
+        that memory stays near the size of the decoded image however large.
+        """
+        result = Result()
+        if self.on == "gray":
+            base = gray_levels(image)
+            if image.channels == 3:
+                result.notices.append("gradients of the BT.601 grayscale image (integer levels)")
+        else:
+            base = image.pixels
+            if image.channels == 1:
+                result.notices.append("gray input: --on rgb has one channel")
+        maps = _GradientMaps(base, self.padding, image.peak)
+        result.checks.extend(maps.check())
+        bits = image.bit_depth
+        mid = 1 << (bits - 1)
+        alpha = _alpha_levels(image)
+        for kind, what in (
+            ("dy", "vertical forward difference X[i+1,j] - X[i,j]"),
+            ("dx", "horizontal forward difference X[i,j+1] - X[i,j]"),
+            ("gradient", "magnitude sqrt(dy^2 + dx^2)"),
+        ):
+            result.outputs[kind] = Output(maps.rows(kind, bits), maps.rows(kind), what,
+                                          alpha=alpha)  # fmt: skip
+        result.info.update(
+            padding=self.padding,
+            on=self.on,
+            signed_maps=f"value = (pixel - {mid}) * {maps.units(bits):.6g}",
+            magnitude_map=f"value = pixel * {maps.magnitude_units(bits):.6g}",
+            units_per_level=maps.units(bits),
+            magnitude_units_per_level=maps.magnitude_units(bits),
+        )
+        return result
+
+
+class _GradientMaps:
+    """dy, dx and the magnitude of ``base``, strip by strip: checked once, written later."""
+
+    def __init__(self, base: np.ndarray, padding: str, peak: float) -> None:
+        self.base, self.padding, self.peak = base, padding, peak
+        self.strips = _strips(base.shape[1], base.shape[0] * base.shape[2] * 4)
+        # dy, dx and the magnitude: three float32 maps the size of ``base``.
+        self.kept: list[dict[str, np.ndarray]] | None = (
+            [] if 3 * 4 * base.size <= _KEEP_BYTES else None
+        )
+        self.largest_difference = self.largest_magnitude = 0.0
+
+    def _maps(self, rows: tuple[int, int]) -> dict[str, np.ndarray]:
+        dy, dx = ops.gradients(self.base, self.padding, rows=rows)
+        return {"dy": dy, "dx": dx, "gradient": np.sqrt(np.square(dy) + np.square(dx))}
+
+    def check(self) -> list[Check]:
+        """The first pass: every strip against slicing differences; the maps' ranges."""
+        height, width = self.base.shape[1:]
+        checks = {name: Comparison(name=name, reference="slicing differences", tolerance=0.0,
+                                   peak=self.peak, layout=(height, width))
+                  for name in ("dy", "dx")}  # fmt: skip
+        for rows in self.strips:
+            maps = self._maps(rows)
+            ref_dy, ref_dx = ref.forward_differences(self.base, self.padding, rows=rows)
+            checks["dy"].update(maps["dy"], ref_dy, top=rows[0])
+            checks["dx"].update(maps["dx"], ref_dx, top=rows[0])
+            self.largest_difference = max(self.largest_difference, float(np.abs(maps["dy"]).max()),
+                                          float(np.abs(maps["dx"]).max()))  # fmt: skip
+            self.largest_magnitude = max(self.largest_magnitude, float(maps["gradient"].max()))
+            if self.kept is not None:
+                self.kept.append(maps)
+        for comparison in checks.values():
+            comparison.add_shape(self.base.shape)
+        return [comparison.check() for comparison in checks.values()]
+
+    def units(self, bits: int) -> float:
+        """One scale for both signed maps, so that equal differences look equal."""
+        mid = 1 << (bits - 1)
+        return self.largest_difference / (mid - 1) if self.largest_difference else 1.0
+
+    def magnitude_units(self, bits: int) -> float:
+        top = (1 << bits) - 1
+        return self.largest_magnitude / top if self.largest_magnitude else 1.0
+
+    def rows(self, kind: str, bits: int | None = None) -> Rows:
+        """Map ``kind`` as strips of float values, or of output levels with ``bits``."""
+
+        def strips() -> Iterator[np.ndarray]:
+            source = self.kept if self.kept is not None else map(self._maps, self.strips)
+            for maps in source:
+                values = maps[kind]
+                if bits is None:
+                    yield values
+                elif kind == "gradient":
+                    yield unsigned_to_image(values, bits, self.magnitude_units(bits))[0]
+                else:
+                    yield signed_to_image(values, bits, self.units(bits))[0]
+
+        dtype = np.float32 if bits is None else (np.uint16 if bits == 16 else np.uint8)
+        return Rows(self.base.shape, dtype, strips)
+
+
+# ------------------------------------------------------------------- avgpool
+
+
+@dataclass(frozen=True)
+class AvgpoolOptions(Command):
+    """k x k average pooling as a stride-k convolution (SPEC section 2)."""
+
+    name: ClassVar[str] = "avgpool"
+    kernel_size: int = 2
+    edge: str = "drop"
+
+    def __post_init__(self) -> None:
+        k = self.kernel_size
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise CnnFiltersError(f"kernel size must be a positive int, got {k!r}")
+        _one_of(self.edge, EDGE_MODES, "edge")
+
+    def outputs(self) -> list[str]:
+        return [f"avgpool{self.kernel_size}"]
+
+    def run(self, image: LoadedImage) -> Result:
+        """Stride-k conv; checked against reshape-mean and Pillow's ``Image.reduce``."""
+        result = Result()
+        k, edge = self.kernel_size, self.edge
+        pooled = ops.avgpool(image.pixels, k, edge)
+        levels = image.levels(pooled, block_mean_exact(image.pixels, k, pooled.shape, image.peak))
+        result.notices.extend(levels.notes())
+        pixels = levels.pixels
+        alpha_levels = self._pooled_alpha(image)
+
+        def verify() -> list[Check]:
+            checks = [self._mean_check(image, pooled)]
+            if image.kind == "uint8":
+                checks.append(self._pillow_check(image, pixels, alpha_levels))
+            return checks
+
+        result.verify = verify
+        height, width = image.size
+        if edge == "drop" and (height % k or width % k):
+            result.notices.append(
+                f"dropped the last {height % k} rows and {width % k} columns (not a whole window)"
+            )
+        result.outputs[f"avgpool{k}"] = Output(
+            pixels, pooled, f"{k}x{k} average pooling, edge={edge}", alpha=alpha_levels,
+            colorimetric=True,
+        )  # fmt: skip
+        result.info.update(kernel_size=k, stride=k, edge=edge)
+        return result
+
+    def _pooled_alpha(self, image: LoadedImage) -> np.ndarray | None:
+        """Alpha, pooled by the same convolution as the colour channels and rounded exactly."""
+        if image.alpha is None:
+            return None
+        k = self.kernel_size
+        alpha = ops.avgpool(image.alpha[np.newaxis], k, self.edge)
+        levels = quantize(alpha, image.bit_depth)
+        exact = block_mean_exact(image.alpha[np.newaxis], k, alpha.shape, image.peak)
+        correct_ties(levels, alpha, exact, image.max_value)
+        return levels[0]
+
+    def _mean_check(self, image: LoadedImage, pooled: np.ndarray) -> Check:
+        k, peak = self.kernel_size, image.peak
+        mean = Comparison(name="block mean", reference="reshape-mean (float64)",
+                          tolerance=float32_tolerance(peak), peak=peak,
+                          layout=tuple(pooled.shape[-2:]))  # fmt: skip
+        # In strips of whole windows: output rows first..stop read input rows k*first..k*stop.
+        out_rows = pooled.shape[1]
+        for first, stop in _strips(out_rows, image.channels * image.size[1] * 8 * k):
+            rows = image.pixels[:, k * first : k * stop if stop < out_rows else None]
+            mean.update(pooled[:, first:stop], ref.block_mean(rows, k, self.edge), top=first)
+        mean.add_shape(pooled.shape)
+        return mean.check()
+
+    def _pillow_check(
+        self, image: LoadedImage, pixels: np.ndarray, alpha_levels: np.ndarray | None
+    ) -> Check:
+        # Pillow's reduce premultiplies RGBA by its alpha; the engine pools every
+        # channel alike, so alpha is reduced by Pillow as an image of its own.
+        k = self.kernel_size
+        sources = [image.pil]
+        ours = pixels
+        if alpha_levels is not None:
+            sources.append(Image.fromarray(quantize(image.alpha, 8)))
+            ours = np.concatenate([pixels, alpha_levels[np.newaxis]])
+        height, width = image.size
+        box = (0, 0, width - width % k, height - height % k) if self.edge == "drop" else None
+        expected = np.concatenate(
+            [ref.pillow_reduce(source.crop(box) if box else source, k) for source in sources]
+        )
+        return compare(ours, expected, name="8-bit output", reference=f"Pillow reduce({k})",
+                       tolerance=1, peak=image.peak)  # fmt: skip
+
+
+# ------------------------------------------------------------------- commute
+
+
+@dataclass(frozen=True)
+class CommuteOptions(Command):
+    """Both orders of each activation and max pooling (SPEC section 4)."""
+
+    name: ClassVar[str] = "commute"
+    activations: tuple[str, ...] = tuple(ACTIVATIONS)
+    kernel_size: int = 2
+    stride: int | None = None
+    on: str = "gradient"
+
+    def __post_init__(self) -> None:
+        names = tuple(dict.fromkeys(get_activation(n).name for n in self.activations))
+        if not names:
+            raise CnnFiltersError("commute needs at least one activation")
+        object.__setattr__(self, "activations", names)
+        for what, value in (("kernel size", self.kernel_size), ("stride", self.stride or 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise CnnFiltersError(f"{what} must be a positive int, got {value!r}")
+        _one_of(self.on, COMMUTE_INPUTS, "on")
+
+    def outputs(self) -> list[str]:
+        parts = ("act-of-pool", "pool-of-act", "diff")
+        return [f"{a}.{part}" for a in self.activations for part in parts]
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "activations": list(self.activations)}
+
+    def run(self, image: LoadedImage) -> Result:
+        """Both orders of activation and max pooling, per activation, with counterexamples."""
+        result = Result()
+        x = _commute_input(image, self.on)
+        units: dict[str, float] = {}
+        for name in self.activations:
+            outcome = ops.commute(x, get_activation(name), self.kernel_size, self.stride)
+            result.checks.append(_commute_check(outcome))
+            for suffix, values, what in (
+                ("act-of-pool", outcome.act_of_pool, f"{name}(maxpool(x))"),
+                ("pool-of-act", outcome.pool_of_act, f"maxpool({name}(x))"),
+                ("diff", outcome.difference, f"{name}(maxpool(x)) - maxpool({name}(x))"),
+            ):
+                pixels, scale = signed_to_image(mosaic(values, gap=2), 8)
+                result.outputs[f"{name}.{suffix}"] = Output(pixels, values, what)
+                units[f"{name}.{suffix}"] = scale
+        result.info.update(
+            on=self.on,
+            channels=int(x.shape[0]),
+            kernel_size=list(outcome.kernel_size),
+            stride=list(outcome.stride),
+            images="signed maps, 0 at mid-gray 128; value = (pixel - 128) * units_per_level",
+            units_per_level=units,
+        )
+        if self.on == "gradient":
+            result.notices.append(
+                "input: dy and dx of the grayscale image (side by side in images)"
+            )
+        if image.alpha is not None:
+            result.notices.append("alpha is not carried to the pooled feature maps")
+        return result
+
+
+def _commute_input(image: LoadedImage, on: str) -> np.ndarray:
+    if on == "gradient":
+        dy, dx = ops.gradients(gray_levels(image))
+        return np.concatenate([dy, dx])
+    if on == "centered":
+        if image.kind in ("uint8", "uint16"):
+            low, high = 0.0, float(image.max_value)
+        else:
+            low, high = float(image.pixels.min()), float(image.pixels.max())
+        half = (high - low) / 2 or 1.0
+        return ((image.pixels - (low + half)) / half).astype(np.float32)
+    return image.pixels
+
+
+def _commute_check(outcome: ops.CommuteResult) -> Check:
+    act = get_activation(outcome.activation)
+    synthetic = None
+    if outcome.counterexample is None and act.monotonicity != "nondecreasing":
+        synthetic = ops.find_counterexample(act)
+    expected_equal = act.monotonicity == "nondecreasing"
+    check = compare(
+        outcome.act_of_pool, outcome.pool_of_act, name=act.name,
+        reference="maxpool(sigma(x))", tolerance=0.0 if expected_equal else math.inf,
+        extra={
+            "activation": act.name,
+            "monotonicity": act.monotonicity,
+            "commutes": outcome.commutes,
+            "windows_differing": outcome.differing,
+            "windows_overflowed": outcome.overflowed,
+            "counterexample": outcome.counterexample,
+            "synthetic_counterexample": synthetic,
+            "min_identity_holds": outcome.min_identity_holds,
+        },
+    )  # fmt: skip
+    return dataclasses.replace(check, passed=outcome.passed)
+
+
+# ------------------------------------------------------------------ convolve
+
+
+@dataclass(frozen=True)
+class ConvolveOptions(Command):
+    """Any kernel through the engine, checked against a direct correlation.
+
+    A 2-D kernel is applied to each channel (``groups = C``); a 4-D
+    ``(C_out, C_in, kh, kw)`` tensor must take the input's channels.
+    """
+
+    name: ClassVar[str] = "convolve"
+    kernel: np.ndarray = field(default_factory=lambda: np.ones((1, 1), dtype=np.float32))
+    stride: int = 1
+    padding: int | str = "same"
+    padding_mode: str = "zeros"
+    bias: float = 0.0
+    on: str = "gray"
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        kernel = np.asarray(self.kernel, dtype=np.float32)
+        if kernel.ndim not in (2, 4) or kernel.size == 0:
+            raise CnnFiltersError(f"a kernel is a 2-D matrix or a 4-D tensor, got {kernel.shape}")
+        object.__setattr__(self, "kernel", kernel)
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride <= 0:
+            raise CnnFiltersError(f"stride must be a positive int, got {self.stride!r}")
+        if self.padding == "same":
+            same_padding(kernel.shape)
+        elif (
+            isinstance(self.padding, bool)
+            or not isinstance(self.padding, int)
+            or (self.padding < 0)
+        ):
+            raise CnnFiltersError(f"padding must be 'same' or an int >= 0, got {self.padding!r}")
+        _one_of(self.padding_mode, PADDING_MODES, "padding mode")
+        _one_of(self.on, GRADIENT_BASES, "on")
+        if not math.isfinite(self.bias):
+            raise CnnFiltersError(f"bias must be a finite number, got {self.bias!r}")
+        if self.normalize and abs(float(kernel.sum())) < 1e-12:
+            raise CnnFiltersError("cannot normalize: the kernel's weights sum to 0")
+
+    def outputs(self) -> list[str]:
+        return ["convolve"]
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "kernel": self.kernel.tolist()}
+
+    def run(self, image: LoadedImage) -> Result:
+        result = Result()
+        base = gray_levels(image) if self.on == "gray" else image.pixels
+        weight, groups = self._weight(base.shape[0])
+        kh, kw = weight.shape[-2:]
+        pad = same_padding(weight.shape) if self.padding == "same" else int(self.padding)
+        bias = self.bias
+        biases = np.full(weight.shape[0], bias, dtype=np.float32) if bias else None
+        geometry = {"stride": self.stride, "padding": pad, "padding_mode": self.padding_mode,
+                    "groups": groups}  # fmt: skip
+        out = conv2d(base, weight, biases, **geometry)
+        expected = ref.direct_correlation(base, weight, biases, **geometry)
+        scale = float(np.abs(weight).sum(axis=(1, 2, 3)).max()) * image.peak + abs(bias)
+        result.checks.append(
+            compare(out, expected, name="convolution", reference="direct correlation (float64)",
+                    tolerance=float32_tolerance(scale), peak=image.peak)
+        )  # fmt: skip
+        pixels, mapping = _drawn(out, image)
+        result.outputs["convolve"] = Output(pixels, out, f"convolution with a {kh}x{kw} kernel")
+        result.info.update(kernel=weight.tolist() if weight.size <= 81 else list(weight.shape),
+                           weight_shape=list(weight.shape), bias=bias, on=self.on,
+                           normalized=self.normalize, image=mapping, **geometry)  # fmt: skip
+        return result
+
+    def _weight(self, channels: int) -> tuple[np.ndarray, int]:
+        """The weight tensor for ``channels`` input channels, and its groups."""
+        weight = self.kernel
+        if self.normalize:
+            weight = weight / np.float32(weight.sum())
+        if weight.ndim == 2:
+            return np.tile(weight, (channels, 1, 1, 1)), channels
+        if weight.shape[1] != channels:
+            raise CnnFiltersError(
+                f"the kernel tensor {tuple(weight.shape)} takes {weight.shape[1]} input "
+                f"channels, the image has {channels} (on {self.on})"
+            )
+        return weight, 1
+
+
+def _drawn(out: np.ndarray, image: LoadedImage) -> tuple[np.ndarray, str]:
+    """A convolution's result as levels: signed around mid-gray, as it is, or scaled."""
+    shown = mosaic(out, gap=2)
+    low, high = float(out.min(initial=0.0)), float(out.max(initial=0.0))
+    if low < 0:
+        pixels, units = signed_to_image(shown, image.bit_depth)
+        mid = 1 << (image.bit_depth - 1)
+        return pixels, f"signed: value = (pixel - {mid}) * {units:.6g}"
+    if high <= image.max_value + 0.5 and image.kind in ("uint8", "uint16"):
+        return quantize(shown, image.bit_depth), "pixel = value (rounded)"
+    pixels, units = unsigned_to_image(shown, image.bit_depth)
+    return pixels, f"value = pixel * {units:.6g}"
+
+
+COMMANDS: tuple[type[Command], ...] = (
+    GrayscaleOptions,
+    GradientOptions,
+    AvgpoolOptions,
+    CommuteOptions,
+    ConvolveOptions,
+)
+
+
+def command_named(name: str, **options: Any) -> Command:
+    """The command called ``name`` with ``options`` (validated)."""
+    for command in COMMANDS:
+        if command.name == name:
+            return command(**options)
+    raise CnnFiltersError(f"unknown command {name!r}; choose from "
+                          f"{', '.join(c.name for c in COMMANDS)}")  # fmt: skip

@@ -1,0 +1,41 @@
+"""The values every layer shares, declared once: choices, defaults and limits.
+
+This module imports nothing, so that the command line can build its options
+from it without loading numpy or Pillow (``--help`` stays fast).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALPHA_POLICIES",
+    "COMMUTE_INPUTS",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_NAME",
+    "EDGE_MODES",
+    "FORMATS",
+    "GRADIENT_BASES",
+    "OUTPUT_FORMATS",
+    "PADDING_MODES",
+    "PNG_COMPRESS_LEVEL",
+]
+
+# Padding modes of the engine, with torch's meanings.
+PADDING_MODES: tuple[str, ...] = ("zeros", "replicate", "reflect", "circular")
+# How average pooling treats rows and columns that do not fill a window.
+EDGE_MODES: tuple[str, ...] = ("drop", "partial")
+# What gradient and convolve run on: the grayscale image or each RGB channel.
+GRADIENT_BASES: tuple[str, ...] = ("gray", "rgb")
+# What commute pools: the gradient maps, pixels scaled to [-1, 1], or pixels.
+COMMUTE_INPUTS: tuple[str, ...] = ("gradient", "centered", "raw")
+# Alpha: passed through, ignored, or composited on a background first.
+ALPHA_POLICIES: tuple[str, ...] = ("keep", "drop", "flatten")
+# Formats read; anything else (PSD, ICO, PCX, ...) is refused by name.
+FORMATS: tuple[str, ...] = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "WEBP")
+# Formats an image can be written to standard output in.
+OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "tiff", "webp")
+# Images with more pixels are refused from their header, before decoding.
+DEFAULT_MAX_PIXELS = 100_000_000
+# Output file names: the input's stem, the output's name, the input's extension.
+DEFAULT_NAME = "{stem}.{output}.png"
+# PNG compression: level 1 with zlib's RLE strategy (fast, about as small as level 6).
+PNG_COMPRESS_LEVEL = 1

@@ -1,0 +1,229 @@
+"""What a person sees: one-line messages on stderr, the diff table, progress, summaries.
+
+Rich is imported inside the functions that draw, so that a run which prints
+no table never loads it. Every line on stderr goes through
+:func:`write_stderr`, which keeps a message on one line whatever the file
+names in it hold.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .report import RunReport
+
+__all__ = ["Progress", "error", "notice", "render_demo", "render_kernels", "render_table",
+           "write_stderr"]  # fmt: skip
+
+# Control characters (newline, ESC, ...) in a file name would split the one
+# error line or drive the terminal: they are shown escaped.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def write_stderr(line: str) -> None:
+    """One line on stderr that survives any file name (bytes that are not UTF-8 included)."""
+    data = (line.rstrip("\n").translate(_CONTROL) + "\n").encode("utf-8", "backslashreplace")
+    stream = getattr(sys.stderr, "buffer", None)
+    if stream is not None:
+        stream.write(data)
+        stream.flush()
+    else:
+        sys.stderr.write(data.decode("utf-8"))
+
+
+def error(message: str) -> None:
+    """``cnnfilters: error: MESSAGE`` on stderr."""
+    write_stderr(f"cnnfilters: error: {message}")
+
+
+def notice(message: str) -> None:
+    """``cnnfilters: notice: MESSAGE`` on stderr."""
+    write_stderr(f"cnnfilters: notice: {message}")
+
+
+def _format_number(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    return f"{value:.{digits}g}"
+
+
+def render_table(report: RunReport, *, written: int) -> None:
+    """The diff report as a Rich table on stdout."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    table = Table(
+        title=f"cnnfilters {report.command}: engine vs independent references",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    for column, justify in [
+        ("input", "left"), ("check", "left"), ("reference", "left"), ("max abs", "right"),
+        ("mean abs", "right"), ("RMSE", "right"), ("PSNR dB", "right"),
+        ("differing / total", "right"), ("tol", "right"), ("result", "left"),
+    ]:  # fmt: skip
+        table.add_column(column, justify=justify, overflow="fold")
+    for item in report.inputs:
+        name = escape(Path(item.input).name)
+        if item.error:
+            table.add_row(name, "[red]error[/]", escape(item.error), *[""] * 6, "[red]ERROR[/]")
+            continue
+        for check in item.checks:
+            label = escape(check.name)
+            if "monotonicity" in check.extra:
+                label += f" [dim]({check.extra['monotonicity']})[/]"
+            psnr = "identical" if check.identical else _format_number(check.psnr_db, 5)
+            verdict = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
+            if "commutes" in check.extra:
+                if check.extra["commutes"]:
+                    verdict += " commutes"
+                elif check.extra.get("windows_differing", 1):
+                    verdict += " [yellow]differs[/]"
+                else:
+                    verdict += " [yellow]overflowed[/]"
+            table.add_row(
+                name, label, escape(check.reference), _format_number(check.max_abs),
+                _format_number(check.mean_abs), _format_number(check.rmse), psnr,
+                f"{check.differing} / {check.total}",
+                _format_number(check.tolerance) if check.tolerance != float("inf") else "-",
+                verdict,
+            )  # fmt: skip
+            name = ""
+    console.print(table)
+    for item in report.inputs:
+        for notice in item.notices:
+            console.print(f"[dim]{escape(Path(item.input).name)}: {escape(notice)}[/]")
+        for check in item.checks:
+            example = check.extra.get("synthetic_counterexample")
+            if check.extra.get("min_identity_holds") is not None:
+                holds = "holds" if check.extra["min_identity_holds"] else "[red]FAILS[/]"
+                console.print(
+                    f"[dim]{escape(check.name)}: nonincreasing, so sigma(max) = min(sigma) on "
+                    f"every window: {holds}[/]"
+                )
+            if check.extra.get("counterexample"):
+                example = check.extra["counterexample"]
+                console.print(
+                    f"[dim]{escape(check.name)}: first differing window at channel "
+                    f"{example['channel']}, rows/cols from {example['top_left']}: "
+                    f"{escape(str(example['values']))} -> sigma(max) = "
+                    f"{example['act_of_max']:.6g}, max(sigma) = {example['max_of_act']:.6g}[/]"
+                )
+            elif example:  # no window of the image breaks it: one of our own does
+                console.print(
+                    f"[dim]{escape(check.name)}: no window of the image differs; a window that "
+                    f"does: {escape(str(example['values']))} -> sigma(max) = "
+                    f"{example['act_of_max']:.6g}, max(sigma) = {example['max_of_act']:.6g}[/]"
+                )
+            if check.extra.get("windows_overflowed"):
+                console.print(
+                    f"[dim]{escape(check.name)}: {check.extra['windows_overflowed']} window(s) "
+                    "overflowed to infinity: neither equal nor a counterexample[/]"
+                )
+    failed = sum(1 for item in report.inputs if not item.passed)
+    console.print(
+        f"{len(report.inputs)} input(s), {len(report.inputs) - failed} passed, "
+        f"{failed} failed or errored; {written} file(s) written"
+    )
+
+
+class Progress:
+    """A Rich progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled and total > 1
+        self._bar = None
+        self._task = None
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("cnnfilters"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+            self._bar.__enter__()
+            self._task = self._bar.add_task("files", total=self.total, rate="")
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            elapsed = max(time.perf_counter() - self._started, 1e-9)
+            self._bar.update(self._task, completed=done, rate=f"{done / elapsed:.1f} files/s")
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def render_demo(summary: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    table = Table(title="cnnfilters demo: every construction on the bundled samples",
+                  title_justify="left")  # fmt: skip
+    for column in ("command", "options", "inputs", "checks passed", "largest difference"):
+        table.add_column(column)
+    for command in summary["commands"]:
+        table.add_row(
+            command["command"],
+            escape(command["options"]),
+            str(command["inputs"]),
+            f"{command['checks_passed']} / {command['checks']}",
+            escape(command["largest_difference"]),
+        )
+    console.print(table)
+    console.print(f"Outputs and JSON reports are in {escape(summary['out_dir'])}; "
+                  f"the visual report is {escape(summary['html'])}")  # fmt: skip
+
+
+def render_kernels(chosen: list[Any]) -> None:
+    """Each construction's weight tensor as aligned matrices, one panel per ``w[o, c]``."""
+    from rich.columns import Columns
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    for construction in chosen:
+        weight = construction.weight
+        console.print(
+            f"[bold]{construction.name}[/]: {construction.description}\n"
+            f"  weight {tuple(weight.shape)} (C_out, C_in/groups, kh, kw), "
+            f"stride {construction.stride}, padding {construction.padding}, "
+            f"groups {construction.groups}"
+        )
+        panels = []
+        for o in range(weight.shape[0]):
+            for c in range(weight.shape[1]):
+                grid = Table.grid(padding=(0, 1))
+                for _ in range(weight.shape[3]):
+                    grid.add_column(justify="right")
+                for row in weight[o, c]:
+                    grid.add_row(*(f"{v:.6g}" for v in row))
+                panels.append(Panel(grid, title=f"w[{o}, {c}]", expand=False))
+        console.print(Columns(panels))
+        for note in construction.notes:
+            console.print(f"  [dim]{note}[/]")

@@ -1,0 +1,493 @@
+"""The one loop over inputs: plan every output, run each input, gather one report.
+
+Single files, folders, standard input, the demo and a Dask cluster all go
+through :func:`run`: it plans every output once (two inputs writing one file
+is an error before any work starts; an output that is another input of the
+run is refused for that input), then runs one task per input, in this
+process, in worker processes or on a cluster, streaming each finished input
+to a callback, and returns the report in input order.
+:func:`process_source` is one task: decode the input's frames, run the
+:class:`~cnnfilters.commands.Command` on each, write its outputs.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .commands import Command
+from .errors import EXIT_IO, EXIT_TERMINATED, CnnFiltersError, OutputError
+from .images import LoadedImage, ReadOptions, load_frames
+from .inputs import Source
+from .outputs import Destination, check_targets, output_targets, write_result
+from .report import InputReport, RunReport, difference_maps
+
+__all__ = ["Settings", "Summary", "plan", "process_source", "run"]
+
+# Worker processes each run one image at a time: BLAS and OpenMP threads
+# would only compete with the other workers for the same cores.
+_SINGLE_THREAD_ENV = {
+    name: "1"
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    )
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs besides its command and inputs: made once, passed down as is.
+
+    ``jobs`` worker processes (1: this process); ``skip_existing`` skips an
+    input whose outputs all exist; ``fail_fast`` stops at the first failure;
+    ``scheduler`` runs on a Dask cluster; ``maps`` keeps difference maps for
+    the visual report.
+    """
+
+    destination: Destination = field(default_factory=Destination)
+    read: ReadOptions = field(default_factory=ReadOptions)
+    jobs: int = 1
+    skip_existing: bool = False
+    fail_fast: bool = False
+    scheduler: str | None = None
+    maps: bool = False
+
+    def folder_for(self, source: Source) -> Path | None:
+        """The folder ``source``'s outputs go to (None: beside it)."""
+        out_dir = self.destination.out_dir
+        if out_dir is None:
+            return source.folder
+        return out_dir / source.relative_folder
+
+
+@dataclass
+class Summary:
+    """What a run did, for the closing line."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    not_done: int = 0
+    seconds: float = 0.0
+    megapixels: float = 0.0
+    interrupted: bool = False
+
+    def line(self) -> str:
+        rate = self.megapixels / self.seconds if self.seconds > 0 else 0.0
+        text = (f"{self.done} done, {self.skipped} skipped, {self.failed} failed in "
+                f"{self.seconds:.1f} s ({rate:.1f} MP/s)")  # fmt: skip
+        if self.not_done:
+            text += f"; {self.not_done} not done (interrupted)"
+        return text
+
+
+def plan(command: Command, sources: Sequence[Source], settings: Settings) -> dict[Path, list[Path]]:
+    """Every input's output files; two inputs that would write the same file are an error."""
+    names = command.outputs()
+    planned: dict[Path, list[Path]] = {}
+    owner: dict[Path, Path] = {}
+    for source in sources:
+        by_name = output_targets(source.path, names, settings.destination,
+                                 folder=settings.folder_for(source))  # fmt: skip
+        targets = [target for files in by_name.values() for target in files]
+        for target in targets:
+            key = Path(os.path.abspath(target))
+            if key in owner and owner[key] != source.path:
+                raise CnnFiltersError(
+                    f"{owner[key]} and {source.path} would both write {target}; "
+                    "use --name with {ext}, or separate --out-dir runs"
+                )
+            owner[key] = source.path
+        planned[source.path] = targets
+    return planned
+
+
+def run(
+    command: Command,
+    sources: Sequence[Source],
+    settings: Settings,
+    *,
+    on_input: Callable[[InputReport], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[RunReport, Summary]:
+    """Run ``command`` on every source, in parallel when asked; keep going after failures.
+
+    ``on_input`` sees each input as it finishes (completion order); the
+    report lists them in input order. With ``fail_fast`` the inputs not yet
+    started are cancelled after the first failure. Ctrl-C stops cleanly:
+    finished outputs stay (they are written atomically), the summary counts
+    what was not done.
+    """
+    summary = Summary()
+    started = time.perf_counter()
+    report = RunReport(command.name, options=_jsonable(command.options()))
+    out_dir = settings.destination.out_dir
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CnnFiltersError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
+    planned = plan(command, sources, settings)
+    results: dict[int, list[InputReport]] = {}
+    finished = 0
+
+    def record(index: int, items: list[InputReport]) -> bool:
+        nonlocal finished
+        results[index] = items
+        finished += 1
+        failed = False
+        for item in items:
+            if item.error or not item.passed:
+                summary.failed += 1
+                failed = True
+            else:
+                summary.done += 1
+            summary.megapixels += item.info.get("height", 0) * item.info.get("width", 0) / 1e6
+            if on_input is not None:
+                on_input(item)
+        if on_progress is not None:
+            on_progress(finished, len(sources))
+        return failed
+
+    pending = []
+    inputs = _identities(source.path for source in sources)
+    for index, source in enumerate(sources):
+        refused = _refused(source, planned[source.path], inputs, settings)
+        if refused is not None and refused.skipped:
+            results[index] = [refused]
+            summary.skipped += 1
+            finished += 1
+        elif refused is not None:
+            record(index, [refused])
+        else:
+            pending.append((index, source))
+    threads = 1 if len(sources) > 1 else None
+    _run_pending(command, pending, settings, threads, record, summary)
+    for index in sorted(results):
+        report.inputs.extend(results[index])
+    summary.seconds = time.perf_counter() - started
+    return report, summary
+
+
+def _refused(
+    source: Source, targets: list[Path], inputs: dict[tuple[int, int], Path], settings: Settings
+) -> InputReport | None:
+    """An input not to run: one of its outputs is another input, or (``skip_existing``)
+    all of them exist."""
+    clobbered = _an_input_among(targets, inputs, source.path)
+    if clobbered is not None:
+        target, other = clobbered
+        same = "" if os.fspath(other) == os.fspath(target) else f" (the file {other})"
+        message = (f"{source.path}: its output {target} is an input of this run{same}; "
+                   "an input is never overwritten")  # fmt: skip
+        return InputReport(os.fsdecode(source.path), error=message, exit_code=EXIT_IO)
+    if settings.skip_existing and targets and all(t.exists() for t in targets):
+        item = InputReport(os.fsdecode(source.path), skipped=True)
+        item.notices.append("skipped: every output exists (--skip-existing)")
+        return item
+    return None
+
+
+def _run_pending(
+    command: Command,
+    pending: list[tuple[int, Source]],
+    settings: Settings,
+    threads: int | None,
+    record: Callable[[int, list[InputReport]], bool],
+    summary: Summary,
+) -> None:
+    """Run the tasks here, or on the executor ``settings`` asks for."""
+    executor = _executor(settings, len(pending))
+    try:
+        if executor is None:
+            for position, (index, source) in enumerate(pending):
+                try:
+                    failed = record(index, process_source(command, source, settings, threads))
+                except KeyboardInterrupt:
+                    summary.interrupted = True
+                    summary.not_done = len(pending) - position
+                    break
+                if failed and settings.fail_fast:
+                    summary.not_done = len(pending) - position - 1
+                    break
+            return
+        futures: dict[Future, int] = {
+            executor.submit(process_source, command, source, settings, threads): index
+            for index, source in pending
+        }
+        done: set[int] = set()
+        sources = dict(pending)
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                done.add(index)
+                if record(index, _outcome(future, sources[index])) and settings.fail_fast:
+                    for other in futures:
+                        other.cancel()
+                    break
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            for other in futures:
+                other.cancel()
+        summary.not_done = sum(1 for index, _ in pending if index not in done)
+    finally:
+        if executor is not None:
+            _close(executor)
+
+
+def _outcome(future: Future, source: Source) -> list[InputReport]:
+    name = os.fsdecode(source.path)
+    try:
+        return future.result()
+    except CnnFiltersError as exc:
+        return [InputReport(name, error=str(exc), exit_code=exc.exit_code)]
+    except Exception as exc:  # a worker that died, a lost cluster node
+        message = f"{source.path}: the worker failed ({type(exc).__name__}: {exc})"
+        return [InputReport(name, error=message, exit_code=EXIT_IO)]
+
+
+def _identities(paths: Iterable[Path]) -> dict[tuple[int, int], Path]:
+    """Each existing input's file identity (device, inode): the same through any
+    symlink or hard link."""
+    found = {}
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue  # reported as a missing or unreadable input when its turn comes
+        found.setdefault((info.st_dev, info.st_ino), path)
+    return found
+
+
+def _an_input_among(
+    targets: Sequence[Path], inputs: dict[tuple[int, int], Path], source: Path
+) -> tuple[Path, Path] | None:
+    """The first target that is another of the run's inputs, with that input; or None.
+
+    A target that is ``source`` itself is refused later, with its own message.
+    """
+    for target in targets:
+        try:
+            info = os.stat(target)
+            if os.path.samefile(target, source):
+                continue
+        except OSError:
+            continue
+        other = inputs.get((info.st_dev, info.st_ino))
+        if other is not None:
+            return target, other
+    return None
+
+
+# ------------------------------------------------------------- one task
+
+
+class _Stopped(BaseException):
+    """SIGTERM in a worker process during a task: unwinds it, removing its temporary files."""
+
+
+_busy = False  # a worker process is running a task
+
+
+def process_source(
+    command: Command, source: Source, settings: Settings, threads: int | None = None
+) -> list[InputReport]:
+    """One task: one input (each of its frames), in whichever process or worker runs it.
+
+    ``threads`` bounds the threads that encode one input's images (None: one
+    per core; a batch worker uses one, the processes being parallel).
+    """
+    global _busy
+    _busy = True
+    try:
+        with difference_maps(settings.maps):
+            return _process(command, source, settings, threads)
+    except _Stopped:
+        os._exit(EXIT_TERMINATED)
+    finally:
+        _busy = False
+
+
+def _process(
+    command: Command, source: Source, settings: Settings, threads: int | None
+) -> list[InputReport]:
+    name = os.fsdecode(source.path)
+    if source.empty_folder:
+        message = f"{source.path}: is a directory with no image files (-r looks in subfolders)"
+        return [InputReport(name, error=message, exit_code=EXIT_IO)]
+    items: list[InputReport] = []
+    folder = settings.folder_for(source)
+    try:
+        if folder is not None and settings.destination.out_dir is not None:
+            _make_folder(folder)
+        frames = load_frames(source.path, settings.read, parallel=threads != 1)
+        for image in frames:
+            label = name if len(frames) == 1 else f"{name}[frame {image.frame}]"
+            item = InputReport(label)
+            items.append(item)
+            _describe(item, image)
+            frame = image.frame if len(frames) > 1 else None
+            _process_image(command, image, item, settings, folder, frame, threads)
+    except CnnFiltersError as exc:
+        _record_error(items, name, str(exc), max(exc.exit_code, EXIT_IO))
+    except MemoryError:
+        _record_error(items, name, f"{name}: not enough memory to process this image", EXIT_IO)
+    return items
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
+
+
+def _describe(item: InputReport, image: LoadedImage) -> None:
+    item.notices.extend(image.notices)
+    item.info.update(mode=image.mode, format=image.format, bit_depth=image.bit_depth,
+                     kind=image.kind, height=image.size[0], width=image.size[1])  # fmt: skip
+    if image.damage is not None:
+        item.info["damaged"] = image.damage
+
+
+def _process_image(
+    command: Command,
+    image: LoadedImage,
+    item: InputReport,
+    settings: Settings,
+    folder: Path | None,
+    frame: int | None,
+    threads: int | None,
+) -> None:
+    """Run ``command`` on one decoded image and write its outputs into ``item``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = command.run(image)
+    item.notices.extend(result.notices)
+    item.info.update(result.info)
+    destination = settings.destination
+    targets = output_targets(image.path, list(result.outputs), destination, folder=folder,
+                             frame=frame)  # fmt: skip
+    check_targets(targets, image.path, force=destination.force)
+    written = write_result(result, image, targets, compress_level=destination.compress_level,
+                           threads=threads)  # fmt: skip
+    item.outputs.extend(written.files)
+    item.checks.extend(written.checks)
+    if written.error is not None:
+        raise written.error
+    item.notices.extend(f"warning: {w.message}" for w in caught)
+    item.notices.extend(written.notices)
+
+
+def _record_error(items: list[InputReport], name: str, message: str, code: int) -> None:
+    """Put the error on the entry being processed (a new one if none was started)."""
+    if not items or items[-1].error is not None:
+        items.append(InputReport(name))
+    item = items[-1]
+    item.error = message if message.startswith(name) else f"{name}: {message}"
+    item.exit_code = code
+
+
+def _jsonable(value: Any) -> Any:
+    """Options as the report records them."""
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Path):
+        return os.fsdecode(value)
+    return value
+
+
+# ------------------------------------------------------------- executors
+
+
+def _executor(settings: Settings, tasks: int) -> Executor | None:
+    if settings.scheduler:
+        return _dask_executor(settings.scheduler)
+    jobs = min(settings.jobs, tasks)
+    if jobs <= 1:
+        return None
+    import multiprocessing
+    import threading
+
+    for name, value in _SINGLE_THREAD_ENV.items():
+        os.environ.setdefault(name, value)
+    # fork starts workers at once, with everything imported; it is safe while
+    # this process runs no other thread. Otherwise forkserver starts them clean.
+    start = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "forkserver"
+    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(start),
+                                   initializer=_worker_start)  # fmt: skip
+    if start == "fork" and not gc.get_freeze_count():
+        # Everything imported so far is shared with the workers: frozen, it is
+        # neither walked by their garbage collections nor copied page by page
+        # (the recipe of gc.freeze's documentation). Unfrozen at shutdown.
+        gc.freeze()
+        executor._cnnfilters_unfreeze = True  # type: ignore[attr-defined]
+    return executor
+
+
+def _dask_executor(scheduler: str) -> Executor:
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CnnFiltersError(
+            "a scheduler needs Dask's distributed package: pip install 'cnnfilters[dask]'"
+        ) from None
+    try:
+        client = Client(scheduler, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise CnnFiltersError(f"cannot reach the scheduler {scheduler} ({exc})") from None
+    executor = client.get_executor(pure=False)
+    executor._cnnfilters_client = client  # closed with the executor
+    return executor
+
+
+def _close(executor: Executor) -> None:
+    client = getattr(executor, "_cnnfilters_client", None)
+    if client is None:
+        executor.shutdown(wait=True, cancel_futures=True)
+    else:
+        client.close()
+    if getattr(executor, "_cnnfilters_unfreeze", False):
+        gc.unfreeze()
+
+
+def _worker_start() -> None:
+    """Set up a worker process: it dies with its parent, and SIGTERM ends it cleanly.
+
+    On Linux the kernel sends SIGTERM to the worker when the parent dies, even
+    by SIGKILL (``PR_SET_PDEATHSIG``), so no orphan goes on writing. An idle
+    worker exits at once; a busy one unwinds its task first (so the atomic
+    writes remove their temporary files), then exits.
+    """
+    signal.signal(signal.SIGTERM, _on_worker_sigterm)
+    parent = os.getppid()  # this process's, or the fork server's (which dies with it)
+    if sys.platform.startswith("linux"):
+        import contextlib
+        import ctypes
+
+        # Without prctl (another libc), workers may outlive a parent killed by SIGKILL.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(EXIT_TERMINATED)
+
+
+def _on_worker_sigterm(signum: int, frame: Any) -> None:
+    if not _busy:
+        os._exit(EXIT_TERMINATED)
+    raise _Stopped
