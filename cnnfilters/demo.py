@@ -29,7 +29,10 @@ __all__ = ["run_demo", "sample_paths"]
 
 def sample_paths() -> list[Path]:
     """The bundled sample images, in name order."""
-    folder = resources.files("cnnfilters") / "samples"
+    try:
+        folder = resources.files("cnnfilters.samples")
+    except ModuleNotFoundError:  # an editable install: the checkout's own folder
+        folder = Path(__file__).resolve().parent.parent / "samples"
     return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".png"))
 
 

@@ -33,7 +33,15 @@ from .defaults import PADDING_MODES
 from .errors import CnnFiltersError
 from .kernels import avg_pool_weight
 
-__all__ = ["PADDING_MODES", "avg_pool2d", "conv2d", "max_pool2d", "pad2d"]
+__all__ = [
+    "PADDING_MODES",
+    "as_batch",
+    "avg_pool2d",
+    "conv2d",
+    "max_pool2d",
+    "pad2d",
+    "positive_pair",
+]
 
 PaddingMode = Literal["zeros", "replicate", "reflect", "circular"]
 
@@ -63,7 +71,8 @@ def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int
     raise CnnFiltersError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def _positive_pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+def positive_pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    """``value`` (an int or a pair) as a pair of positive ints: a kernel size, stride, ..."""
     pair = _pair(value, name)
     if min(pair) <= 0:
         raise CnnFiltersError(f"{name} must be positive, got {value!r}")
@@ -77,7 +86,7 @@ def _compute_dtype(x: np.ndarray) -> type[np.floating]:
     return np.float64 if x.dtype == np.float64 else np.float32
 
 
-def _as_batch(x: np.ndarray, what: str = "input") -> tuple[np.ndarray, bool]:
+def as_batch(x: np.ndarray, what: str = "input") -> tuple[np.ndarray, bool]:
     """Return ``(x as (N, C, H, W), whether a batch axis was added)``."""
     if x.ndim == 3:
         return x[np.newaxis], True
@@ -223,7 +232,7 @@ def conv2d(
     """
     x = np.asarray(x)
     dtype = _compute_dtype(x)
-    batch, added_axis = _as_batch(x)
+    batch, added_axis = as_batch(x)
     weight = np.asarray(weight)
     _compute_dtype(weight)
     if weight.ndim != 4:
@@ -251,8 +260,8 @@ def conv2d(
         _compute_dtype(bias)
         if bias.shape != (c_out,):
             raise CnnFiltersError(f"bias must have shape ({c_out},), got {bias.shape}")
-    stride_hw = _positive_pair(stride, "stride")
-    dilation_hw = _positive_pair(dilation, "dilation")
+    stride_hw = positive_pair(stride, "stride")
+    dilation_hw = positive_pair(dilation, "dilation")
     pads = _padding_amounts(padding, (kh, kw), stride_hw, dilation_hw)
     _check_mode(padding_mode)
     _check_padding_fits(pads, (height, width), padding_mode)
@@ -493,10 +502,10 @@ def _pool_geometry(
     padding: int | tuple[int, int],
     dilation: int | tuple[int, int] = 1,
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
-    kernel = _positive_pair(kernel_size, "kernel_size")
-    stride_hw = kernel if stride is None else _positive_pair(stride, "stride")
+    kernel = positive_pair(kernel_size, "kernel_size")
+    stride_hw = kernel if stride is None else positive_pair(stride, "stride")
     pad = _pair(padding, "padding")
-    dilation_hw = _positive_pair(dilation, "dilation")
+    dilation_hw = positive_pair(dilation, "dilation")
     if min(pad) < 0:
         raise CnnFiltersError(f"padding must be non-negative, got {padding!r}")
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
@@ -526,7 +535,7 @@ def max_pool2d(
     """
     x = np.asarray(x)
     dtype = _compute_dtype(x)
-    batch, added_axis = _as_batch(x)
+    batch, added_axis = as_batch(x)
     kernel, stride_hw, pad, dilation_hw = _pool_geometry(kernel_size, stride, padding, dilation)
     height, width = batch.shape[-2:]
     out_hw = []
@@ -571,7 +580,7 @@ def avg_pool2d(
     do not fill a whole window are dropped.
     """
     x = np.asarray(x)
-    batch, _ = _as_batch(x)
+    batch, _ = as_batch(x)
     kernel, stride_hw, pad, _ = _pool_geometry(kernel_size, stride, padding)
     return conv2d(
         x,

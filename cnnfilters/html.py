@@ -132,7 +132,7 @@ def difference_colours(diff: np.ndarray, tolerance: float, *, allowed: bool = Fa
 
 
 def _heatmap(check: Check) -> str | None:
-    diff = check.extra.get("_difference_map")
+    diff = None if check.maps is None else check.maps.difference
     if diff is None:
         return None
     allowed = check.extra.get("monotonicity") not in (None, "nondecreasing")
@@ -284,7 +284,7 @@ def _input_section(
     parts.append(_checks_table(item))
     maps = []
     for check in item.checks:
-        reference = check.extra.get("_reference_map")
+        reference = None if check.maps is None else check.maps.reference
         if reference is not None and "monotonicity" not in check.extra:
             maps.append(_figure(_thumbnail_of_array(reference), f"{check.name}: {check.reference}"))
         heat = _heatmap(check)

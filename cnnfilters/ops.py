@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from .activations import Activation, get_activation
-from .engine import _as_batch, _positive_pair, avg_pool2d, conv2d, max_pool2d, pad2d
+from .engine import as_batch, avg_pool2d, conv2d, max_pool2d, pad2d, positive_pair
 from .errors import CnnFiltersError
 from .kernels import gradient_weight, grayscale_weight
 
@@ -29,7 +29,7 @@ EdgeMode = Literal["drop", "partial"]
 
 
 def _channels(x: np.ndarray) -> int:
-    return _as_batch(np.asarray(x))[0].shape[1]
+    return as_batch(np.asarray(x))[0].shape[1]
 
 
 def grayscale(
@@ -184,8 +184,8 @@ def commute(
     x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float32)
-    kernel = _positive_pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _positive_pair(stride, "stride")
+    kernel = positive_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else positive_pair(stride, "stride")
     pooled = max_pool2d(x, kernel_size, stride)
     activated = act(x)
     act_of_pool = act(pooled)

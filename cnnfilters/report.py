@@ -25,6 +25,7 @@ from .errors import EXIT_CHECK_FAILED, EXIT_OK
 __all__ = [
     "SCHEMA_VERSION",
     "Check",
+    "CheckMaps",
     "Comparison",
     "InputReport",
     "RunReport",
@@ -59,6 +60,8 @@ class Check:
     shape: tuple[int, ...]
     detail: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Thumbnails for the visual report (``with difference_maps():``); never in JSON.
+    maps: CheckMaps | None = field(default=None, repr=False, compare=False)
 
     @property
     def identical(self) -> bool:
@@ -92,8 +95,21 @@ class Check:
         }
         if self.detail:
             data["detail"] = self.detail
-        data.update((k, v) for k, v in self.extra.items() if not k.startswith("_"))
+        data.update(self.extra)
         return data
+
+
+@dataclass(frozen=True)
+class CheckMaps:
+    """Thumbnail maps of a comparison for the visual report.
+
+    ``difference`` ``(rows, cols)``: the largest absolute difference in each
+    tile; ``reference`` ``(C, rows, cols)``: the reference's first pixel of
+    each tile (None when no row of the image started a tile).
+    """
+
+    difference: np.ndarray
+    reference: np.ndarray | None = None
 
 
 # Difference maps cost a few passes over each image: they are made only for
@@ -158,10 +174,8 @@ class _Maps:
             first = (top + int(np.flatnonzero(picked)[0])) // t
             self.reference[:, first : first + sample.shape[1], : sample.shape[2]] = sample
 
-    def attach(self, extra: dict) -> None:
-        extra["_difference_map"] = self.difference
-        if self.reference is not None:
-            extra["_reference_map"] = self.reference
+    def freeze(self) -> CheckMaps:
+        return CheckMaps(self.difference, self.reference)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -242,16 +256,15 @@ class Comparison:
 
     def check(self) -> Check:
         extra = self.extra
-        if self.maps is not None:
-            self.maps.attach(extra)
+        maps = None if self.maps is None else self.maps.freeze()
         if self.detail and not self.nan_mismatch:
             return Check(self.name, self.reference, False, math.inf, math.inf, math.inf, None, 0,
                          0, self.total, self.tolerance, self.shape or (), detail=self.detail,
-                         extra=extra)  # fmt: skip
+                         extra=extra, maps=maps)  # fmt: skip
         total = self.total
         if total == 0:
             return Check(self.name, self.reference, True, 0.0, 0.0, 0.0, None, 0, 0, 0,
-                         self.tolerance, self.shape or (0,), extra=extra)  # fmt: skip
+                         self.tolerance, self.shape or (0,), extra=extra, maps=maps)  # fmt: skip
         mse = self.sum_sq / total
         psnr = None
         if self.peak is not None and mse > 0:
@@ -273,6 +286,7 @@ class Comparison:
             shape=self.shape or (total,),
             detail=f"{lone} values are NaN on one side only" if lone else "",
             extra=extra,
+            maps=maps,
         )
 
 

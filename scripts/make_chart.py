@@ -1,4 +1,4 @@
-"""Make the synthetic test chart shipped as ``cnnfilters/samples/chart.png``.
+"""Make the synthetic test chart shipped as ``samples/chart.png``.
 
 Each band shows one construction clearly:
 
@@ -61,7 +61,7 @@ def main() -> None:
     target = (
         Path(sys.argv[1])
         if len(sys.argv) > 1
-        else (Path(__file__).resolve().parent.parent / "cnnfilters" / "samples" / "chart.png")
+        else (Path(__file__).resolve().parent.parent / "samples" / "chart.png")
     )
     Image.fromarray(make_chart()).save(target, optimize=True)
     print(f"wrote {target}")
