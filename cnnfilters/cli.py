@@ -367,29 +367,23 @@ def _sources(inputs: list[Path], shared: Shared, scratch: Path) -> list[Source]:
     return sources
 
 
-def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scratch: Path) -> int:
-    from .run import plan, run
-
+def _check_outputs(command: Command, shared: Shared, sources: int) -> bool:
+    """Refuse -o combinations that cannot work; whether the image goes to stdout."""
     to_stdout = shared.output is not None and os.fsdecode(shared.output) == "-"
     if to_stdout and len(command.outputs()) != 1:
         raise CnnFiltersError(f"-o - writes one image; {command.name} writes several (use -o STEM)")
     if to_stdout and (shared.json_ or shared.jsonl or shared.raw):
         raise CnnFiltersError("-o - puts the image on standard output: no --json/--jsonl/--raw")
-    sources = _sources(inputs, shared, scratch)
-    if shared.output is not None and len(sources) > 1:
-        raise CnnFiltersError(f"-o/--output takes one input, got {len(sources)}; use --out-dir")
+    if shared.output is not None and sources > 1:
+        raise CnnFiltersError(f"-o/--output takes one input, got {sources}; use --out-dir")
     if shared.output is not None and shared.out_dir is not None:
         raise CnnFiltersError("use either -o/--output or --out-dir, not both")
-    output = scratch / "stdout.png" if to_stdout else shared.output
-    settings = shared.settings(len(sources), output=output)
-    if shared.dry_run:
-        for source, targets in plan(command, sources, settings).items():
-            for target in targets:
-                sys.stdout.write(f"{os.fsdecode(source)} -> {os.fsdecode(target)}\n")
-        return EXIT_OK
-    quiet = shared.quiet or to_stdout
-    startup.tune_malloc()
-    progress = render.Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
+    return to_stdout
+
+
+def _announcer(shared: Shared, *, quiet: bool) -> Callable[[Any], None]:
+    """What is said of each input as it finishes: its error or damage on stderr, and
+    with --jsonl its JSON line on stdout."""
 
     def on_input(item) -> None:
         if item.error:
@@ -403,8 +397,27 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
             sys.stdout.write(to_json(item.to_dict()) + "\n")
             sys.stdout.flush()
 
+    return on_input
+
+
+def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scratch: Path) -> int:
+    from .run import plan, run
+
+    sources = _sources(inputs, shared, scratch)
+    to_stdout = _check_outputs(command, shared, len(sources))
+    output = scratch / "stdout.png" if to_stdout else shared.output
+    settings = shared.settings(len(sources), output=output)
+    if shared.dry_run:
+        for source, targets in plan(command, sources, settings).items():
+            for target in targets:
+                sys.stdout.write(f"{os.fsdecode(source)} -> {os.fsdecode(target)}\n")
+        return EXIT_OK
+    quiet = shared.quiet or to_stdout
+    startup.tune_malloc()
+    progress = render.Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
+
     with progress:
-        report, summary = run(command, sources, settings, on_input=on_input,
+        report, summary = run(command, sources, settings, on_input=_announcer(shared, quiet=quiet),
                               on_progress=progress.update)  # fmt: skip
     code = _finish(report, report_path=shared.report, as_json=shared.json_,
                    quiet=quiet or shared.jsonl, errors_shown=True)  # fmt: skip

@@ -24,7 +24,7 @@ taps)`` arithmetic with no Python loop over pixels; all-zero taps are skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -430,42 +430,58 @@ class _Plan:
         rows, width = out.shape[-2:]
         (sh, sw), (dh, dw) = stride, dilation
 
-        def view(c: int, u: int, v: int) -> np.ndarray:
-            return block[:, :, c, u * dh : u * dh + sh * (rows - 1) + 1 : sh,
+        def view(u: int, v: int) -> np.ndarray:
+            """The input samples tap (u, v) of every output position reads."""
+            return block[..., u * dh : u * dh + sh * (rows - 1) + 1 : sh,
                          v * dw : v * dw + sw * (width - 1) + 1 : sw]  # fmt: skip
 
         if self.matmul:
-            n, groups, c_in_group = block.shape[:3]
-            out[...] = 0
-            for u in range(kernel[0]):
-                for v in range(kernel[1]):
-                    tap = self.weight[:, :, :, u, v]
-                    if not tap.any():
-                        continue
-                    taps = block[..., u * dh : u * dh + sh * (rows - 1) + 1 : sh,
-                                 v * dw : v * dw + sw * (width - 1) + 1 : sw]  # fmt: skip
-                    columns = taps.reshape(n, groups, c_in_group, rows * width)
-                    out += np.matmul(tap, columns).reshape(out.shape)
-            return
-        if self.box is not None:
-            acc = out[:, :, 0]
-            kh, kw = kernel
-            # Rows first (contiguous reads), then the strided columns of the result.
-            lines = None
-            for u in range(kh):
-                src = block[:, :, 0, u * dh : u * dh + sh * (rows - 1) + 1 : sh, :]
-                if lines is None:
-                    lines = src.astype(self.dtype, copy=True)
-                else:
-                    np.add(lines, src, out=lines)
-            for v in range(kw):
-                src = lines[..., v * dw : v * dw + sw * (width - 1) + 1 : sw]
-                if v == 0:
-                    np.copyto(acc, src)
-                else:
-                    np.add(acc, src, out=acc)
-            np.multiply(acc, self.dtype(self.box), out=acc)
-            return
+            self._run_matmul(block, out, kernel, view)
+        elif self.box is not None:
+            self._run_box(block, out, kernel, stride, dilation)
+        else:
+            self._run_taps(out, lambda c, u, v: view(u, v)[:, :, c])
+
+    def _run_matmul(self, block: np.ndarray, out: np.ndarray, kernel: tuple[int, int],
+                    view: Callable[[int, int], np.ndarray]) -> None:  # fmt: skip
+        """Many channels: one matrix product per tap."""
+        n, groups, c_in_group = block.shape[:3]
+        rows, width = out.shape[-2:]
+        out[...] = 0
+        for u in range(kernel[0]):
+            for v in range(kernel[1]):
+                tap = self.weight[:, :, :, u, v]
+                if not tap.any():
+                    continue
+                columns = view(u, v).reshape(n, groups, c_in_group, rows * width)
+                out += np.matmul(tap, columns).reshape(out.shape)
+
+    def _run_box(self, block: np.ndarray, out: np.ndarray, kernel: tuple[int, int],
+                 stride: tuple[int, int], dilation: tuple[int, int]) -> None:  # fmt: skip
+        """A box of equal weights: sum rows first (contiguous reads), then the strided
+        columns of the result, then scale once."""
+        acc = out[:, :, 0]
+        rows, width = out.shape[-2:]
+        (sh, sw), (dh, dw) = stride, dilation
+        kh, kw = kernel
+        lines = None
+        for u in range(kh):
+            src = block[:, :, 0, u * dh : u * dh + sh * (rows - 1) + 1 : sh, :]
+            if lines is None:
+                lines = src.astype(self.dtype, copy=True)
+            else:
+                np.add(lines, src, out=lines)
+        for v in range(kw):
+            src = lines[..., v * dw : v * dw + sw * (width - 1) + 1 : sw]
+            if v == 0:
+                np.copyto(acc, src)
+            else:
+                np.add(acc, src, out=acc)
+        np.multiply(acc, self.dtype(self.box), out=acc)
+
+    def _run_taps(self, out: np.ndarray, view: Callable[[int, int, int], np.ndarray]) -> None:
+        """Few taps: each output channel accumulates its non-zero taps, with +1 and -1
+        as additions and subtractions."""
         scratch = None
         for o, (ops, common) in enumerate(self.channels):
             acc = out[:, :, o]

@@ -453,132 +453,175 @@ def _png_exif(facts: integrity.PngFacts | None) -> Image.Exif:
     return exif
 
 
+@dataclass
+class _Frame:
+    """What every step of decoding one frame needs to know and may add to."""
+
+    path: Path
+    fmt: str
+    options: ReadOptions
+    icc: bytes | None
+    notices: list[str] = field(default_factory=list)
+    key: tuple[int, ...] | None = None  # a tRNS colour key
+    tiff: _TiffLayout | None = None
+
+    def loaded(self, mode: str, pixels: np.ndarray, depth: int, kind: str) -> LoadedImage:
+        icc = self.icc if kind in ("uint8", "uint16") else None
+        return LoadedImage(self.path, self.fmt, mode, pixels, depth, kind, icc_profile=icc,
+                           notices=self.notices)  # fmt: skip
+
+    def keyed_alpha(self, pixels: np.ndarray, top: int) -> np.ndarray | None:
+        if self.key is None:
+            return None
+        self.notices.append(f"tRNS colour key {self.key}: those pixels are transparent")
+        return _colour_key_alpha(pixels, self.key, top)
+
+
 def _decode_frame(
     image: Image.Image, path: Path, options: ReadOptions, stream: integrity.StreamCheck
 ) -> LoadedImage:
-    notices: list[str] = []
-    fmt = image.format or "PNG"
-    mode = image.mode
-    rawmode = _rawmode(image)
-    icc = image.info.get("icc_profile") or None
-    deep_colour = ";16" in rawmode and mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I")
-    if deep_colour and fmt == "PNG":
-        facts = stream.result()[1]
-        array = _read_png16(path)
-        orientation = _orientation(lambda: _png_exif(facts), notices)
-        array = _orient_array(array, orientation if options.auto_orient else 1)
-        values = np.moveaxis(array, -1, 0)
-        colour_channels = 3 if values.shape[0] >= 3 else 1
-        pixels, alpha = values[:colour_channels], None
-        if values.shape[0] in (2, 4):
-            alpha = values[-1]
-        elif facts is not None and facts.trns and len(facts.trns) == 2 * colour_channels:
-            key = struct.unpack(f">{colour_channels}H", facts.trns)
-            alpha = _colour_key_alpha(pixels, key, 65535)
-            notices.append(f"tRNS colour key {key}: those pixels are transparent")
-        loaded = LoadedImage(path, fmt, f"{mode} (16-bit)", pixels, 16, "uint16",
-                             icc_profile=icc, notices=notices)  # fmt: skip
-        _orientation_notice(orientation, options, notices)
-        return _apply_alpha_policy(loaded, alpha, options)
+    frame = _Frame(path, image.format or "PNG", options, image.info.get("icc_profile") or None)
+    deep_colour = ";16" in _rawmode(image) and image.mode not in (*_SIXTEEN_BIT_GRAY, "I")
+    if deep_colour and frame.fmt == "PNG":
+        return _png16_frame(frame, image.mode, stream.result()[1])
     if deep_colour:
         raise InputError(
-            f"{path}: 16-bit colour {fmt} is not supported (it would be clipped to 8 bits); "
-            "convert it to a 16-bit PNG"
+            f"{path}: 16-bit colour {frame.fmt} is not supported (it would be clipped to 8 "
+            "bits); convert it to a 16-bit PNG"
         )
-    tiff = _TiffLayout.of(image)
-    held = _hold_tiff_orientation(image, notices)
+    frame.tiff = _TiffLayout.of(image)
+    held = _hold_tiff_orientation(image, frame.notices)
     image.load()  # the whole decode, before anything else reads the file
-    orientation = held if held is not None else _orientation(image.getexif, notices)
-    key = _colour_key(image, stream)
+    orientation = held if held is not None else _orientation(image.getexif, frame.notices)
+    frame.key = _colour_key(image, stream)
     if getattr(image, "n_frames", 1) > 1:
         image = image.copy()  # detach this frame: the file object moves on to the next
     if orientation != 1 and options.auto_orient:
         # By the value read above: a detached frame has lost its EXIF.
         image = image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image
-    _orientation_notice(orientation, options, notices)
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+    _orientation_notice(orientation, options, frame.notices)
+    if image.mode in (*_SIXTEEN_BIT_GRAY, "I") or (image.mode == "L" and frame.tiff.signed):
+        return _integer_frame(frame, image)
+    if image.mode == "F":
+        return _float_frame(frame, image)
+    return _eight_bit_frame(frame, image)
+
+
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _png16_frame(frame: _Frame, mode: str, facts: integrity.PngFacts | None) -> LoadedImage:
+    """A 16-bit colour or gray + alpha PNG, decoded by pypng (Pillow keeps 8 bits)."""
+    array = _read_png16(frame.path)
+    orientation = _orientation(lambda: _png_exif(facts), frame.notices)
+    array = _orient_array(array, orientation if frame.options.auto_orient else 1)
+    values = np.moveaxis(array, -1, 0)
+    colour_channels = 3 if values.shape[0] >= 3 else 1
+    pixels, alpha = values[:colour_channels], None
+    if values.shape[0] in (2, 4):
+        alpha = values[-1]
+    elif facts is not None and facts.trns and len(facts.trns) == 2 * colour_channels:
+        frame.key = struct.unpack(f">{colour_channels}H", facts.trns)
+        alpha = frame.keyed_alpha(pixels, 65535)
+    loaded = frame.loaded(f"{mode} (16-bit)", pixels, 16, "uint16")
+    _orientation_notice(orientation, frame.options, frame.notices)
+    return _apply_alpha_policy(loaded, alpha, frame.options)
+
+
+def _integer_frame(frame: _Frame, image: Image.Image) -> LoadedImage:
+    """16-bit gray, 32-bit integers and signed 8-bit samples."""
+    mode, tiff, notices = image.mode, frame.tiff or _TiffLayout(), frame.notices
+    if mode in _SIXTEEN_BIT_GRAY:
         pixels = np.asarray(image).astype(np.uint16)[np.newaxis]
         if tiff.min_is_white:
             pixels = 65535 - pixels
             notices.append("MinIsWhite: inverted, so that 0 is black")
-        loaded = LoadedImage(path, fmt, mode, pixels, 16, "uint16", icc_profile=icc,
-                             notices=notices)  # fmt: skip
-        alpha = None
-        if key is not None:
-            alpha = _colour_key_alpha(pixels, key, 65535)
-            notices.append(f"tRNS colour key {key}: those pixels are transparent")
-        return _apply_alpha_policy(loaded, alpha, options)
-    if mode == "L" and tiff.signed:
+        loaded = frame.loaded(mode, pixels, 16, "uint16")
+        return _apply_alpha_policy(loaded, frame.keyed_alpha(pixels, 65535), frame.options)
+    if mode == "L":  # signed 8-bit
         pixels = np.asarray(image).view(np.int8).astype(np.float64)[np.newaxis]
         notices.append("signed 8-bit samples")
-        return LoadedImage(path, fmt, mode, pixels, 16, "int32", notices=notices)
-    if mode == "I":
-        pixels = np.asarray(image)
-        if tiff.unsigned32:
-            pixels = pixels.view(np.uint32)  # Pillow's mode I is signed: undo the wrap
-            if tiff.min_is_white:
-                pixels = np.uint32(0xFFFFFFFF) - pixels
-                notices.append("MinIsWhite: inverted, so that 0 is black")
-        pixels = pixels.astype(np.float64)[np.newaxis]
-        if pixels.min() >= 0 and pixels.max() <= 65535:
-            notices.append("32-bit integer image with values in 0..65535: read as 16-bit")
-            return LoadedImage(path, fmt, mode, pixels.astype(np.uint16), 16, "uint16",
-                               icc_profile=icc, notices=notices)  # fmt: skip
-        return LoadedImage(path, fmt, mode, pixels, 16, "int32", notices=notices)
-    if mode == "F":
-        pixels = np.asarray(image).astype(np.float32)[np.newaxis]
-        if not np.isfinite(pixels).all():
-            raise InputError(f"{path}: the floating-point image holds NaN or infinite values")
+        return frame.loaded(mode, pixels, 16, "int32")
+    pixels = np.asarray(image)
+    if tiff.unsigned32:
+        pixels = pixels.view(np.uint32)  # Pillow's mode I is signed: undo the wrap
         if tiff.min_is_white:
-            notices.append("MinIsWhite float samples: used as stored (no inversion is defined)")
-        largest = float(np.max(np.abs(pixels), initial=0.0))
-        if largest > _FLOAT32_SAFE:
-            # Differences, sums and squares of such values overflow float32 to inf.
-            pixels = pixels.astype(np.float64)
-            notices.append(
-                f"float values up to {largest:.3g}: computed in float64, where float32 overflows"
-            )
-        return LoadedImage(path, fmt, mode, pixels, 16, "float32", notices=notices)
-    original_mode = mode
+            pixels = np.uint32(0xFFFFFFFF) - pixels
+            notices.append("MinIsWhite: inverted, so that 0 is black")
+    pixels = pixels.astype(np.float64)[np.newaxis]
+    if pixels.min() >= 0 and pixels.max() <= 65535:
+        notices.append("32-bit integer image with values in 0..65535: read as 16-bit")
+        return frame.loaded(mode, pixels.astype(np.uint16), 16, "uint16")
+    return frame.loaded(mode, pixels, 16, "int32")
+
+
+def _float_frame(frame: _Frame, image: Image.Image) -> LoadedImage:
+    """32-bit float samples; float64 where float32 arithmetic would overflow."""
+    pixels = np.asarray(image).astype(np.float32)[np.newaxis]
+    if not np.isfinite(pixels).all():
+        raise InputError(f"{frame.path}: the floating-point image holds NaN or infinite values")
+    if frame.tiff is not None and frame.tiff.min_is_white:
+        frame.notices.append("MinIsWhite float samples: used as stored (no inversion is defined)")
+    largest = float(np.max(np.abs(pixels), initial=0.0))
+    if largest > _FLOAT32_SAFE:
+        # Differences, sums and squares of such values overflow float32 to inf.
+        pixels = pixels.astype(np.float64)
+        frame.notices.append(
+            f"float values up to {largest:.3g}: computed in float64, where float32 overflows"
+        )
+    return frame.loaded("F", pixels, 16, "float32")
+
+
+# 8-bit modes Pillow converts for us, and the notice each conversion gives.
+_CONVERSIONS = {
+    "PA": ("RGBA", "palette image expanded to RGB"),
+    "1": ("L", "1-bit image read as 0 and 255"),
+    "La": ("LA", "premultiplied alpha converted to straight alpha"),
+    "RGBa": ("RGBA", "premultiplied alpha converted to straight alpha"),
+}
+
+
+def _as_8_bit(frame: _Frame, image: Image.Image) -> Image.Image:
+    """``L``, ``LA``, ``RGB`` or ``RGBA``: palettes expanded, other modes converted."""
+    mode = image.mode
     if mode == "P":
         has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
-        image = image.convert("RGBA" if has_alpha else "RGB")
-        notices.append("palette image expanded to RGB")
-    elif mode == "PA":
-        image = image.convert("RGBA")
-        notices.append("palette image expanded to RGB")
-    elif mode == "1":
-        image = image.convert("L")
-        notices.append("1-bit image read as 0 and 255")
-    elif mode in ("La", "RGBa"):
-        image = image.convert(mode.upper())
-        notices.append("premultiplied alpha converted to straight alpha")
-    elif mode not in ("L", "LA", "RGB", "RGBA"):
-        try:
-            image = image.convert("RGB")
-        except (ValueError, OSError) as exc:
-            raise InputError(f"{path}: cannot convert mode {mode} to RGB ({exc})") from None
-        notices.append(f"{mode} converted to RGB by Pillow (no colour management)")
-        if icc:
-            notices.append(f"the {mode} ICC profile no longer fits and is not copied")
-            icc = None
+        frame.notices.append("palette image expanded to RGB")
+        return image.convert("RGBA" if has_alpha else "RGB")
+    if mode in _CONVERSIONS:
+        target, notice = _CONVERSIONS[mode]
+        frame.notices.append(notice)
+        return image.convert(target)
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    try:
+        converted = image.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{frame.path}: cannot convert mode {mode} to RGB ({exc})") from None
+    frame.notices.append(f"{mode} converted to RGB by Pillow (no colour management)")
+    if frame.icc:
+        frame.notices.append(f"the {mode} ICC profile no longer fits and is not copied")
+        frame.icc = None
+    return converted
+
+
+def _eight_bit_frame(frame: _Frame, image: Image.Image) -> LoadedImage:
+    original_mode = image.mode
+    image = _as_8_bit(frame, image)
     alpha = None
     if image.mode in ("LA", "RGBA"):
         alpha = np.asarray(image.getchannel("A"))
         image = image.convert(image.mode[:-1])
     values = _as_array(image)  # (H, W, C) uint8, our own copy
     pixels = values[np.newaxis] if values.ndim == 2 else np.moveaxis(values, -1, 0)
-    if key is not None and alpha is None and original_mode in ("1", "L", "RGB"):
-        alpha = _colour_key_alpha(pixels, key, 255)
-        notices.append(f"tRNS colour key {key}: those pixels are transparent")
-    loaded = LoadedImage(path, fmt, original_mode, pixels, 8, "uint8", icc_profile=icc,
-                         notices=notices)  # fmt: skip
+    if alpha is None and original_mode in ("1", "L", "RGB"):
+        alpha = frame.keyed_alpha(pixels, 255)
+    loaded = frame.loaded(original_mode, pixels, 8, "uint8")
     if values.nbytes <= _KEEP_DECODED_BYTES:
         # Small enough to keep Pillow's own copy for the Pillow references;
         # a large image lets it go, to bound memory.
         loaded._pil = image
-    return _apply_alpha_policy(loaded, alpha, options)
+    return _apply_alpha_policy(loaded, alpha, frame.options)
 
 
 _TRANSPOSE = {

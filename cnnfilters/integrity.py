@@ -30,6 +30,7 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -128,70 +129,97 @@ class _Inflater:
         return None
 
 
+def _chunks(handle: IO[bytes]) -> Iterator[tuple[int, bytes, bytes] | Damage]:
+    """A PNG's chunks after the signature, as ``(offset, type, data)`` with their CRC
+    checked, up to IEND; a :class:`Damage` (and the end) where one is not whole."""
+    offset = 8
+    while True:
+        head = handle.read(8)
+        if len(head) < 8:
+            yield Damage(f"the file ends at byte {offset}, before IEND", truncated=True)
+            return
+        length, kind = struct.unpack(">I4s", head)
+        name = kind.decode("latin-1")
+        if length > 0x7FFFFFFF:
+            yield Damage(f"the {name!r} chunk at byte {offset} declares {length} bytes")
+            return
+        data = handle.read(length)
+        stored = handle.read(4)
+        if len(data) < length or len(stored) < 4:
+            yield Damage(f"the file ends inside the {name!r} chunk at byte {offset}", True)
+            return
+        if zlib.crc32(data, zlib.crc32(kind)) != struct.unpack(">I", stored)[0]:
+            yield Damage(f"CRC error in the {name!r} chunk at byte {offset}")
+            return
+        yield offset, kind, data
+        if kind == b"IEND":
+            return
+        offset += 12 + length
+
+
+class _PngWalk:
+    """The state of a chunk walk: the facts so far and the image's zlib streams."""
+
+    def __init__(self) -> None:
+        self.facts = PngFacts()
+        self.image: _Inflater | None = None  # the IDAT stream
+        self.frames: list[_Inflater] = []  # one stream per APNG frame of fdAT chunks
+        self.frame_size: tuple[int, int] | None = None  # the last fcTL's, until its data
+
+    def take(self, kind: bytes, data: bytes) -> Damage | None:
+        facts = self.facts
+        if kind == b"IHDR" and len(data) == 13:
+            (facts.width, facts.height, facts.bit_depth, facts.colour_type, _, _,
+             interlace) = struct.unpack(">IIBBBBB", data)  # fmt: skip
+            facts.interlaced = interlace == 1
+        elif kind == b"fcTL" and len(data) >= 12:
+            self.frame_size = struct.unpack(">II", data[4:12])
+        elif kind == b"IDAT":
+            if self.image is None:
+                self.image = _Inflater("IDAT", facts.raw_size(facts.width, facts.height))
+            self.frame_size = None  # an fcTL before IDAT describes the image itself
+            return self.image.feed(data)
+        elif kind == b"fdAT":
+            if self.frame_size is not None or not self.frames:
+                width, height = self.frame_size or (facts.width, facts.height)
+                self.frames.append(_Inflater(f"APNG frame {len(self.frames) + 1}",
+                                             facts.raw_size(width, height)))  # fmt: skip
+                self.frame_size = None
+            return self.frames[-1].feed(data[4:])
+        elif kind in _KEPT:
+            setattr(facts, _KEPT[kind], data)
+        return None
+
+    def finish(self) -> Damage | None:
+        if self.image is None:
+            return Damage("no IDAT chunk: the image has no pixel data", truncated=True)
+        for stream in (self.image, *self.frames):
+            damage = stream.finish()
+            if damage:
+                return damage
+        return None
+
+
+# Ancillary chunks whose data the walk keeps, and the PngFacts field for each.
+_KEPT = {b"eXIf": "exif", b"sBIT": "sbit", b"tRNS": "trns"}
+
+
 def check_png(handle: IO[bytes]) -> tuple[Damage | None, PngFacts]:
     """Walk a PNG's chunks: CRCs, the inflated length of every image stream, IEND.
 
     Returns the first damage found (or ``None``) and the facts gathered.
     """
-    facts = PngFacts()
+    walk = _PngWalk()
     if handle.read(8) != _PNG_SIGNATURE:
-        return Damage("not a PNG signature"), facts
-    image: _Inflater | None = None  # the IDAT stream
-    frames: list[_Inflater] = []  # one stream per APNG frame of fdAT chunks
-    frame_size: tuple[int, int] | None = None  # the last fcTL's, until its data starts
-    offset = 8
-    while True:
-        head = handle.read(8)
-        if len(head) < 8:
-            return Damage(f"the file ends at byte {offset}, before IEND", truncated=True), facts
-        length, kind = struct.unpack(">I4s", head)
-        name = kind.decode("latin-1")
-        if length > 0x7FFFFFFF:
-            return Damage(f"the {name!r} chunk at byte {offset} declares {length} bytes"), facts
-        data = handle.read(length)
-        stored = handle.read(4)
-        if len(data) < length or len(stored) < 4:
-            where = f"the file ends inside the {name!r} chunk at byte {offset}"
-            return Damage(where, truncated=True), facts
-        if zlib.crc32(data, zlib.crc32(kind)) != struct.unpack(">I", stored)[0]:
-            return Damage(f"CRC error in the {name!r} chunk at byte {offset}"), facts
-        damage = None
-        if kind == b"IHDR" and length == 13:
-            (facts.width, facts.height, facts.bit_depth, facts.colour_type, _, _,
-             interlace) = struct.unpack(">IIBBBBB", data)  # fmt: skip
-            facts.interlaced = interlace == 1
-        elif kind == b"fcTL" and length >= 12:
-            frame_size = struct.unpack(">II", data[4:12])
-        elif kind == b"IDAT":
-            if image is None:
-                image = _Inflater("IDAT", facts.raw_size(facts.width, facts.height))
-            frame_size = None  # an fcTL before IDAT describes the image itself
-            damage = image.feed(data)
-        elif kind == b"fdAT":
-            if frame_size is not None or not frames:
-                width, height = frame_size or (facts.width, facts.height)
-                frames.append(_Inflater(f"APNG frame {len(frames) + 1}",
-                                        facts.raw_size(width, height)))  # fmt: skip
-                frame_size = None
-            damage = frames[-1].feed(data[4:])
-        elif kind == b"eXIf":
-            facts.exif = data
-        elif kind == b"sBIT":
-            facts.sbit = data
-        elif kind == b"tRNS":
-            facts.trns = data
-        elif kind == b"IEND":
-            break
+        return Damage("not a PNG signature"), walk.facts
+    for chunk in _chunks(handle):
+        if isinstance(chunk, Damage):
+            return chunk, walk.facts
+        _, kind, data = chunk
+        damage = walk.take(kind, data)
         if damage:
-            return damage, facts
-        offset += 12 + length
-    if image is None:
-        return Damage("no IDAT chunk: the image has no pixel data", truncated=True), facts
-    for stream in (image, *frames):
-        damage = stream.finish()
-        if damage:
-            return damage, facts
-    return None, facts
+            return damage, walk.facts
+    return walk.finish(), walk.facts
 
 
 def check_jpeg(data: bytes) -> Damage | None:

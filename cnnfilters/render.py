@@ -54,18 +54,28 @@ def _format_number(value: float | None, digits: int = 4) -> str:
 
 
 def render_table(report: RunReport, *, written: int) -> None:
-    """The diff report as a Rich table on stdout."""
-    from rich import box
+    """The diff report as a Rich table on stdout, the notices and windows below it."""
     from rich.console import Console
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    console.print(_table(report))
+    for item in report.inputs:
+        for line in _footnotes(item):
+            console.print(f"[dim]{line}[/]")
+    failed = sum(1 for item in report.inputs if not item.passed)
+    console.print(
+        f"{len(report.inputs)} input(s), {len(report.inputs) - failed} passed, "
+        f"{failed} failed or errored; {written} file(s) written"
+    )
+
+
+def _table(report: RunReport) -> Any:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    table = Table(
-        title=f"cnnfilters {report.command}: engine vs independent references",
-        box=box.SIMPLE_HEAVY,
-        title_justify="left",
-    )
+    table = Table(title=f"cnnfilters {report.command}: engine vs independent references",
+                  box=box.SIMPLE_HEAVY, title_justify="left")  # fmt: skip
     for column, justify in [
         ("input", "left"), ("check", "left"), ("reference", "left"), ("max abs", "right"),
         ("mean abs", "right"), ("RMSE", "right"), ("PSNR dB", "right"),
@@ -73,67 +83,82 @@ def render_table(report: RunReport, *, written: int) -> None:
     ]:  # fmt: skip
         table.add_column(column, justify=justify, overflow="fold")
     for item in report.inputs:
-        name = escape(Path(item.input).name)
+        name = escape(_shown(Path(item.input).name))
         if item.error:
-            table.add_row(name, "[red]error[/]", escape(item.error), *[""] * 6, "[red]ERROR[/]")
+            table.add_row(name, "[red]error[/]", escape(_shown(item.error)), *[""] * 6,
+                          "[red]ERROR[/]")  # fmt: skip
             continue
         for check in item.checks:
             label = escape(check.name)
             if "monotonicity" in check.extra:
                 label += f" [dim]({check.extra['monotonicity']})[/]"
             psnr = "identical" if check.identical else _format_number(check.psnr_db, 5)
-            verdict = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
-            if "commutes" in check.extra:
-                if check.extra["commutes"]:
-                    verdict += " commutes"
-                elif check.extra.get("windows_differing", 1):
-                    verdict += " [yellow]differs[/]"
-                else:
-                    verdict += " [yellow]overflowed[/]"
             table.add_row(
                 name, label, escape(check.reference), _format_number(check.max_abs),
                 _format_number(check.mean_abs), _format_number(check.rmse), psnr,
                 f"{check.differing} / {check.total}",
                 _format_number(check.tolerance) if check.tolerance != float("inf") else "-",
-                verdict,
+                _verdict(check),
             )  # fmt: skip
             name = ""
-    console.print(table)
-    for item in report.inputs:
-        for notice in item.notices:
-            console.print(f"[dim]{escape(Path(item.input).name)}: {escape(notice)}[/]")
-        for check in item.checks:
-            example = check.extra.get("synthetic_counterexample")
-            if check.extra.get("min_identity_holds") is not None:
-                holds = "holds" if check.extra["min_identity_holds"] else "[red]FAILS[/]"
-                console.print(
-                    f"[dim]{escape(check.name)}: nonincreasing, so sigma(max) = min(sigma) on "
-                    f"every window: {holds}[/]"
-                )
-            if check.extra.get("counterexample"):
-                example = check.extra["counterexample"]
-                console.print(
-                    f"[dim]{escape(check.name)}: first differing window at channel "
-                    f"{example['channel']}, rows/cols from {example['top_left']}: "
-                    f"{escape(str(example['values']))} -> sigma(max) = "
-                    f"{example['act_of_max']:.6g}, max(sigma) = {example['max_of_act']:.6g}[/]"
-                )
-            elif example:  # no window of the image breaks it: one of our own does
-                console.print(
-                    f"[dim]{escape(check.name)}: no window of the image differs; a window that "
-                    f"does: {escape(str(example['values']))} -> sigma(max) = "
-                    f"{example['act_of_max']:.6g}, max(sigma) = {example['max_of_act']:.6g}[/]"
-                )
-            if check.extra.get("windows_overflowed"):
-                console.print(
-                    f"[dim]{escape(check.name)}: {check.extra['windows_overflowed']} window(s) "
-                    "overflowed to infinity: neither equal nor a counterexample[/]"
-                )
-    failed = sum(1 for item in report.inputs if not item.passed)
-    console.print(
-        f"{len(report.inputs)} input(s), {len(report.inputs) - failed} passed, "
-        f"{failed} failed or errored; {written} file(s) written"
-    )
+    return table
+
+
+def _verdict(check: Any) -> str:
+    verdict = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
+    if "commutes" not in check.extra:
+        return verdict
+    if check.extra["commutes"]:
+        return verdict + " commutes"
+    if check.extra.get("windows_differing", 1):
+        return verdict + " [yellow]differs[/]"
+    return verdict + " [yellow]overflowed[/]"
+
+
+def _footnotes(item: Any) -> list[str]:
+    """The lines under the table for one input: its notices, then per check the min
+    identity, the window where an activation fails, and overflowed windows."""
+    from rich.markup import escape
+
+    name = escape(_shown(Path(item.input).name))
+    lines = [f"{name}: {escape(_shown(notice))}" for notice in item.notices]
+    for check in item.checks:
+        extra, label = check.extra, escape(check.name)
+        if extra.get("min_identity_holds") is not None:
+            holds = "holds" if extra["min_identity_holds"] else "[red]FAILS[/]"
+            lines.append(f"{label}: nonincreasing, so sigma(max) = min(sigma) on every "
+                         f"window: {holds}")  # fmt: skip
+        lines.extend(_window_lines(label, extra))
+    return lines
+
+
+def _window_lines(label: str, extra: dict) -> list[str]:
+    """The window where an activation fails (the image's, or one of our own), and the
+    windows that overflowed."""
+    from rich.markup import escape
+
+    lines = []
+    example = extra.get("counterexample")
+    where = ""
+    if example:
+        where = (f"first differing window at channel {example['channel']}, rows/cols from "
+                 f"{example['top_left']}")  # fmt: skip
+    elif extra.get("synthetic_counterexample"):  # no window of the image breaks it
+        example = extra["synthetic_counterexample"]
+        where = "no window of the image differs; a window that does"
+    if example:
+        lines.append(f"{label}: {where}: {escape(str(example['values']))} -> sigma(max) = "
+                     f"{example['act_of_max']:.6g}, max(sigma) = "
+                     f"{example['max_of_act']:.6g}")  # fmt: skip
+    if extra.get("windows_overflowed"):
+        lines.append(f"{label}: {extra['windows_overflowed']} window(s) overflowed to "
+                     "infinity: neither equal nor a counterexample")  # fmt: skip
+    return lines
+
+
+def _shown(text: str) -> str:
+    """Control characters of a file name escaped, so that they cannot drive the terminal."""
+    return text.translate(_CONTROL)
 
 
 class Progress:

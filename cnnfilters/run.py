@@ -131,7 +131,6 @@ def run(
     finished outputs stay (they are written atomically), the summary counts
     what was not done.
     """
-    summary = Summary()
     started = time.perf_counter()
     report = RunReport(command.name, options=_jsonable(command.options()))
     out_dir = settings.destination.out_dir
@@ -141,45 +140,62 @@ def run(
         except OSError as exc:
             raise CnnFiltersError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
     planned = plan(command, sources, settings)
-    results: dict[int, list[InputReport]] = {}
-    finished = 0
-
-    def record(index: int, items: list[InputReport]) -> bool:
-        nonlocal finished
-        results[index] = items
-        finished += 1
-        failed = False
-        for item in items:
-            if item.error or not item.passed:
-                summary.failed += 1
-                failed = True
-            else:
-                summary.done += 1
-            summary.megapixels += item.info.get("height", 0) * item.info.get("width", 0) / 1e6
-            if on_input is not None:
-                on_input(item)
-        if on_progress is not None:
-            on_progress(finished, len(sources))
-        return failed
-
+    recorder = _Recorder(len(sources), on_input, on_progress)
     pending = []
     inputs = _identities(source.path for source in sources)
     for index, source in enumerate(sources):
         refused = _refused(source, planned[source.path], inputs, settings)
-        if refused is not None and refused.skipped:
-            results[index] = [refused]
-            summary.skipped += 1
-            finished += 1
-        elif refused is not None:
-            record(index, [refused])
-        else:
+        if refused is None:
             pending.append((index, source))
+        elif refused.skipped:
+            recorder.skip(index, refused)
+        else:
+            recorder.record(index, [refused])
     threads = 1 if len(sources) > 1 else None
-    _run_pending(command, pending, settings, threads, record, summary)
-    for index in sorted(results):
-        report.inputs.extend(results[index])
-    summary.seconds = time.perf_counter() - started
-    return report, summary
+    _run_pending(command, pending, settings, threads, recorder)
+    for index in sorted(recorder.results):
+        report.inputs.extend(recorder.results[index])
+    recorder.summary.seconds = time.perf_counter() - started
+    return report, recorder.summary
+
+
+class _Recorder:
+    """Takes each input's entries as it finishes: keeps them, counts them, passes them on."""
+
+    def __init__(
+        self,
+        total: int,
+        on_input: Callable[[InputReport], None] | None,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.total, self.on_input, self.on_progress = total, on_input, on_progress
+        self.results: dict[int, list[InputReport]] = {}
+        self.summary = Summary()
+        self.finished = 0
+
+    def skip(self, index: int, item: InputReport) -> None:
+        """An input skipped before any work (counted, not announced)."""
+        self.results[index] = [item]
+        self.summary.skipped += 1
+        self.finished += 1
+
+    def record(self, index: int, items: list[InputReport]) -> bool:
+        """A finished input; whether it failed."""
+        self.results[index] = items
+        self.finished += 1
+        failed = False
+        for item in items:
+            if item.error or not item.passed:
+                self.summary.failed += 1
+                failed = True
+            else:
+                self.summary.done += 1
+            self.summary.megapixels += item.info.get("height", 0) * item.info.get("width", 0) / 1e6
+            if self.on_input is not None:
+                self.on_input(item)
+        if self.on_progress is not None:
+            self.on_progress(self.finished, self.total)
+        return failed
 
 
 def _refused(
@@ -206,10 +222,10 @@ def _run_pending(
     pending: list[tuple[int, Source]],
     settings: Settings,
     threads: int | None,
-    record: Callable[[int, list[InputReport]], bool],
-    summary: Summary,
+    recorder: _Recorder,
 ) -> None:
     """Run the tasks here, or on the executor ``settings`` asks for."""
+    record, summary = recorder.record, recorder.summary
     executor = _executor(settings, len(pending))
     try:
         if executor is None:

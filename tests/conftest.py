@@ -1,4 +1,4 @@
-"""Shared helpers: inputs that explain themselves and a naive correlation."""
+"""Fixtures and the Hypothesis profile; helpers to import live in helpers.py."""
 
 from __future__ import annotations
 
@@ -7,45 +7,6 @@ import os
 import numpy as np
 import pytest
 from hypothesis import settings
-
-
-def coordinate_grid(height: int, width: int, channels: int = 1) -> np.ndarray:
-    """``100*c + 10*i + j``: each value spells its own channel, row and column."""
-    c, i, j = np.mgrid[0:channels, 0:height, 0:width]
-    return (100 * c + 10 * i + j).astype(np.float32)
-
-
-def naive_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                 padding_mode="zeros"):  # fmt: skip
-    """Cross-correlation by nested loops over every output value, in float64."""
-    x = np.asarray(x, dtype=np.float64)
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x[None]
-    n, _, height, width = x.shape
-    c_out, c_in_g, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    mode = {"zeros": "constant", "replicate": "edge", "reflect": "reflect", "circular": "wrap"}
-    xp = np.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw)], mode=mode[padding_mode])
-    out_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    out = np.zeros((n, c_out, out_h, out_w))
-    c_out_g = c_out // groups
-    for b in range(n):
-        for o in range(c_out):
-            g = o // c_out_g
-            for i in range(out_h):
-                for j in range(out_w):
-                    total = 0.0 if bias is None else float(bias[o])
-                    for c in range(c_in_g):
-                        for u in range(kh):
-                            for v in range(kw):
-                                total += (
-                                    weight[o, c, u, v]
-                                    * xp[b, g * c_in_g + c, sh * i + dh * u, sw * j + dw * v]
-                                )
-                    out[b, o, i, j] = total
-    return out[0] if squeeze else out
 
 
 @pytest.fixture

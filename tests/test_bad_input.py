@@ -102,8 +102,10 @@ BROKEN = {
     "truncated.jpg": (lambda: encoded(photo((64, 64)), "JPEG")[:600], "cannot decode the image"),
     "truncated.tif": (lambda: encoded(photo((64, 64)), "TIFF")[:2000], "cannot decode the image"),
     "badcrc.png": (lambda: _bad_header_crc(encoded(photo(), "PNG")), "not a recognised image"),
-    "zlib.png": (lambda: png_bytes(8, 8)[:-30] + b"garbage!" * 3 + png_bytes(8, 8)[-12:], ""),
-    "zero-width.png": (lambda: png_bytes(0, 10), ""),
+    # The garbage lands on the IDAT chunk's header: Pillow finds no image in it.
+    "zlib.png": (lambda: png_bytes(8, 8)[:-30] + b"garbage!" * 3 + png_bytes(8, 8)[-12:],
+                 "not a recognised image file"),
+    "zero-width.png": (lambda: png_bytes(0, 10), "not a recognised image file"),
     "ico.ico": (lambda: encoded(photo((16, 16)), "ICO"), "ICO files are not supported"),
     "pcx.pcx": (lambda: encoded(photo((16, 16)), "PCX"), "PCX files are not supported"),
 }  # fmt: skip

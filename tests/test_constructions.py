@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import coordinate_grid
+from helpers import coordinate_grid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from cnnfilters import CnnFiltersError, avgpool, compare, gradients, grayscale
+from cnnfilters import CnnFiltersError, avgpool, compare, conv2d, gradients, grayscale
 from cnnfilters import reference as ref
 from cnnfilters.kernels import (
     FORWARD_DIFF_X,
@@ -46,10 +46,29 @@ def test_one_hot_filters_sum_to_the_average_filter():
 
 
 def test_every_construction_records_what_torch_needs():
-    for construction in constructions().values():
+    """Run by its recorded geometry alone (as torch.nn.Conv2d would be), each
+    construction reproduces the operation it stands for."""
+    rgb = coordinate_grid(6, 8, channels=3)
+    gray = coordinate_grid(6, 8)
+    expected = {
+        "gradient": np.concatenate(gradients(gray)),
+        "grayscale-bt601": grayscale(rgb),
+        "grayscale-bt709": grayscale(rgb, "bt709"),
+        "avgpool2": avgpool(rgb, 2),
+        "avgpool2-onehot": None,  # four partial filters: checked against slicing below
+    }
+    for name, construction in constructions().items():
         data = construction.to_dict()
         assert data["shape"] == list(construction.weight.shape)
-        assert data["in_channels"] % data["groups"] == 0
+        x = rgb if data["in_channels"] == 3 else gray
+        out = conv2d(x, np.array(data["weight"], dtype=np.float32), stride=data["stride"],
+                     padding=data["padding"], groups=data["groups"])  # fmt: skip
+        assert out.shape[0] == data["out_channels"]
+        if expected[name] is not None:
+            np.testing.assert_allclose(out, expected[name], rtol=1e-6)
+        else:  # delta_uv / 4: each filter picks one pixel of every 2x2 block
+            for index, (u, v) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+                np.testing.assert_allclose(out[index], gray[0, u::2, v::2] / 4, rtol=1e-6)
 
 
 def test_forward_diff_of_vertical_step_is_one_row():
