@@ -41,7 +41,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +60,7 @@ def make_photo(width: int, height: int, target: Path) -> Path:
     """A deterministic photo-like RGB image: the IHC sample upscaled, with sensor noise."""
     if target.exists():
         return target
-    source = resources.files("cnnfilters") / "samples" / "ihc.png"
+    source = Path(__file__).resolve().parent.parent / "samples" / "ihc.png"
     with Image.open(str(source)) as sample:
         base = sample.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
     rng = np.random.default_rng(12)

@@ -1,0 +1,85 @@
+"""The import rules of docs/ARCHITECTURE.md, read from the source of every module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "cnnfilters"
+
+CORE = {"engine", "kernels", "ops", "activations", "rounding", "backprop"}
+# module: (cnnfilters modules it may import, third-party packages it must not import)
+RULES = {
+    **{name: (CORE | {"errors", "defaults", "report"}, {"PIL", "typer", "rich"}) for name in CORE},
+    "reference": (set(), {"typer", "rich"}),
+    "report": ({"errors", "_version"}, {"PIL", "typer", "rich"}),
+    "defaults": (set(), {"numpy", "PIL", "typer", "rich"}),
+    "errors": (set(), {"numpy", "PIL", "typer", "rich"}),
+    "integrity": (set(), {"typer", "rich"}),
+    "images": ({"_libtiff", "integrity", "rounding", "defaults", "errors"}, {"typer", "rich"}),
+    "inputs": ({"errors"}, {"numpy", "typer", "rich"}),
+    "commands": (
+        CORE | {"reference", "report", "images", "defaults", "errors"},
+        {"typer", "rich"},
+    ),
+    "outputs": ({"images", "defaults", "errors"}, {"typer", "rich"}),
+    "run": ({"commands", "images", "inputs", "outputs", "report", "errors"}, {"typer", "rich"}),
+    "startup": (set(), {"numpy", "PIL", "rich"}),
+}
+
+
+def imports(path: Path, *, top_level_only: bool = False) -> tuple[set[str], set[str]]:
+    """(cnnfilters modules, third-party packages) that ``path`` imports at run time.
+
+    Imports under ``if TYPE_CHECKING:`` are for type checkers only and left out.
+    """
+    tree = ast.parse(path.read_text())
+    ours: set[str] = set()
+    theirs: set[str] = set()
+
+    def visit(node: ast.AST, depth: int) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.ImportFrom) and node.level:
+            if node.module:
+                ours.add(node.module.split(".")[0])
+            else:
+                ours.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            theirs.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            theirs.update(alias.name.split(".")[0] for alias in node.names)
+        nested = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        if top_level_only and nested:
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child, depth + 1)
+
+    visit(tree, 0)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("module", sorted(RULES))
+def test_each_room_imports_only_what_it_may(module):
+    allowed, forbidden = RULES[module]
+    ours, theirs = imports(PACKAGE / f"{module}.py")
+    assert ours - {module} <= allowed, f"{module} imports {sorted(ours - allowed - {module})}"
+    assert not theirs & forbidden, f"{module} imports {sorted(theirs & forbidden)}"
+
+
+def test_the_command_line_loads_numpy_and_pillow_only_inside_commands():
+    _, theirs = imports(PACKAGE / "cli.py", top_level_only=True)
+    assert not theirs & {"numpy", "PIL", "rich"}
+    ours, _ = imports(PACKAGE / "cli.py", top_level_only=True)
+    assert ours <= {"render", "startup", "_version", "defaults", "errors"}
+    _, rendering = imports(PACKAGE / "render.py", top_level_only=True)
+    assert not rendering & {"numpy", "PIL", "rich"}
+
+
+def test_every_module_is_in_a_room():
+    documented = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
+    for path in PACKAGE.glob("*.py"):
+        if path.stem not in ("__init__", "__main__", "_version"):
+            assert f"`{path.stem}`" in documented, f"{path.stem} is not in docs/ARCHITECTURE.md"
