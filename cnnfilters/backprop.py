@@ -44,6 +44,12 @@ KINKS: dict[str, tuple[float, ...]] = {
     "abs": (0.0,),
 }
 
+# Bounds of a check that finishes in seconds: central differences evaluate the
+# network twice per parameter (widths^2 of them) at every point.
+MAX_WIDTH = 512
+MAX_LAYERS = 16
+MAX_POINTS = 1000
+
 
 @dataclass
 class MLP:
@@ -61,6 +67,13 @@ class MLP:
             raise CnnFiltersError(f"widths need an input and an output width >= 1, got {widths}")
         if widths[-1] != 1:
             raise CnnFiltersError(f"the output width must be 1 (a scalar y_L), got {widths[-1]}")
+        if max(widths) > MAX_WIDTH or len(widths) > MAX_LAYERS + 1:
+            raise CnnFiltersError(
+                f"widths up to {MAX_WIDTH} and at most {MAX_LAYERS} layers (the finite "
+                f"differences cost grows with the square of a width), got {widths}"
+            )
+        if seed < 0:
+            raise CnnFiltersError(f"the seed must be a non-negative integer, got {seed}")
         rng = np.random.default_rng(seed)
         A = [np.zeros((0, 0))]
         b = [np.zeros(0)]
@@ -327,8 +340,8 @@ def check_backprop(
     """
     from .report import compare
 
-    if points < 1:
-        raise CnnFiltersError(f"--points must be at least 1, got {points}")
+    if not 1 <= points <= MAX_POINTS:
+        raise CnnFiltersError(f"points must be from 1 to {MAX_POINTS}, got {points}")
     mlp = MLP.random(widths, activation, seed)
     rng = np.random.default_rng(seed + 1)
     smooth = mlp.activation.name not in KINKS

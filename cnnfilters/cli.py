@@ -436,8 +436,11 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
 
 def _image_to_stdout(path: Path, fmt: str, *, quiet: bool) -> None:
     """The finished image on standard output, converted when another format is asked for."""
+    from .errors import OutputError
     from .outputs import png_to_format
 
+    if getattr(sys.stdout, "closed_at_start", False):
+        raise OutputError("-o -: standard output is closed")
     data, notes = png_to_format(path, fmt)
     if not quiet:
         for note in notes:
@@ -655,7 +658,7 @@ def backprop(
     activation: Annotated[
         str, typer.Option("-a", "--activation", help="sigmoid, tanh, softplus, relu, ...")
     ] = "sigmoid",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the weights and inputs.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the weights and inputs.")] = 0,
     points: Annotated[
         int, typer.Option("--points", min=1, help="How many inputs x are checked.")
     ] = 8,
@@ -818,47 +821,62 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; usage errors and library errors are one line on stderr."""
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
+    if sys.stdout is None:  # started with standard output closed (>&-)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+        sys.stdout.closed_at_start = True  # type: ignore[attr-defined]
     command = typer.main.get_command(startup.lean_app(app, sys.argv[1:] if argv is None else argv))
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = command.main(args=argv, prog_name="cnnfilters", standalone_mode=False)
-    except CnnFiltersError as exc:
-        render.error(str(exc))
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        render.error("interrupted")
-        code = EXIT_INTERRUPTED
-    except Terminated:
-        render.error("terminated")
-        code = EXIT_TERMINATED
-    except BrokenPipeError:
-        # A reader such as `head` closed the pipe: not an error of ours.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        code = EXIT_OK
+    except (KeyboardInterrupt, Terminated) as exc:
+        render.error("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
+        code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
     except Exception as exc:
-        # Click's exceptions (a usage error, an abort), whichever copy of click Typer uses.
-        if type(exc).__name__ == "Abort":
-            render.error("interrupted")
-            code = EXIT_INTERRUPTED
-        elif hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            if exc.format_message():  # empty when the help was shown for a bare command
-                render.error(_usage_line(exc))
-            code = exc.exit_code
-        elif os.environ.get("CNNFILTERS_DEBUG"):
+        if os.environ.get("CNNFILTERS_DEBUG") and _is_internal(exc):
             raise
-        else:
-            render.error(
-                f"internal error: {type(exc).__name__}: {exc} "
-                "(this is a bug; set CNNFILTERS_DEBUG=1 to see the traceback)"
-            )
-            code = EXIT_INTERNAL
+        code = _exit_for(exc)
     finally:
         signal.signal(signal.SIGTERM, previous)
     code = EXIT_OK if code is None else int(code)
     if argv is None:
         startup.exit_now(code)
     return code
+
+
+def _is_internal(exc: Exception) -> bool:
+    """Not a user's mistake, a closed pipe or a full disk: a bug."""
+    known = (CnnFiltersError, OSError)
+    return not isinstance(exc, known) and not hasattr(exc, "format_message")
+
+
+def _exit_for(exc: Exception) -> int:
+    """One line on stderr for ``exc`` (none for a reader that went away), and the exit code."""
+    if isinstance(exc, CnnFiltersError):
+        render.error(str(exc))
+        return exc.exit_code
+    if isinstance(exc, OSError):
+        # Standard output went away (`| head`) or cannot be written (a full disk):
+        # later writes go nowhere, so the interpreter's exit cannot fail on them.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        if isinstance(exc, BrokenPipeError):
+            return EXIT_OK  # a reader such as `head` closed the pipe: not an error of ours
+        where = os.fsdecode(exc.filename) if exc.filename else "standard output"
+        render.error(f"{where}: {exc.strerror or exc}")
+        return EXIT_IO
+    # Click's exceptions (a usage error, an abort), whichever copy of click Typer uses.
+    if type(exc).__name__ == "Abort":
+        render.error("interrupted")
+        return EXIT_INTERRUPTED
+    if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+        if exc.format_message():  # empty when the help was shown for a bare command
+            render.error(_usage_line(exc))
+        return exc.exit_code
+    render.error(
+        f"internal error: {type(exc).__name__}: {exc} "
+        "(this is a bug; set CNNFILTERS_DEBUG=1 to see the traceback)"
+    )
+    return EXIT_INTERNAL
 
 
 __all__ = ["EXIT_CHECK_FAILED", "EXIT_IO", "app", "main"]

@@ -363,44 +363,49 @@ class AvgpoolOptions(Command):
         """Stride-k conv; checked against reshape-mean and Pillow's ``Image.reduce``."""
         result = Result()
         k, edge = self.kernel_size, self.edge
+        height, width = image.size
+        if edge == "partial" and k > max(height, width):
+            # The same single block whatever k: no k x k weights, padding or references.
+            k = max(height, width)
+            result.notices.append(f"the {self.kernel_size}x{self.kernel_size} window holds "
+                                  "the whole image: one block")  # fmt: skip
         pooled = ops.avgpool(image.pixels, k, edge)
         levels = image.levels(pooled, block_mean_exact(image.pixels, k, pooled.shape, image.peak))
         result.notices.extend(levels.notes())
         pixels = levels.pixels
-        alpha_levels = self._pooled_alpha(image)
+        alpha_levels = self._pooled_alpha(image, k)
 
         def verify() -> list[Check]:
-            checks = [self._mean_check(image, pooled)]
+            checks = [self._mean_check(image, pooled, k)]
             if image.kind == "uint8":
-                checks.append(self._pillow_check(image, pixels, alpha_levels))
+                checks.append(self._pillow_check(image, pixels, alpha_levels, k))
             return checks
 
         result.verify = verify
-        height, width = image.size
         if edge == "drop" and (height % k or width % k):
             result.notices.append(
                 f"dropped the last {height % k} rows and {width % k} columns (not a whole window)"
             )
-        result.outputs[f"avgpool{k}"] = Output(
-            pixels, pooled, f"{k}x{k} average pooling, edge={edge}", alpha=alpha_levels,
+        size = self.kernel_size  # as asked for (k is the window actually used)
+        result.outputs[f"avgpool{size}"] = Output(
+            pixels, pooled, f"{size}x{size} average pooling, edge={edge}", alpha=alpha_levels,
             colorimetric=True,
         )  # fmt: skip
-        result.info.update(kernel_size=k, stride=k, edge=edge)
+        result.info.update(kernel_size=size, stride=size, edge=edge)
         return result
 
-    def _pooled_alpha(self, image: LoadedImage) -> np.ndarray | None:
+    def _pooled_alpha(self, image: LoadedImage, k: int) -> np.ndarray | None:
         """Alpha, pooled by the same convolution as the colour channels and rounded exactly."""
         if image.alpha is None:
             return None
-        k = self.kernel_size
         alpha = ops.avgpool(image.alpha[np.newaxis], k, self.edge)
         levels = quantize(alpha, image.bit_depth)
         exact = block_mean_exact(image.alpha[np.newaxis], k, alpha.shape, image.peak)
         correct_ties(levels, alpha, exact, image.max_value)
         return levels[0]
 
-    def _mean_check(self, image: LoadedImage, pooled: np.ndarray) -> Check:
-        k, peak = self.kernel_size, image.peak
+    def _mean_check(self, image: LoadedImage, pooled: np.ndarray, k: int) -> Check:
+        peak = image.peak
         mean = Comparison(name="block mean", reference="reshape-mean (float64)",
                           tolerance=float32_tolerance(peak), peak=peak,
                           layout=tuple(pooled.shape[-2:]))  # fmt: skip
@@ -413,11 +418,10 @@ class AvgpoolOptions(Command):
         return mean.check()
 
     def _pillow_check(
-        self, image: LoadedImage, pixels: np.ndarray, alpha_levels: np.ndarray | None
+        self, image: LoadedImage, pixels: np.ndarray, alpha_levels: np.ndarray | None, k: int
     ) -> Check:
         # Pillow's reduce premultiplies RGBA by its alpha; the engine pools every
         # channel alike, so alpha is reduced by Pillow as an image of its own.
-        k = self.kernel_size
         sources = [image.pil]
         ours = pixels
         if alpha_levels is not None:

@@ -222,6 +222,8 @@ def parse_grayscale_weights(spec: str | tuple[float, float, float]) -> tuple[flo
             raise CnnFiltersError(f"grayscale weights must be three numbers, got {spec!r}")
     if not all(np.isfinite(values)):
         raise CnnFiltersError(f"grayscale weights must be finite, got {spec!r}")
+    if max(abs(v) for v in values) > 1e6:  # also keeps the weighted sums far from float32's max
+        raise CnnFiltersError(f"grayscale weights must be at most 1e6 in size, got {spec!r}")
     return values  # type: ignore[return-value]
 
 

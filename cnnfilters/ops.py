@@ -79,12 +79,21 @@ def avgpool(x: np.ndarray, k: int, edge: EdgeMode = "drop") -> np.ndarray:
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise CnnFiltersError(f"kernel size must be a positive int, got {k!r}")
-    if edge == "drop":
-        return avg_pool2d(x, k)
-    if edge != "partial":
+    if edge not in ("drop", "partial"):
         raise CnnFiltersError(f"edge must be 'drop' or 'partial', got {edge!r}")
     x = np.asarray(x)
     height, width = x.shape[-2:]
+    if edge == "drop":
+        # Checked here, before the k x k weights exist (k may be huge).
+        if k > min(height, width):
+            raise CnnFiltersError(
+                f"kernel size {k} is larger than the padded input ({height} x {width} pixels, "
+                f"from {height} x {width})"
+            )
+        return avg_pool2d(x, k)
+    # A window larger than the image holds the whole image, whatever its size:
+    # the same single partial block, without k x k weights or padding.
+    k = min(k, max(height, width))
     extra_rows, extra_cols = -height % k, -width % k
     pooled = avg_pool2d(pad2d(x, (0, extra_rows, 0, extra_cols)), k)
     rows = np.full(pooled.shape[-2], k)

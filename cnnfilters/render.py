@@ -53,11 +53,24 @@ def _format_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def render_table(report: RunReport, *, written: int) -> None:
-    """The diff report as a Rich table on stdout, the notices and windows below it."""
+def _console(**options: Any) -> Any:
+    """A Rich console on stdout that leaves a closed pipe (``| head``) to the caller.
+
+    Rich's own answer to a broken pipe is ``SystemExit(1)``, "a check failed"
+    for cnnfilters; the command line treats a reader that went away as done.
+    """
     from rich.console import Console
 
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return _Console(**options)
+
+
+def render_table(report: RunReport, *, written: int) -> None:
+    """The diff report as a Rich table on stdout, the notices and windows below it."""
+    console = _console(highlight=False, width=None if sys.stdout.isatty() else 140)
     console.print(_table(report))
     for item in report.inputs:
         for line in _footnotes(item):
@@ -202,11 +215,10 @@ class Progress:
 
 
 def render_demo(summary: dict) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    console = _console(highlight=False, width=None if sys.stdout.isatty() else 120)
     table = Table(title="cnnfilters demo: every construction on the bundled samples",
                   title_justify="left")  # fmt: skip
     for column in ("command", "options", "inputs", "checks passed", "largest difference"):
@@ -227,11 +239,10 @@ def render_demo(summary: dict) -> None:
 def render_kernels(chosen: list[Any]) -> None:
     """Each construction's weight tensor as aligned matrices, one panel per ``w[o, c]``."""
     from rich.columns import Columns
-    from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = _console(highlight=False)
     for construction in chosen:
         weight = construction.weight
         console.print(

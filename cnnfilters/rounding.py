@@ -117,6 +117,8 @@ def block_mean_exact(x: np.ndarray, k: int, shape: tuple[int, int, int], peak: f
     many units in the last place of the peak, and 8 more.
     """
     height, width = x.shape[-2:]
+    # A window larger than the image is the whole image (one partial block).
+    k = min(k, max(height, width))
     du, dv = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
 
     def values(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -135,10 +135,7 @@ def run(
     report = RunReport(command.name, options=_jsonable(command.options()))
     out_dir = settings.destination.out_dir
     if out_dir is not None:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CnnFiltersError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
+        _make_folder(out_dir)
     planned = plan(command, sources, settings)
     recorder = _Recorder(len(sources), on_input, on_progress)
     pending = []
@@ -365,6 +362,8 @@ def _process(
 
 
 def _make_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file, not a folder for the outputs")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
