@@ -77,7 +77,13 @@ _TEMPLATE_FIELDS = ("stem", "output", "ext")
 
 
 def check_template(template: str) -> None:
-    """Refuse a name template with other fields than ``{stem}``, ``{output}``, ``{ext}``."""
+    """Refuse a name template with other fields than ``{stem}``, ``{output}``, ``{ext}``.
+
+    >>> check_template("{stem}.{output}.png")
+    >>> check_template("{stem.__class__}")
+    Traceback (most recent call last):
+    cnnfilters.errors.CnnFiltersError: name template '{stem.__class__}': ... is not one of ...
+    """
     import string
 
     try:

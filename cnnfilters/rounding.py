@@ -43,10 +43,13 @@ class Exact:
 
 
 def as_fractions(weights: tuple[float, ...]) -> tuple[list[int], int]:
-    """Weights as integers over one common denominator, from their shortest decimal.
+    """Weights as integers over one common denominator, from their shortest decimal:
+    the decimal a person wrote, not the binary float nearest to it.
 
-    ``(0.299, 0.587, 0.114)`` -> ``([299, 587, 114], 1000)``: the decimal a
-    person wrote, not the binary float nearest to it.
+    >>> as_fractions((0.299, 0.587, 0.114))
+    ([299, 587, 114], 1000)
+    >>> as_fractions((0.25, 0.5, 0.25))
+    ([1, 2, 1], 4)
     """
     fractions = [Fraction(repr(float(w))) for w in weights]
     denominator = math.lcm(*(f.denominator for f in fractions))
