@@ -29,6 +29,12 @@ class Source:
     root: Path | None = None
     empty_folder: bool = False
     folder: Path | None = None  # where outputs go by default, when not beside the input
+    error: str | None = None  # why this entry cannot be read (an unreadable folder)
+
+    @property
+    def expanded(self) -> bool:
+        """Found in a folder or by a pattern, rather than named by the user."""
+        return self.root is not None
 
     @property
     def relative_folder(self) -> Path:
@@ -38,19 +44,31 @@ class Source:
         return self.path.parent.relative_to(self.root)
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
+def _images_in(folder: Path, recursive: bool) -> tuple[list[Path], list[Source]]:
+    """The image files in ``folder`` (sorted), and an error entry for each subfolder
+    that could not be read (a run never skips one silently)."""
+    unreadable: list[Source] = []
+
+    def refused(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else folder
+        message = f"{where}: cannot read this folder ({exc.strerror or exc})"
+        unreadable.append(Source(where, folder, error=message))
+
     if recursive:
         found = [
             Path(parent) / name
-            for parent, dirs, names in os.walk(folder)
+            for parent, dirs, names in os.walk(folder, onerror=refused)
             for name in names
             if not dirs.sort() and name.lower().endswith(IMAGE_SUFFIXES)
         ]
     else:
-        found = [
-            p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
-        ]
-    return sorted(found)
+        try:
+            found = [p for p in folder.iterdir()
+                     if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)]  # fmt: skip
+        except OSError as exc:
+            refused(exc)
+            found = []
+    return sorted(found), unreadable
 
 
 def expand_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False) -> list[Source]:
@@ -74,9 +92,10 @@ def expand_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False
             root = prefix if text.endswith(os.sep) or prefix.is_dir() else prefix.parent
             sources.extend(Source(m, root) for m in files)
         elif path.is_dir():
-            found = _images_in(path, recursive)
+            found, unreadable = _images_in(path, recursive)
             sources.extend(Source(p, path) for p in found)
-            if not found:
+            sources.extend(unreadable)
+            if not found and not unreadable:
                 sources.append(Source(path, empty_folder=True))
         else:
             sources.append(Source(path))

@@ -204,12 +204,15 @@ def write_result(
     *,
     compress_level: int = PNG_COMPRESS_LEVEL,
     threads: int | None = None,
+    replace: bool = True,
 ) -> Written:
     """Write a command's outputs while its remaining checks run.
 
     The images are encoded in worker threads (deflate releases the GIL) while
     this thread runs ``result.verify``; ``threads=1`` (a batch worker, whose
     siblings have the other cores) encodes them one after the other first.
+    ``replace=False`` never replaces a file, even one another process wrote
+    since the targets were checked.
     Every file written is listed even when another one failed.
     """
     icc_notes = set()
@@ -218,7 +221,8 @@ def write_result(
         icc, note = icc_for(out, image)
         if note:
             icc_notes.add(note)
-        options = {"alpha": out.alpha, "icc_profile": icc, "compress_level": compress_level}
+        options = {"alpha": out.alpha, "icc_profile": icc, "compress_level": compress_level,
+                   "replace": replace}  # fmt: skip
         jobs.append((out.pixels, targets[name][0], options))
     checks = list(result.checks)
     notices: list[str] = []
@@ -247,7 +251,7 @@ def write_result(
     for name, out in result.outputs.items():
         npy = targets[name][1:]
         if npy:
-            save_array(out.values, npy[0])
+            save_array(out.values, npy[0], replace=replace)
             files.append(os.fsdecode(npy[0]))
     notices.extend(sorted(icc_notes))
     return written
@@ -338,16 +342,20 @@ class PngWriter:
         self.handle.write(_png_chunk(b"IEND", b""))
 
 
-def atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary file in ``target``'s folder, then rename over it.
+def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: bool = True) -> None:
+    """Write through a temporary file in ``target``'s folder, then rename it into place.
 
     The target is either untouched or whole: the temporary file is flushed,
-    fsynced and renamed over it, and removed on any failure (Ctrl-C too).
+    fsynced and renamed, and removed on any failure (Ctrl-C too). With
+    ``replace=False`` an existing target is never replaced, even one that
+    another process wrote a moment ago: the file is hard-linked into place,
+    which fails if the name exists (no check-then-rename race).
     """
     folder = target.parent
     try:
+        # A short temporary name: the target's own may already be 255 bytes long.
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, kept by name)
-            dir=folder, prefix=f".{target.name}.", suffix=".tmp", delete=False
+            dir=folder, prefix=".cnnfilters-", suffix=".tmp", delete=False
         )
     except FileNotFoundError:
         raise OutputError(f"{target}: the folder {folder} does not exist") from None
@@ -362,13 +370,30 @@ def atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get normal permissions
-        os.replace(temp, target)
+        if replace:
+            os.replace(temp, target)
+        else:
+            _link_into_place(temp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             temp.unlink()
         if isinstance(exc, OSError):
             raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
         raise
+
+
+def _link_into_place(temp: Path, target: Path) -> None:
+    """Give ``temp`` the name ``target`` unless that name exists; then drop ``temp``."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise OutputError(f"{target}: exists (use --force to overwrite)") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if target.exists() or target.is_symlink():
+            raise OutputError(f"{target}: exists (use --force to overwrite)") from None
+        os.replace(temp, target)
+        return
+    temp.unlink()
 
 
 def save_image(
@@ -378,6 +403,7 @@ def save_image(
     alpha: np.ndarray | None = None,
     icc_profile: bytes | None = None,
     compress_level: int = PNG_COMPRESS_LEVEL,
+    replace: bool = True,
 ) -> None:
     """Write ``(1 or 3, H, W)`` uint8/uint16 pixels (and alpha) as a PNG, atomically.
 
@@ -404,14 +430,17 @@ def save_image(
             top += rows
         writer.close()
 
-    atomic_write(Path(target), write)
+    atomic_write(Path(target), write, replace=replace)
 
 
-def save_array(values: np.ndarray | Rows, target: str | os.PathLike) -> None:
+def save_array(
+    values: np.ndarray | Rows, target: str | os.PathLike, *, replace: bool = True
+) -> None:
     """Write exact float values as a ``.npy`` file, atomically (:class:`Rows` one channel
     at a time, since ``.npy`` stores each channel whole)."""
     if not isinstance(values, Rows):
-        atomic_write(Path(target), lambda fh: np.save(fh, values, allow_pickle=False))
+        atomic_write(Path(target), lambda fh: np.save(fh, values, allow_pickle=False),
+                     replace=replace)  # fmt: skip
         return
 
     def write(handle: IO[bytes]) -> None:
@@ -422,7 +451,7 @@ def save_array(values: np.ndarray | Rows, target: str | os.PathLike) -> None:
             for strip in values.strips():
                 handle.write(np.ascontiguousarray(strip[channel], dtype=values.dtype).tobytes())
 
-    atomic_write(Path(target), write)
+    atomic_write(Path(target), write, replace=replace)
 
 
 def png_to_format(path: str | os.PathLike, fmt: str) -> tuple[bytes, list[str]]:

@@ -95,14 +95,27 @@ class Summary:
 
 
 def plan(command: Command, sources: Sequence[Source], settings: Settings) -> dict[Path, list[Path]]:
-    """Every input's output files; two inputs that would write the same file are an error."""
+    """Every input's output files; two inputs that would write the same file are an error.
+
+    Files found in a folder or by a pattern that are outputs of this run (of
+    another input, or under the output folder) are not inputs: they are left
+    out, so that a rerun never takes its own results for new work.
+    """
     names = command.outputs()
+    wanted = {
+        source.path: [target for files in output_targets(
+            source.path, names, settings.destination, folder=settings.folder_for(source)
+        ).values() for target in files]
+        for source in sources if source.error is None
+    }  # fmt: skip
+    produced = {os.path.abspath(t) for targets in wanted.values() for t in targets}
+    out_dir = settings.destination.out_dir
     planned: dict[Path, list[Path]] = {}
     owner: dict[Path, Path] = {}
     for source in sources:
-        by_name = output_targets(source.path, names, settings.destination,
-                                 folder=settings.folder_for(source))  # fmt: skip
-        targets = [target for files in by_name.values() for target in files]
+        if source.expanded and _is_output(source.path, produced, out_dir):
+            continue
+        targets = wanted.get(source.path, [])
         for target in targets:
             key = Path(os.path.abspath(target))
             if key in owner and owner[key] != source.path:
@@ -113,6 +126,14 @@ def plan(command: Command, sources: Sequence[Source], settings: Settings) -> dic
             owner[key] = source.path
         planned[source.path] = targets
     return planned
+
+
+def _is_output(path: Path, produced: set[str], out_dir: Path | None) -> bool:
+    if os.path.abspath(path) in produced:
+        return True
+    if out_dir is None:
+        return False
+    return os.path.abspath(path).startswith(os.path.abspath(out_dir) + os.sep)
 
 
 def run(
@@ -137,6 +158,7 @@ def run(
     if out_dir is not None:
         _make_folder(out_dir)
     planned = plan(command, sources, settings)
+    sources = [source for source in sources if source.path in planned]
     recorder = _Recorder(len(sources), on_input, on_progress)
     pending = []
     inputs = _identities(source.path for source in sources)
@@ -338,6 +360,8 @@ def _process(
     command: Command, source: Source, settings: Settings, threads: int | None
 ) -> list[InputReport]:
     name = os.fsdecode(source.path)
+    if source.error is not None:
+        return [InputReport(name, error=source.error, exit_code=EXIT_IO)]
     if source.empty_folder:
         message = f"{source.path}: is a directory with no image files (-r looks in subfolders)"
         return [InputReport(name, error=message, exit_code=EXIT_IO)]
@@ -396,9 +420,12 @@ def _process_image(
     destination = settings.destination
     targets = output_targets(image.path, list(result.outputs), destination, folder=folder,
                              frame=frame)  # fmt: skip
-    check_targets(targets, image.path, force=destination.force)
+    # --skip-existing reruns an input that has only some of its outputs (an
+    # interrupted run): those are replaced, the rest written.
+    replace = destination.force or settings.skip_existing
+    check_targets(targets, image.path, force=replace)
     written = write_result(result, image, targets, compress_level=destination.compress_level,
-                           threads=threads)  # fmt: skip
+                           threads=threads, replace=replace)  # fmt: skip
     item.outputs.extend(written.files)
     item.checks.extend(written.checks)
     if written.error is not None:

@@ -1,0 +1,104 @@
+"""Reruns, races and odd folders: a batch never takes its own outputs, never replaces
+what another run just wrote, and finishes what an interrupted run left."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnfilters import inputs
+from cnnfilters.cli import main
+from cnnfilters.errors import OutputError
+from cnnfilters.outputs import atomic_write
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([os.fsdecode(a) if isinstance(a, Path) else a for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(19)
+    for name in ("a.png", "sub/b.png"):
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(root / name)
+    return root
+
+
+def test_a_rerun_beside_the_inputs_never_takes_its_own_outputs(folder, capsys):
+    for _ in range(3):
+        code, _, err = run(capsys, "gradient", folder, "--skip-existing", "-q")
+        assert code == 0, err
+        names = sorted(p.name for p in folder.iterdir() if p.is_file())
+        assert names == ["a.dx.png", "a.dy.png", "a.gradient.png", "a.png"]
+
+
+def test_an_out_dir_inside_the_input_folder_is_not_an_input(folder, capsys):
+    out = folder / "out"
+    for _ in range(2):
+        code, _, err = run(capsys, "grayscale", "-r", folder, "--out-dir", out, "--skip-existing",
+                           "-q")  # fmt: skip
+        assert code == 0, err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["a.grayscale.png", "sub/b.grayscale.png"]
+
+
+def test_skip_existing_finishes_an_input_that_has_some_of_its_outputs(folder, capsys):
+    assert run(capsys, "gradient", folder / "a.png", "-q")[0] == 0
+    (folder / "a.dx.png").unlink()  # as an interrupted run leaves it
+    code, _, err = run(capsys, "gradient", folder / "a.png", "--skip-existing", "-q")
+    assert code == 0, err
+    for name in ("a.dx.png", "a.dy.png", "a.gradient.png"):
+        with Image.open(folder / name) as image:
+            image.load()
+
+
+def test_a_file_written_meanwhile_by_another_run_is_never_replaced(tmp_path):
+    target = tmp_path / "x.png"
+
+    def write(handle):
+        handle.write(b"ours")
+        target.write_bytes(b"theirs")  # another process, between our check and our rename
+
+    with pytest.raises(OutputError, match="exists"):
+        atomic_write(target, write, replace=False)
+    assert target.read_bytes() == b"theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary file left
+    atomic_write(target, lambda handle: handle.write(b"forced"))
+    assert target.read_bytes() == b"forced"
+
+
+def test_an_unreadable_subfolder_is_an_error_not_a_silent_skip(folder, capsys, monkeypatch):
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kwargs):
+        for entry in real_walk(top, onerror=onerror, **kwargs):
+            parent, dirs, names = entry
+            if Path(parent) == folder and "sub" in dirs:
+                dirs.remove("sub")
+                onerror(PermissionError(13, "Permission denied", os.fsdecode(folder / "sub")))
+            yield parent, dirs, names
+
+    monkeypatch.setattr(inputs.os, "walk", walk)
+    code, _, err = run(capsys, "grayscale", "-r", folder, "-q")
+    assert code == 3
+    assert err.strip() == (
+        f"cnnfilters: error: {folder / 'sub'}: cannot read this folder (Permission denied)"
+    )
+    assert (folder / "a.grayscale.png").exists()
+
+
+def test_output_names_of_255_bytes_can_be_written(tmp_path, capsys):
+    stem = "p" * (255 - len(".grayscale.png"))
+    source = tmp_path / f"{stem}.png"
+    Image.new("RGB", (4, 4)).save(source)
+    code, _, err = run(capsys, "grayscale", source, "-q")
+    assert code == 0, err
+    assert len((tmp_path / f"{stem}.grayscale.png").name.encode()) == 255
