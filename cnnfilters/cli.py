@@ -814,6 +814,12 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _ignore_signals() -> None:
+    """From now on Ctrl-C and SIGTERM change nothing: the run is already ending."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 _ARGV: list[str] | None = None  # the arguments main() ran with, for the HTML report
 
 
@@ -825,10 +831,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
         sys.stdout.closed_at_start = True  # type: ignore[attr-defined]
     command = typer.main.get_command(startup.lean_app(app, sys.argv[1:] if argv is None else argv))
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}  # fmt: skip
     try:
         code = command.main(args=argv, prog_name="cnnfilters", standalone_mode=False)
     except (KeyboardInterrupt, Terminated) as exc:
+        _ignore_signals()  # a second signal must not cut the goodbye short
         render.error("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
         code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
     except Exception as exc:
@@ -836,7 +844,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         code = _exit_for(exc)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if argv is None:
+            _ignore_signals()  # the process ends now, with this code
+        else:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     code = EXIT_OK if code is None else int(code)
     if argv is None:
         startup.exit_now(code)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import secrets
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -41,6 +41,7 @@ __all__ = [
     "check_targets",
     "output_targets",
     "png_to_format",
+    "remove_temporary_files",
     "save_array",
     "save_image",
     "write_result",
@@ -352,24 +353,26 @@ def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: b
     which fails if the name exists (no check-then-rename race).
     """
     folder = target.parent
+    # A short temporary name (the target's own may already be 255 bytes long),
+    # registered before the file exists: a worker told to stop at once removes
+    # every registered one, so none is left whenever the signal comes.
+    temp = folder / f".cnnfilters-{secrets.token_hex(8)}.tmp"
+    _TEMPORARY.add(temp)
     try:
-        # A short temporary name: the target's own may already be 255 bytes long.
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, kept by name)
-            dir=folder, prefix=".cnnfilters-", suffix=".tmp", delete=False
-        )
-    except FileNotFoundError:
-        raise OutputError(f"{target}: the folder {folder} does not exist") from None
-    except PermissionError:
-        raise OutputError(f"{target}: permission denied in {folder}") from None
+        handle = open(temp, "xb")  # noqa: SIM115 (closed below)
     except OSError as exc:
+        _TEMPORARY.discard(temp)
+        if isinstance(exc, FileNotFoundError):
+            raise OutputError(f"{target}: the folder {folder} does not exist") from None
+        if isinstance(exc, PermissionError):
+            raise OutputError(f"{target}: permission denied in {folder}") from None
         raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    temp = Path(handle.name)
     try:
         with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get normal permissions
+        os.chmod(temp, 0o666 & ~_UMASK)  # the umask's permissions, as for any new file
         if replace:
             os.replace(temp, target)
         else:
@@ -380,6 +383,21 @@ def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: b
         if isinstance(exc, OSError):
             raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
         raise
+    finally:
+        _TEMPORARY.discard(temp)
+
+
+# The temporary files of the writes under way in this process, for a worker
+# that is told to stop at once (see remove_temporary_files).
+_TEMPORARY: set[Path] = set()
+
+
+def remove_temporary_files() -> None:
+    """Remove the temporary files of every write under way (safe in a signal handler:
+    no lock is taken; a write that ends meanwhile has removed or renamed its own)."""
+    for temp in list(_TEMPORARY):
+        with contextlib.suppress(OSError):
+            temp.unlink()
 
 
 def _link_into_place(temp: Path, target: Path) -> None:

@@ -12,13 +12,14 @@ to a callback, and returns the report in input order.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,13 @@ from .commands import Command
 from .errors import EXIT_IO, EXIT_TERMINATED, CnnFiltersError, OutputError
 from .images import LoadedImage, ReadOptions, load_frames
 from .inputs import Source
-from .outputs import Destination, check_targets, output_targets, write_result
+from .outputs import (
+    Destination,
+    check_targets,
+    output_targets,
+    remove_temporary_files,
+    write_result,
+)
 from .report import InputReport, RunReport, difference_maps
 
 __all__ = ["Settings", "Summary", "plan", "process_source", "run"]
@@ -259,13 +266,17 @@ def _run_pending(
                     summary.not_done = len(pending) - position - 1
                     break
             return
-        futures: dict[Future, int] = {
-            executor.submit(process_source, command, source, settings, threads): index
-            for index, source in pending
-        }
+        futures: dict[Future, int] = {}
         done: set[int] = set()
         sources = dict(pending)
         try:
+            # Workers are forked here: with the signals blocked, so that none of
+            # them meets Ctrl-C before its own handler is in place (it unblocks
+            # them then); a signal meanwhile is delivered right after.
+            with _signals_blocked():
+                for index, source in pending:
+                    future = executor.submit(process_source, command, source, settings, threads)
+                    futures[future] = index
             for future in as_completed(futures):
                 index = futures[future]
                 done.add(index)
@@ -275,8 +286,10 @@ def _run_pending(
                     break
         except KeyboardInterrupt:
             summary.interrupted = True
-            for other in futures:
-                other.cancel()
+            _stop(executor, futures)
+        except BaseException:  # SIGTERM (the command line's Terminated), or anything else
+            _stop(executor, futures)
+            raise
         summary.not_done = sum(1 for index, _ in pending if index not in done)
     finally:
         if executor is not None:
@@ -330,13 +343,6 @@ def _an_input_among(
 # ------------------------------------------------------------- one task
 
 
-class _Stopped(BaseException):
-    """SIGTERM in a worker process during a task: unwinds it, removing its temporary files."""
-
-
-_busy = False  # a worker process is running a task
-
-
 def process_source(
     command: Command, source: Source, settings: Settings, threads: int | None = None
 ) -> list[InputReport]:
@@ -345,15 +351,8 @@ def process_source(
     ``threads`` bounds the threads that encode one input's images (None: one
     per core; a batch worker uses one, the processes being parallel).
     """
-    global _busy
-    _busy = True
-    try:
-        with difference_maps(settings.maps):
-            return _process(command, source, settings, threads)
-    except _Stopped:
-        os._exit(EXIT_TERMINATED)
-    finally:
-        _busy = False
+    with difference_maps(settings.maps):
+        return _process(command, source, settings, threads)
 
 
 def _process(
@@ -471,8 +470,9 @@ def _executor(settings: Settings, tasks: int) -> Executor | None:
     # fork starts workers at once, with everything imported; it is safe while
     # this process runs no other thread. Otherwise forkserver starts them clean.
     start = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "forkserver"
+    parent = os.getpid() if start == "fork" else None
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(start),
-                                   initializer=_worker_start)  # fmt: skip
+                                   initializer=_worker_start, initargs=(parent,))  # fmt: skip
     if start == "fork" and not gc.get_freeze_count():
         # Everything imported so far is shared with the workers: frozen, it is
         # neither walked by their garbage collections nor copied page by page
@@ -498,26 +498,109 @@ def _dask_executor(scheduler: str) -> Executor:
     return executor
 
 
+def _stop(executor: Executor, futures: Iterable[Future]) -> None:
+    """An interrupted run: cancel what has not started and end the workers now.
+
+    Each worker gets SIGTERM: an idle one exits at once, a busy one unwinds its
+    task (its atomic writes remove their temporary files) and exits, so the
+    run ends within a second instead of finishing the tasks under way.
+    """
+    _quiet_manager_thread()
+    for future in futures:
+        future.cancel()
+    processes = getattr(executor, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            process.terminate()
+    executor._cnnfilters_stopped = True  # type: ignore[attr-defined]
+
+
+def _quiet_manager_thread() -> None:
+    """Silence the process pool's manager thread once the pool is being stopped.
+
+    When workers are ended on purpose, CPython 3.11's manager thread may trip
+    over the futures just cancelled (``InvalidStateError`` in
+    ``terminate_broken``) and print a traceback; that thread's news is no
+    longer of interest. Other threads' exceptions still print.
+    """
+    import threading
+    from concurrent.futures import process
+
+    manager = getattr(process, "_ExecutorManagerThread", None)
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if manager is None or not isinstance(args.thread, manager):
+            previous(args)
+
+    threading.excepthook = hook
+
+
 def _close(executor: Executor) -> None:
-    client = getattr(executor, "_cnnfilters_client", None)
-    if client is None:
-        executor.shutdown(wait=True, cancel_futures=True)
-    else:
-        client.close()
-    if getattr(executor, "_cnnfilters_unfreeze", False):
-        gc.unfreeze()
+    """Shut the executor down; after an interruption, without waiting on tasks, and
+    deaf to further signals (a second Ctrl-C or SIGTERM must not leave workers behind)."""
+    with _signals_held():
+        client = getattr(executor, "_cnnfilters_client", None)
+        if client is not None:
+            client.close()
+        elif getattr(executor, "_cnnfilters_stopped", False):
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            executor.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.join(timeout=1.0)
+                if process.is_alive():
+                    process.kill()
+                    process.join(timeout=1.0)
+        else:
+            executor.shutdown(wait=True, cancel_futures=True)
+        if getattr(executor, "_cnnfilters_unfreeze", False):
+            gc.unfreeze()
 
 
-def _worker_start() -> None:
-    """Set up a worker process: it dies with its parent, and SIGTERM ends it cleanly.
+_STOPPING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM pending for the duration (inherited by forked children)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM for the duration (main thread only; elsewhere nothing)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _worker_start(parent: int | None = None) -> None:
+    """Set up a worker process: it dies with its parent; SIGTERM or SIGINT end it cleanly.
 
     On Linux the kernel sends SIGTERM to the worker when the parent dies, even
-    by SIGKILL (``PR_SET_PDEATHSIG``), so no orphan goes on writing. An idle
-    worker exits at once; a busy one unwinds its task first (so the atomic
-    writes remove their temporary files), then exits.
+    by SIGKILL (``PR_SET_PDEATHSIG``), so no orphan goes on writing. A worker
+    that gets SIGTERM or SIGINT removes the temporary files of its writes under
+    way and exits at once.
     """
-    signal.signal(signal.SIGTERM, _on_worker_sigterm)
-    parent = os.getppid()  # this process's, or the fork server's (which dies with it)
+    # Ctrl-C reaches the whole group: the parent reports it; workers just stop.
+    signal.signal(signal.SIGTERM, _on_worker_signal)
+    signal.signal(signal.SIGINT, _on_worker_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING_SIGNALS)  # blocked by the fork
+    # The pid that forked us (None from a fork server, which dies with the run):
+    # read before the fork, so that a parent killed before this line is seen.
+    parent = os.getppid() if parent is None else parent
     if sys.platform.startswith("linux"):
         import contextlib
         import ctypes
@@ -529,7 +612,11 @@ def _worker_start() -> None:
         os._exit(EXIT_TERMINATED)
 
 
-def _on_worker_sigterm(signum: int, frame: Any) -> None:
-    if not _busy:
-        os._exit(EXIT_TERMINATED)
-    raise _Stopped
+def _on_worker_signal(signum: int, frame: Any) -> None:
+    """End a worker at once, removing the temporary files of the writes under way.
+
+    No exception is raised into the task: one raised inside a finalizer or an
+    import would be printed and swallowed, and the task would go on.
+    """
+    remove_temporary_files()
+    os._exit(EXIT_TERMINATED)

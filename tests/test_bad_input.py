@@ -504,7 +504,8 @@ def test_an_unwritable_folder_is_one_clear_error(tmp_path, capsys, monkeypatch):
             def refuse(*args, **kwargs):
                 raise PermissionError(13, "Permission denied")
 
-            monkeypatch.setattr("tempfile.NamedTemporaryFile", refuse)
+            # The temporary file is the first thing outputs.py opens for writing.
+            monkeypatch.setattr("cnnfilters.outputs.open", refuse, raising=False)
         code, _, err = run(capsys, "grayscale", source, "--out-dir", out, "-q")
     finally:
         out.chmod(stat.S_IRWXU)
