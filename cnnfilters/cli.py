@@ -381,11 +381,29 @@ def _check_outputs(command: Command, shared: Shared, sources: int) -> bool:
     return to_stdout
 
 
-def _announcer(shared: Shared, *, quiet: bool) -> Callable[[Any], None]:
+def _as_typed(scratch: Path) -> Callable[[Any], None]:
+    """Name standard input ``-`` in an entry, as the user typed it, not by the scratch
+    file it was kept in (``stdin.<format>`` in the run's scratch folder)."""
+    import re
+
+    kept = re.compile(re.escape(os.fsdecode(scratch) + os.sep) + r"stdin\.\w+")
+
+    def rename(item) -> None:
+        item.input = kept.sub("-", item.input)
+        if item.error:
+            item.error = kept.sub("-", item.error)
+
+    return rename
+
+
+def _announcer(
+    shared: Shared, *, quiet: bool, rename: Callable[[Any], None]
+) -> Callable[[Any], None]:
     """What is said of each input as it finishes: its error or damage on stderr, and
     with --jsonl its JSON line on stdout."""
 
     def on_input(item) -> None:
+        rename(item)
         if item.error:
             render.error(item.error)
         elif item.info.get("damaged") and not quiet:
@@ -417,8 +435,11 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     progress = render.Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
 
     with progress:
-        report, summary = run(command, sources, settings, on_input=_announcer(shared, quiet=quiet),
+        announce = _announcer(shared, quiet=quiet, rename=_as_typed(scratch))
+        report, summary = run(command, sources, settings, on_input=announce,
                               on_progress=progress.update)  # fmt: skip
+    for item in report.inputs:
+        _as_typed(scratch)(item)
     code = _finish(report, report_path=shared.report, as_json=shared.json_,
                    quiet=quiet or shared.jsonl, errors_shown=True)  # fmt: skip
     if len(sources) > 1 and not quiet and sys.stderr.isatty():

@@ -134,3 +134,10 @@ def test_control_characters_in_a_name_stay_on_one_escaped_line(tmp_path, capsys)
     assert code == 3
     line = one_line(err)
     assert "\x1b" not in line and "evil\\x0aname\\x1b[31m.png" in line
+
+
+def test_standard_input_is_named_dash_in_errors_not_by_its_scratch_file():
+    result = subprocess.run([*CLI, "grayscale", "-", "-o", "-"], input=b"garbage\n",
+                            capture_output=True, timeout=60)  # fmt: skip
+    assert result.returncode == 3
+    assert result.stderr.decode().strip() == "cnnfilters: error: -: not a recognised image file"
