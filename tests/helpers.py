@@ -42,3 +42,15 @@ def naive_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(
                                 )
                     out[b, o, i, j] = total
     return out[0] if squeeze else out
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """The command line in-process, exactly as the executable runs it: (code, stdout, stderr)."""
+    import os
+    from pathlib import Path
+
+    from cnnfilters.cli import main
+
+    code = main([os.fsdecode(a) if isinstance(a, (Path, bytes)) else a for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli as run
 from PIL import Image
 
 from cnnfilters.cli import main
@@ -29,13 +30,6 @@ RNG = np.random.default_rng(4)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    """The command line in-process, exactly as the executable runs it."""
-    code = main([os.fsdecode(a) if isinstance(a, (Path, bytes)) else a for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_error(err: str, name: str, *, contains: str = "") -> None:

@@ -11,17 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli as run
 from PIL import Image
 
-from cnnfilters.cli import main
-
 CLI = [sys.executable, "-m", "cnnfilters"]
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = main([os.fsdecode(a) if isinstance(a, Path) else a for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

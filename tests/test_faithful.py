@@ -17,6 +17,7 @@ import numpy as np
 import png
 import pytest
 from decoders import tiff_bytes
+from helpers import run_cli as run
 from PIL import Image
 
 from cnnfilters.cli import main
@@ -25,12 +26,6 @@ from cnnfilters.images import ReadOptions, load_frames, load_image
 from cnnfilters.outputs import png_to_format
 
 RNG = np.random.default_rng(17)
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = main([os.fsdecode(a) if isinstance(a, Path) else a for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def chunk(kind: bytes, body: bytes) -> bytes:

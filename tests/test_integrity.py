@@ -11,28 +11,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from decoders import encoded, independent_pixels
+from helpers import run_cli as run
 from PIL import Image
 
 from cnnfilters import integrity
-from cnnfilters.cli import main
 from cnnfilters.errors import InputError
 from cnnfilters.images import ReadOptions, load_frames, load_image
 
 RNG = np.random.default_rng(12)
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = main([os.fsdecode(a) if isinstance(a, Path) else a for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def photo(width: int = 48, height: int = 40, mode: str = "RGB") -> Image.Image:
