@@ -232,7 +232,7 @@ class Shared:
     scheduler: str | None = field(default=None, metadata=_declared(SchedulerOpt))
     out_format: Enum = field(default=OutFormat("png"), metadata=_declared(FormatOpt))
 
-    def settings(self, inputs: int, *, output: Path | None) -> Settings:
+    def settings(self, *, output: Path | None) -> Settings:
         """The run's settings: where outputs go, how files are read, how work is shared."""
         from .images import ReadOptions, parse_colour
         from .outputs import Destination
@@ -424,7 +424,7 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     sources = _sources(inputs, shared, scratch)
     to_stdout = _check_outputs(command, shared, len(sources))
     output = scratch / "stdout.png" if to_stdout else shared.output
-    settings = shared.settings(len(sources), output=output)
+    settings = shared.settings(output=output)
     if shared.dry_run:
         for source, targets in plan(command, sources, settings).items():
             for target in targets:
