@@ -32,7 +32,7 @@ from .defaults import COMMUTE_INPUTS, EDGE_MODES, GRADIENT_BASES, PADDING_MODES
 from .engine import conv2d
 from .errors import CnnFiltersError
 from .images import LoadedImage, Rows, mosaic, quantize, signed_to_image, unsigned_to_image
-from .kernels import kernels_for, parse_grayscale_weights, same_padding
+from .kernels import FORWARD_DIFF_X, FORWARD_DIFF_Y, parse_grayscale_weights, same_padding
 from .report import Check, Comparison, compare
 from .rounding import block_mean_exact, correct_ties, luma_exact
 
@@ -115,7 +115,7 @@ class Command:
 
     def kernels(self) -> list[tuple[str, np.ndarray]]:
         """The kernels it runs with, as ``(title, matrix)`` for the visual report."""
-        return kernels_for(self.name, self.options())
+        return []
 
 
 def _one_of(value: str, allowed: tuple[str, ...], what: str) -> None:
@@ -165,6 +165,9 @@ class GrayscaleOptions(Command):
 
     def outputs(self) -> list[str]:
         return ["grayscale"]
+
+    def kernels(self) -> list[tuple[str, np.ndarray]]:
+        return [("1x1 weights R, G, B", np.array([parse_grayscale_weights(self.weights)]))]
 
     def run(self, image: LoadedImage) -> Result:
         """Luma by a 1x1 conv; checked against the float64 formula and Pillow's ``convert("L")``.
@@ -234,6 +237,9 @@ class GradientOptions(Command):
 
     def outputs(self) -> list[str]:
         return ["dy", "dx", "gradient"]
+
+    def kernels(self) -> list[tuple[str, np.ndarray]]:
+        return [("F1: dy (vertical)", FORWARD_DIFF_Y), ("F2: dx (horizontal)", FORWARD_DIFF_X)]
 
     def run(self, image: LoadedImage) -> Result:
         """F1 and F2 as one depthwise conv; checked against slicing differences, exactly.
@@ -358,6 +364,14 @@ class AvgpoolOptions(Command):
 
     def outputs(self) -> list[str]:
         return [f"avgpool{self.kernel_size}"]
+
+    def kernels(self) -> list[tuple[str, np.ndarray]]:
+        k = self.kernel_size
+        if k > 64:  # a window this large is no picture; its one value says it all
+            return [
+                (f"{k}x{k} average, stride {k}: every weight 1/{k * k}", np.full((1, 1), 1 / k**2))
+            ]
+        return [(f"{k}x{k} average, stride {k}", np.full((k, k), 1.0 / (k * k)))]
 
     def run(self, image: LoadedImage) -> Result:
         """Stride-k conv; checked against reshape-mean and Pillow's ``Image.reduce``."""
@@ -580,6 +594,13 @@ class ConvolveOptions(Command):
 
     def outputs(self) -> list[str]:
         return ["convolve"]
+
+    def kernels(self) -> list[tuple[str, np.ndarray]]:
+        kernel = self.kernel
+        if kernel.ndim == 2:
+            return [("kernel", kernel)]
+        return [(f"w[{o}, {c}]", kernel[o, c]) for o in range(min(kernel.shape[0], 4))
+                for c in range(min(kernel.shape[1], 3))]  # fmt: skip
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "kernel": self.kernel.tolist()}

@@ -24,7 +24,6 @@ __all__ = [
     "export_constructions",
     "gradient_weight",
     "grayscale_weight",
-    "kernels_for",
     "load_kernel_file",
     "one_hot_filters",
     "parse_grayscale_weights",
@@ -378,22 +377,3 @@ def export_constructions(chosen: list[Construction], fmt: str = "npz") -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
-
-
-def kernels_for(command: str, options: dict) -> list[tuple[str, np.ndarray]]:
-    """The kernels a command ran with, as ``(title, matrix)`` for the visual report."""
-    if command == "gradient":
-        return [("F1: dy (vertical)", FORWARD_DIFF_Y), ("F2: dx (horizontal)", FORWARD_DIFF_X)]
-    if command == "grayscale":
-        weights = parse_grayscale_weights(options.get("weights", "bt601"))
-        return [("1x1 weights R, G, B", np.array([weights]))]
-    if command == "avgpool":
-        k = int(options.get("kernel_size", 2))
-        return [(f"{k}x{k} average, stride {k}", np.full((k, k), 1.0 / (k * k)))]
-    if command == "convolve":
-        kernel = np.asarray(options["kernel"])
-        if kernel.ndim == 2:
-            return [("kernel", kernel)]
-        return [(f"w[{o}, {c}]", kernel[o, c]) for o in range(min(kernel.shape[0], 4))
-                for c in range(min(kernel.shape[1], 3))]  # fmt: skip
-    return []
