@@ -160,7 +160,7 @@ def run(
     what was not done.
     """
     started = time.perf_counter()
-    report = RunReport(command.name, options=_jsonable(command.options()))
+    report = RunReport(command.name, options=command.options())
     out_dir = settings.destination.out_dir
     if out_dir is not None:
         _make_folder(out_dir)
@@ -440,17 +440,6 @@ def _record_error(items: list[InputReport], name: str, message: str, code: int) 
     item = items[-1]
     item.error = message if message.startswith(name) else f"{name}: {message}"
     item.exit_code = code
-
-
-def _jsonable(value: Any) -> Any:
-    """Options as the report records them."""
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, Path):
-        return os.fsdecode(value)
-    return value
 
 
 # ------------------------------------------------------------- executors
