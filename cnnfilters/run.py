@@ -495,6 +495,13 @@ def _stop(executor: Executor, futures: Iterable[Future]) -> None:
     run ends within a second instead of finishing the tasks under way.
     """
     _quiet_manager_thread()
+    # Tell multiprocessing the process is cleaning up, which it now is: the
+    # queue's feeder thread then takes the pipes closing under it quietly
+    # (else it may print "OSError: Bad file descriptor"), and its exit hook
+    # leaves the workers, which _close joins or kills, alone.
+    from multiprocessing import util
+
+    util._exiting = True
     for future in futures:
         future.cancel()
     processes = getattr(executor, "_processes", None) or {}
