@@ -92,7 +92,11 @@ ExportFormat = _choices("ExportFormat", ("npz", "json"))
 # Options shared by every image command.
 Inputs = Annotated[
     list[Path],
-    typer.Argument(help="Image files (PNG, JPEG, TIFF, GIF, BMP, WebP).", show_default=False),
+    # readable=False: an unreadable input is that input's error (exit 3), found when its
+    # turn comes, not a usage error that stops the whole batch before any work.
+    typer.Argument(
+        help="Image files (PNG, JPEG, TIFF, GIF, BMP, WebP).", show_default=False, readable=False
+    ),
 ]
 OutputOpt = Annotated[
     Optional[Path],  # noqa: UP045 (Typer reads the annotation at run time on Python 3.10)
@@ -100,11 +104,14 @@ OutputOpt = Annotated[
         "-o",
         "--output",
         help="One input only: the output file, or the stem for commands that write several.",
+        readable=False,
     ),
 ]
 OutDirOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option("--out-dir", help="Write outputs to this folder (created if missing)."),
+    typer.Option(
+        "--out-dir", help="Write outputs to this folder (created if missing).", readable=False
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 RawOpt = Annotated[
@@ -112,7 +119,7 @@ RawOpt = Annotated[
 ]
 ReportOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option("--report", help="Write the JSON report to this file."),
+    typer.Option("--report", help="Write the JSON report to this file.", readable=False),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the JSON report on stdout instead of the table.")
@@ -124,7 +131,11 @@ MaxPixelsOpt = Annotated[
 ]
 HtmlOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option("--html", help="Write a self-contained visual report (HTML) to this file."),
+    typer.Option(
+        "--html",
+        help="Write a self-contained visual report (HTML) to this file.",
+        readable=False,
+    ),
 ]
 RecursiveOpt = Annotated[
     bool, typer.Option("-r", "--recursive", help="Descend into the folders given as inputs.")
@@ -620,7 +631,9 @@ def convolve(
     ] = None,
     kernel_file: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--kernel-file", help="A .txt matrix, .json list or .npy tensor."),
+        typer.Option(
+            "--kernel-file", help="A .txt matrix, .json list or .npy tensor.", readable=False
+        ),
     ] = None,
     stride: Annotated[int, typer.Option("--stride", min=1, help="Stride.")] = 1,
     padding: Annotated[
@@ -685,7 +698,9 @@ def backprop(
     ] = 8,
     from_image: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--from-image", help="Take x from random patches of this image."),
+        typer.Option(
+            "--from-image", help="Take x from random patches of this image.", readable=False
+        ),
     ] = None,
     report: ReportOpt = None,
     html: HtmlOpt = None,
@@ -738,7 +753,11 @@ def kernels(
     json_: JsonOpt = False,
     export: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--export", help="Write the tensors and their metadata to this file."),
+        typer.Option(
+            "--export",
+            help="Write the tensors and their metadata to this file.",
+            readable=False,
+        ),
     ] = None,
     export_format: Annotated[
         ExportFormat,

@@ -19,6 +19,8 @@ Modes, and what they become:
                           since Pillow would keep only the high byte)
 ``I`` (32-bit int)        gray as float64, written as 16-bit with a stated scale
 ``F`` (32-bit float)      gray as float32, written as 16-bit with a stated scale
+other TIFF layouts        float16/32/64 gray or RGB, planar or not, integers of
+                          any width: decoded by tifffile where Pillow cannot
 ========================  =============================================
 """
 
@@ -32,6 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -39,6 +42,9 @@ from PIL import Image, ImageFile
 from . import _libtiff, integrity, rounding
 from .defaults import ALPHA_POLICIES, DEFAULT_MAX_PIXELS, FORMATS
 from .errors import CnnFiltersError, InputError
+
+if TYPE_CHECKING:
+    import tifffile
 
 __all__ = [
     "Levels",
@@ -341,18 +347,22 @@ def _decode(
     try:
         image = Image.open(path)
     except Image.UnidentifiedImageError:
+        if _is_tiff(path):
+            return _decode_tiff_pages(path, options, first_only)
         raise InputError(f"{path}: not a recognised image file") from None
     with image:
-        if image.format not in FORMATS:
+        if image.format not in FORMATS and image.format != "MPO":
             raise InputError(
                 f"{path}: {image.format} files are not supported (supported: {', '.join(FORMATS)})"
             )
         if image.format == "TIFF":
             _libtiff.install()
-        _check_size(image, path, options)
+        _check_size(image.size, path, options)
         # Pillow's decoders keep quiet about some damage: the stream is checked on
         # its own, beside the decode, and its verdict is in before any pixel is used.
-        stream = integrity.StreamCheck(path, image.format, background=parallel)
+        stream = integrity.StreamCheck(
+            path, image.format, background=parallel, starts=_jpeg_starts(image, options, first_only)
+        )
         try:
             frames = _decode_frames(image, path, options, first_only, stream)
         except Exception:
@@ -370,11 +380,30 @@ def _decode(
         return frames
 
 
+def _jpeg_starts(image: Image.Image, options: ReadOptions, first_only: bool) -> tuple[int, ...]:
+    """Where the JPEG stream of each image that will be read starts in the file.
+
+    A camera's MPO file is a JPEG followed by more JPEGs (a preview, the
+    other eye of a stereo pair): its first image is the photo, read as every
+    viewer reads it; the others only with ``--all-frames``. Seeking reads the
+    MPF index and headers only, no pixels.
+    """
+    if image.format != "MPO" or not options.all_frames or first_only:
+        return (0,)
+    starts = []
+    for index in range(image.n_frames):
+        image.seek(index)
+        starts.append(image.tile[0].offset)
+    image.seek(0)
+    return tuple(starts)
+
+
 def _check_size(
-    image: Image.Image, path: Path, options: ReadOptions, *, frame: int | None = None
+    size: tuple[int, int], path: Path, options: ReadOptions, *, frame: int | None = None
 ) -> None:
-    """Refuse an empty frame, or one over the pixel limit, from its header (before decoding)."""
-    width, height = image.size
+    """Refuse an empty frame, or one over the pixel limit, from the ``(width, height)``
+    its header gives (before decoding)."""
+    width, height = size
     which = "" if frame is None else f"frame {frame}: "
     if width <= 0 or height <= 0:
         raise InputError(f"{path}: {which}the image is empty ({width} x {height} pixels)")
@@ -401,7 +430,7 @@ def _decode_frames(
     for index in range(wanted):
         if index:
             image.seek(index)
-            _check_size(image, path, options, frame=index)
+            _check_size(image.size, path, options, frame=index)
         frame = _decode_frame(image, path, options, stream)
         frame.frame, frame.frames = index, count
         frames.append(frame)
@@ -557,7 +586,12 @@ def _integer_frame(frame: _Frame, image: Image.Image) -> LoadedImage:
 
 def _float_frame(frame: _Frame, image: Image.Image) -> LoadedImage:
     """32-bit float samples; float64 where float32 arithmetic would overflow."""
-    pixels = np.asarray(image).astype(np.float32)[np.newaxis]
+    return _float_pixels(frame, np.asarray(image)[np.newaxis])
+
+
+def _float_pixels(frame: _Frame, samples: np.ndarray) -> LoadedImage:
+    """``(C, H, W)`` float samples of any width, computed in float32 (float64 if needed)."""
+    pixels = samples.astype(np.float32)
     if not np.isfinite(pixels).all():
         raise InputError(f"{frame.path}: the floating-point image holds NaN or infinite values")
     if frame.tiff is not None and frame.tiff.min_is_white:
@@ -569,7 +603,135 @@ def _float_frame(frame: _Frame, image: Image.Image) -> LoadedImage:
         frame.notices.append(
             f"float values up to {largest:.3g}: computed in float64, where float32 overflows"
         )
-    return frame.loaded("F", pixels, 16, "float32")
+    return frame.loaded("F" if pixels.shape[0] == 1 else "RGB (float)", pixels, 16, "float32")
+
+
+# The first bytes of a TIFF and of a BigTIFF, in either byte order.
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def _is_tiff(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) in _TIFF_MAGIC
+
+
+def _decode_tiff_pages(path: Path, options: ReadOptions, first_only: bool) -> list[LoadedImage]:
+    """A TIFF whose layout Pillow does not read (float16/float64 samples, float
+    RGB, planar float, ...), decoded by tifffile.
+
+    tifffile raises on data that stops early or does not decompress; what it
+    only logs is kept as a notice.
+    """
+    import logging
+
+    import tifffile
+
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    logger.propagate, propagate = False, logger.propagate
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            pages = list(tiff.pages)
+            if not pages:
+                raise InputError(f"{path}: the TIFF file holds no image")
+            wanted = len(pages) if options.all_frames and not first_only else 1
+            frames = []
+            for index, page in enumerate(pages[:wanted]):
+                frame = _tifffile_frame(page, path, options, index if len(pages) > 1 else None)
+                frame.frame, frame.frames = index, len(pages)
+                frames.append(frame)
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:  # tifffile's failure on data it cannot read, whatever its type
+        raise InputError(f"{path}: cannot decode the image ({exc})") from None
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    if len(pages) > wanted:
+        frames[0].notices.insert(
+            0, f"{len(pages)} frames: only the first is used (--all-frames for all)"
+        )
+    frames[0].notices.extend(f"tifffile: {text}" for text in said)
+    return frames
+
+
+# PhotometricInterpretation: MinIsWhite, MinIsBlack, RGB.
+_TIFF_PHOTOMETRIC = {0: "MinIsWhite", 1: "MinIsBlack", 2: "RGB"}
+
+
+def _tifffile_frame(
+    page: tifffile.TiffPage, path: Path, options: ReadOptions, number: int | None
+) -> LoadedImage:
+    """One TIFF page read by tifffile: gray or RGB, with an optional alpha sample."""
+    _check_size((page.imagewidth, page.imagelength), path, options, frame=number)
+    photometric = int(page.photometric)
+    if photometric not in _TIFF_PHOTOMETRIC or page.imagedepth > 1:
+        raise InputError(
+            f"{path}: TIFF photometric interpretation {photometric} is not supported "
+            f"(supported here: {', '.join(_TIFF_PHOTOMETRIC.values())})"
+        )
+    colour = 3 if photometric == 2 else 1
+    extra = tuple(int(v) for v in page.extrasamples)
+    if page.samplesperpixel not in (colour, colour + 1):
+        raise InputError(f"{path}: {page.samplesperpixel} samples per pixel are not supported")
+    samples = page.asarray()
+    if page.samplesperpixel > 1 and page.axes.startswith("S"):  # planar: one plane a sample
+        samples = np.moveaxis(samples, 0, -1)
+    samples = samples.reshape(page.imagelength, page.imagewidth, page.samplesperpixel)
+    icc = page.tags.valueof(34675)
+    frame = _Frame(path, "TIFF", options, bytes(icc) if icc else None)
+    orientation = int(page.tags.valueof(274) or 1)
+    orientation = orientation if orientation in _TRANSPOSE else 1
+    samples = _orient_array(samples, orientation if options.auto_orient else 1)
+    _orientation_notice(orientation, options, frame.notices)
+    values = np.moveaxis(samples, -1, 0)
+    pixels, alpha = values[:colour], values[colour] if len(values) > colour else None
+    if alpha is not None and extra[:1] == (1,):
+        raise InputError(f"{path}: premultiplied (associated) alpha is not supported here")
+    return _tifffile_samples(frame, pixels, alpha, photometric == 0)
+
+
+def _tifffile_samples(
+    frame: _Frame, pixels: np.ndarray, alpha: np.ndarray | None, min_is_white: bool
+) -> LoadedImage:
+    """``(C, H, W)`` samples of any numpy type, and alpha, as a :class:`LoadedImage`."""
+    path, options, colour = frame.path, frame.options, pixels.shape[0]
+    kind = pixels.dtype
+    if kind.kind == "f":
+        loaded = _float_pixels(frame, pixels)
+        if kind.itemsize == 8 and loaded.pixels.dtype == np.float32:
+            frame.notices.append("float64 samples: computed in float32")
+        if alpha is None:
+            return loaded
+        if options.alpha == "flatten":
+            raise InputError(
+                f"{path}: --alpha flatten is not defined for floating-point samples "
+                "(use --alpha keep or drop)"
+            )
+        return _apply_alpha_policy(loaded, quantize(alpha.astype(np.float64) * 65535, 16), options)
+    if min_is_white:
+        top = np.iinfo(kind).max if kind.kind == "u" else None
+        if top is None:
+            raise InputError(f"{path}: signed MinIsWhite samples are not supported")
+        pixels = top - pixels
+        frame.notices.append("MinIsWhite: inverted, so that 0 is black")
+    if kind in (np.uint8, np.bool_):
+        eight = pixels.astype(np.uint8) * (255 if kind == np.bool_ else 1)
+        mode = "RGB" if colour == 3 else "L"
+        alpha = None if alpha is None else alpha.astype(np.uint8) * (255 if kind == np.bool_ else 1)
+        return _apply_alpha_policy(frame.loaded(mode, eight, 8, "uint8"), alpha, options)
+    if kind == np.uint16:
+        loaded = frame.loaded(
+            "RGB (16-bit)" if colour == 3 else "I;16", pixels.astype(np.uint16), 16, "uint16"
+        )
+        return _apply_alpha_policy(loaded, alpha, options)
+    frame.notices.append(f"{kind} samples")
+    if alpha is not None:
+        frame.notices.append(f"the {kind} alpha sample is not used")
+    return frame.loaded(f"{kind}", pixels.astype(np.float64), 16, "int32")
 
 
 # 8-bit modes Pillow converts for us, and the notice each conversion gives.

@@ -237,13 +237,27 @@ def check_jpeg(data: bytes) -> Damage | None:
     return None
 
 
-def check_file(path: Path, fmt: str) -> tuple[Damage | None, PngFacts | None]:
-    """The checks above for a file Pillow identified as ``fmt``; other formats pass."""
+def check_file(
+    path: Path, fmt: str, starts: tuple[int, ...] = (0,)
+) -> tuple[Damage | None, PngFacts | None]:
+    """The checks above for a file Pillow identified as ``fmt``; other formats pass.
+
+    An MPO file (a camera's JPEG with more images after the first, as its MPF
+    index says) holds one JPEG stream per image: ``starts`` are the byte
+    offsets of the ones that are read, and each is checked on its own.
+    """
     if fmt == "PNG":
         with open(path, "rb") as handle:
             return check_png(handle)
     if fmt in ("JPEG", "MPO"):
-        return check_jpeg(path.read_bytes()), None
+        data = path.read_bytes()
+        for number, start in enumerate(starts):
+            damage = check_jpeg(memoryview(data)[start:] if start else data)
+            if damage is not None and number:
+                return Damage(f"image {number}: {damage.reason}", damage.truncated), None
+            if damage is not None:
+                return damage, None
+        return None, None
     return None, None
 
 
@@ -256,21 +270,28 @@ class StreamCheck:
     raised there.
     """
 
-    def __init__(self, path: Path, fmt: str | None, *, background: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fmt: str | None,
+        *,
+        background: bool = True,
+        starts: tuple[int, ...] = (0,),
+    ) -> None:
         self._outcome: tuple[Damage | None, PngFacts | None] = (None, None)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if fmt not in ("PNG", "JPEG", "MPO"):
             return
         if background:
-            self._thread = threading.Thread(target=self._run, args=(path, fmt), daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(path, fmt, starts), daemon=True)
             self._thread.start()
         else:
-            self._run(path, fmt)
+            self._run(path, fmt, starts)
 
-    def _run(self, path: Path, fmt: str) -> None:
+    def _run(self, path: Path, fmt: str, starts: tuple[int, ...]) -> None:
         try:
-            self._outcome = check_file(path, fmt)
+            self._outcome = check_file(path, fmt, starts)
         except BaseException as exc:  # handed to the caller's thread by result()
             self._error = exc
 

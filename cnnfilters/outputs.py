@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import secrets
 import struct
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,11 @@ __all__ = [
     "check_targets",
     "output_targets",
     "png_to_format",
+    "remove_stale_temporary_files",
     "remove_temporary_files",
     "save_array",
     "save_image",
+    "target_exists",
     "write_result",
 ]
 
@@ -154,12 +157,25 @@ def output_targets(
     return targets
 
 
+def target_exists(target: Path) -> bool:
+    """Whether something (a file, a dangling symlink) is at ``target``; a path that
+    cannot be used at all (a name over the file system's limit, a folder that
+    cannot be searched) is that output's error, raised here before any work."""
+    try:
+        os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write this output ({exc.strerror or exc})") from None
+    return True
+
+
 def check_targets(targets: dict[str, list[Path]], source: Path, *, force: bool) -> None:
     """The clobber rule: an input is never a target (even through a symlink or a hard
     link); an existing file is replaced only with ``force``; a directory never."""
     for files in targets.values():
         for target in files:
-            if not (target.exists() or target.is_symlink()):
+            if not target_exists(target):
                 continue
             try:
                 same = os.path.samefile(target, source)
@@ -355,8 +371,9 @@ def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: b
     folder = target.parent
     # A short temporary name (the target's own may already be 255 bytes long),
     # registered before the file exists: a worker told to stop at once removes
-    # every registered one, so none is left whenever the signal comes.
-    temp = folder / f".cnnfilters-{secrets.token_hex(8)}.tmp"
+    # every registered one, so none is left whenever the signal comes. It names
+    # its writer (host and process), so that what a killed one left is known.
+    temp = folder / f".cnnfilters-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}.tmp"
     _TEMPORARY.add(temp)
     try:
         handle = open(temp, "xb")  # noqa: SIM115 (closed below)
@@ -398,6 +415,44 @@ def remove_temporary_files() -> None:
     for temp in list(_TEMPORARY):
         with contextlib.suppress(OSError):
             temp.unlink()
+
+
+# This machine, in the temporary names: a process id means something only here.
+_HOST = f"{zlib.crc32(os.uname().nodename.encode()):08x}"
+_TEMPORARY_NAME = re.compile(r"\.cnnfilters-([0-9a-f]{8})-([0-9]+)-[0-9a-f]{16}\.tmp")
+
+
+def remove_stale_temporary_files(folders: Iterable[Path]) -> int:
+    """Remove the temporary files in ``folders`` whose writer is gone (a process
+    killed by SIGKILL or the OOM killer cannot remove its own); how many.
+
+    Only names of this machine's processes that no longer exist are touched:
+    a write under way, here or on another host sharing the folder, is left be.
+    """
+    removed = 0
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            match = _TEMPORARY_NAME.fullmatch(entry.name)
+            if match is None or match[1] != _HOST or _alive(int(match[2])):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
 
 
 def _link_into_place(temp: Path, target: Path) -> None:

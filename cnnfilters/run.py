@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from .outputs import (
     Destination,
     check_targets,
     output_targets,
+    remove_stale_temporary_files,
     remove_temporary_files,
+    target_exists,
     write_result,
 )
 from .report import InputReport, RunReport, difference_maps
@@ -177,8 +180,12 @@ def run(
             recorder.skip(index, refused)
         else:
             recorder.record(index, [refused])
+    folders = {target.parent for targets in planned.values() for target in targets}
+    if settings.skip_existing:  # a rerun: clear what a killed run left
+        remove_stale_temporary_files(folders)
     threads = 1 if len(sources) > 1 else None
-    _run_pending(command, pending, settings, threads, recorder)
+    if _run_pending(command, pending, settings, threads, recorder):
+        remove_stale_temporary_files(folders)  # a worker was killed: its writes are orphans
     for index in sorted(recorder.results):
         report.inputs.extend(recorder.results[index])
     recorder.summary.seconds = time.perf_counter() - started
@@ -236,7 +243,12 @@ def _refused(
         message = (f"{source.path}: its output {target} is an input of this run{same}; "
                    "an input is never overwritten")  # fmt: skip
         return InputReport(os.fsdecode(source.path), error=message, exit_code=EXIT_IO)
-    if settings.skip_existing and targets and all(t.exists() for t in targets):
+    try:
+        done = settings.skip_existing and targets and all(target_exists(t) for t in targets)
+    except OutputError as exc:
+        name = os.fsdecode(source.path)
+        return InputReport(name, error=f"{name}: {exc}", exit_code=EXIT_IO)
+    if done:
         item = InputReport(os.fsdecode(source.path), skipped=True)
         item.notices.append("skipped: every output exists (--skip-existing)")
         return item
@@ -249,8 +261,9 @@ def _run_pending(
     settings: Settings,
     threads: int | None,
     recorder: _Recorder,
-) -> None:
-    """Run the tasks here, or on the executor ``settings`` asks for."""
+) -> bool:
+    """Run the tasks here, or on the executor ``settings`` asks for; whether a worker
+    died (killed from outside: its temporary files are left for the caller)."""
     record, summary = recorder.record, recorder.summary
     executor = _executor(settings, len(pending))
     try:
@@ -265,7 +278,7 @@ def _run_pending(
                 if failed and settings.fail_fast:
                     summary.not_done = len(pending) - position - 1
                     break
-            return
+            return False
         futures: dict[Future, int] = {}
         done: set[int] = set()
         sources = dict(pending)
@@ -291,9 +304,16 @@ def _run_pending(
             _stop(executor, futures)
             raise
         summary.not_done = sum(1 for index, _ in pending if index not in done)
+        return any(_died(future) for future in futures)
     finally:
         if executor is not None:
             _close(executor)
+
+
+def _died(future: Future) -> bool:
+    if not future.done() or future.cancelled():
+        return False
+    return isinstance(future.exception(), BrokenProcessPool)
 
 
 def _outcome(future: Future, source: Source) -> list[InputReport]:
@@ -381,6 +401,9 @@ def _process(
         _record_error(items, name, str(exc), max(exc.exit_code, EXIT_IO))
     except MemoryError:
         _record_error(items, name, f"{name}: not enough memory to process this image", EXIT_IO)
+    except OSError as exc:  # a file system's refusal that no check above foresaw
+        where = exc.filename if exc.filename is not None else name
+        _record_error(items, name, f"{os.fsdecode(where)}: {exc.strerror or exc}", EXIT_IO)
     return items
 
 

@@ -107,15 +107,85 @@ def test_workers_die_with_their_parent_and_a_rerun_completes(tmp_path):
         time.sleep(0.05)
         alive = [c for c in alive if _running(c)]
     assert not alive, f"workers outlived their parent: {alive}"
-    leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     result = subprocess.run([*command, "--skip-existing"], capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in out.iterdir())
-    assert len(written) == 24 * 3 + len(leftovers)
+    assert len(written) == 24 * 3  # and no temporary file left by the killed run
     for name in written:
         if name.endswith(".png"):
             with Image.open(out / name) as image:
                 image.load()  # every output whole
+
+
+# A batch whose writes pause once their temporary file has data, until the test lets go.
+_PAUSING_BATCH = """
+import sys, time
+from pathlib import Path
+from cnnfilters import cli, outputs
+real = outputs.atomic_write
+def atomic_write(target, write, **kwargs):
+    def slow(handle):
+        write(handle)
+        handle.flush()
+        while not Path(sys.argv[1]).exists():
+            time.sleep(0.02)
+    return real(target, slow, **kwargs)
+outputs.atomic_write = atomic_write
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def test_the_temporary_file_of_a_killed_worker_is_removed(tmp_path):
+    folder, out, go = tmp_path / "in", tmp_path / "out", tmp_path / "go"
+    folder.mkdir()
+    for index in range(4):
+        Image.fromarray(RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(
+            folder / f"p{index}.png"
+        )
+    command = [sys.executable, "-c", _PAUSING_BATCH, os.fsdecode(go), "grayscale",
+               os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2", "-q"]  # fmt: skip
+    batch = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        temps: list[Path] = []
+        while len(temps) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            temps = sorted(out.glob(".cnnfilters-*.tmp")) if out.exists() else []
+        assert len(temps) == 2, "the two workers never started writing"
+        victim = int(temps[0].name.split("-")[2])
+        os.kill(victim, signal.SIGKILL)  # as the OOM killer kills a worker
+        deadline = time.monotonic() + 10
+        while _running(victim) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        go.touch()
+        _, err = batch.communicate(timeout=60)
+    finally:
+        batch.kill()
+    assert batch.returncode == 3
+    assert "the worker failed" in err
+    assert not list(out.glob(".cnnfilters-*.tmp"))
+    rerun = subprocess.run([*command, "--skip-existing"], capture_output=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list(out.glob("*.grayscale.png"))) == 4
+
+
+def test_a_rerun_removes_only_the_temporary_files_of_dead_writers(tmp_path, capsys):
+    from cnnfilters import outputs
+
+    source = tmp_path / "a.png"
+    Image.new("RGB", (4, 4)).save(source)
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    host = outputs._HOST
+    stale = tmp_path / f".cnnfilters-{host}-{gone.pid}-{'0' * 16}.tmp"
+    live = tmp_path / f".cnnfilters-{host}-{os.getpid()}-{'1' * 16}.tmp"
+    elsewhere = tmp_path / f".cnnfilters-{'f' * 8 if host != 'f' * 8 else 'e' * 8}-1-{'2' * 16}.tmp"
+    for path in (stale, live, elsewhere):
+        path.write_bytes(b"partial")
+    code, _, err = run(capsys, "grayscale", source, "--skip-existing", "-q")
+    assert code == 0, err
+    assert not stale.exists()
+    assert live.exists() and elsewhere.exists()
 
 
 def _running(pid: int) -> bool:
@@ -294,3 +364,125 @@ def test_max_pixels_is_checked_on_every_frame(tmp_path, capsys):
         load_frames(path, ReadOptions(max_pixels=1000, all_frames=True))
     code, _, err = run(capsys, "grayscale", path, "--all-frames", "--max-pixels", "1000", "-q")
     assert code == 3 and "frame 1" in err and not list(tmp_path.glob("*.grayscale.png"))
+
+
+FLOAT_TIFFS = {
+    "float64 gray": lambda values: tiff_bytes(values, sample_format=3),
+    "float16 gray": lambda values: tiff_bytes(values.astype(np.float16), sample_format=3),
+    "float32 RGB": lambda values: tiff_bytes(
+        np.stack([values, values / 2, -values], -1).astype(np.float32),
+        photometric=2,
+        sample_format=3,
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(FLOAT_TIFFS))
+def test_float_tiffs_pillow_cannot_read_are_read_exactly(layout, tmp_path, capsys):
+    values = RNG.normal(0, 100, (5, 7))
+    path = tmp_path / "float.tif"
+    path.write_bytes(FLOAT_TIFFS[layout](values))
+    loaded = load_image(path)
+    stored = tifffile_values(path)
+    expected = stored[np.newaxis] if stored.ndim == 2 else np.moveaxis(stored, -1, 0)
+    assert loaded.kind == "float32"
+    np.testing.assert_array_equal(loaded.pixels, expected.astype(np.float32))
+    code, _, err = run(capsys, "gradient", path, "--out-dir", tmp_path / "out", "--json")
+    assert code == 0, err
+
+
+def tifffile_values(path: Path) -> np.ndarray:
+    """The samples as stored, read back by hand from the one strip ``tiff_bytes`` wrote."""
+    data = path.read_bytes()
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, ifd)
+    tags = {}
+    for i in range(count):
+        tag, _, number, value = struct.unpack_from("<HHII", data, ifd + 2 + 12 * i)
+        tags[tag] = value & 0xFFFF if number == 1 and tag in (258, 262, 277, 339) else value
+    channels = tags[277]
+    bits = tags[258] if channels == 1 else struct.unpack_from("<H", data, tags[258])[0]
+    dtype = np.dtype(f"<f{bits // 8}")
+    shape = (tags[257], tags[256]) + ((channels,) if channels > 1 else ())
+    return np.frombuffer(data, dtype, int(np.prod(shape)), tags[273]).reshape(shape)
+
+
+def test_planar_and_compressed_float_rgb_tiffs_are_read(tmp_path):
+    import tifffile
+
+    values = RNG.random((3, 6, 9), dtype=np.float32)
+    planar, deflated = tmp_path / "planar.tif", tmp_path / "deflate.tif"
+    tifffile.imwrite(planar, values, photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(deflated, np.moveaxis(values, 0, -1), photometric="rgb", compression="zlib")
+    for path in (planar, deflated):
+        np.testing.assert_array_equal(load_image(path).pixels, values)
+
+
+def test_a_turned_float_tiff_is_turned_and_its_alpha_follows_the_policy(tmp_path, capsys):
+    import tifffile
+
+    values = RNG.random((4, 6), dtype=np.float32)
+    path = tmp_path / "turned.tif"
+    path.write_bytes(tiff_bytes(values.astype(np.float64), sample_format=3, orientation=6))
+    np.testing.assert_array_equal(load_image(path).pixels[0], np.rot90(values, -1))
+    rgba = RNG.random((4, 6, 4), dtype=np.float32)
+    with_alpha = tmp_path / "alpha.tif"
+    tifffile.imwrite(with_alpha, rgba, photometric="rgb", extrasamples=["unassalpha"])
+    loaded = load_image(with_alpha, ReadOptions(alpha="keep"))
+    np.testing.assert_array_equal(loaded.pixels, np.moveaxis(rgba[..., :3], -1, 0))
+    assert loaded.alpha is not None and loaded.alpha.dtype == np.uint16
+    assert abs(int(loaded.alpha[0, 0]) - rgba[0, 0, 3] * 65535) <= 0.5
+    code, _, err = run(capsys, "grayscale", with_alpha, "--alpha", "flatten", "-o", "-")
+    assert code == 3
+    assert "alpha.tif: --alpha flatten is not defined for floating-point samples" in err
+
+
+def test_a_cut_float_tiff_is_refused_with_one_line(tmp_path, capsys):
+    import tifffile
+
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, RNG.random((40, 50)))  # header first, data after it
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    code, _, err = run(capsys, "grayscale", path, "-o", tmp_path / "out.png")
+    assert code == 3
+    assert "cut.tif: cannot decode the image (failed to read" in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def _mpo(images: list[np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    first, *rest = (Image.fromarray(image) for image in images)
+    first.save(buffer, "MPO", save_all=True, append_images=rest, quality=95)
+    return buffer.getvalue()
+
+
+def test_a_camera_mpo_file_is_read_as_its_first_jpeg(tmp_path, capsys):
+    import simplejpeg
+
+    left, right = RNG.integers(0, 256, (2, 16, 24, 3), dtype=np.uint8)
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(_mpo([left, right]))
+    first = simplejpeg.decode_jpeg(path.read_bytes(), "RGB")
+    loaded = load_frames(path, ReadOptions())
+    assert len(loaded) == 1 and loaded[0].frames == 2
+    np.testing.assert_array_equal(np.moveaxis(loaded[0].pixels, 0, -1), first)
+    assert "2 frames: only the first is used (--all-frames for all)" in loaded[0].notices
+    both = load_frames(path, ReadOptions(all_frames=True))
+    assert [frame.frame for frame in both] == [0, 1]
+    code, _, err = run(capsys, "grayscale", path, "--out-dir", tmp_path / "out")
+    assert code == 0, err
+
+
+def test_damage_in_an_mpo_image_that_is_read_is_refused(tmp_path):
+    left, right = RNG.integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)
+    data = bytearray(_mpo([left, right]))
+    second = data.index(b"\xff\xd8", 4)  # the second image's SOI
+    scan = data.index(b"\xff\xda", second) + 200  # inside its entropy-coded data
+    data[scan : scan + 40] = bytes(RNG.integers(0, 255, 40, dtype=np.uint8))
+    path = tmp_path / "damaged.jpg"
+    path.write_bytes(bytes(data))
+    assert load_frames(path, ReadOptions())[0].frames == 2  # only the first is read: sound
+    with pytest.raises(InputError, match=r"damaged\.jpg: cannot decode the image \(damaged "
+                                         r"data: image 1: "):  # fmt: skip
+        load_frames(path, ReadOptions(all_frames=True))

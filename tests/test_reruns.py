@@ -96,3 +96,32 @@ def test_output_names_of_255_bytes_can_be_written(tmp_path, capsys):
     code, _, err = run(capsys, "grayscale", source, "-q")
     assert code == 0, err
     assert len((tmp_path / f"{stem}.grayscale.png").name.encode()) == 255
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.parametrize("rerun", [False, True])
+def test_an_output_name_too_long_is_that_inputs_error_only(folder, jobs, rerun, capsys):
+    long = folder / ("q" * 250 + ".png")
+    Image.new("RGB", (4, 4)).save(long)
+    out = folder.parent / "out"
+    extra = ["--skip-existing"] if rerun else []
+    code, table, err = run(capsys, "grayscale", folder / "a.png", long, "--out-dir", out,
+                           "-j", jobs, *extra)  # fmt: skip
+    assert code == 3
+    assert err.count("\n") == 1
+    assert err.startswith(f"cnnfilters: error: {long}: {out / ('q' * 250)}.grayscale.png: ")
+    assert err.endswith("cannot write this output (File name too long)\n")
+    assert (out / "a.grayscale.png").exists()
+    assert "2 input(s), 1 passed, 1 failed or errored; 1 file(s) written" in table
+
+
+def test_an_unreadable_input_is_that_inputs_error_only(folder, capsys, monkeypatch):
+    locked = folder / "a.png"
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: Path(p) != locked and real_access(p, mode, **kw)
+    )
+    code, _, err = run(capsys, "grayscale", locked, folder / "sub" / "b.png", "-q", "-j", "1")
+    assert code == 3
+    assert err == f"cnnfilters: error: {locked}: permission denied\n"
+    assert (folder / "sub" / "b.grayscale.png").exists()
