@@ -24,6 +24,7 @@ from ._version import __version__
 
 _EXPORTS = {
     "conv2d": "engine",
+    "conv2d_grad": "engine",
     "max_pool2d": "engine",
     "avg_pool2d": "engine",
     "pad2d": "engine",
@@ -49,7 +50,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from .activations import ACTIVATIONS, Activation, get_activation
-    from .engine import PADDING_MODES, avg_pool2d, conv2d, max_pool2d, pad2d
+    from .engine import PADDING_MODES, avg_pool2d, conv2d, conv2d_grad, max_pool2d, pad2d
     from .errors import CnnFiltersError, InputError, OutputError
     from .ops import CommuteResult, avgpool, commute, find_counterexample, gradients, grayscale
     from .report import Check, RunReport, compare

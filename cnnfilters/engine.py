@@ -25,6 +25,7 @@ taps)`` arithmetic with no Python loop over pixels; all-zero taps are skipped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "as_batch",
     "avg_pool2d",
     "conv2d",
+    "conv2d_grad",
     "max_pool2d",
     "pad2d",
     "positive_pair",
@@ -233,40 +235,13 @@ def conv2d(
     x = np.asarray(x)
     dtype = _compute_dtype(x)
     batch, added_axis = as_batch(x)
-    weight = np.asarray(weight)
-    _compute_dtype(weight)
-    if weight.ndim != 4:
-        raise CnnFiltersError(
-            f"weight must have shape (C_out, C_in/groups, kh, kw), "
-            f"got {weight.ndim} dimensions {weight.shape}"
-        )
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups <= 0:
-        raise CnnFiltersError(f"groups must be a positive int, got {groups!r}")
-    n, c_in, height, width = batch.shape
+    geo = _Geometry.of(batch, weight, bias, stride, padding, dilation, groups, padding_mode,
+                       x.shape)  # fmt: skip
+    weight, bias = geo.weight, geo.bias
+    n, c_in = batch.shape[:2]
     c_out, c_in_group, kh, kw = weight.shape
-    if c_in % groups:
-        raise CnnFiltersError(f"input channels ({c_in}) must be divisible by groups ({groups})")
-    if c_out % groups:
-        raise CnnFiltersError(f"output channels ({c_out}) must be divisible by groups ({groups})")
-    if c_in_group != c_in // groups:
-        raise CnnFiltersError(
-            f"weight of shape {weight.shape} expects {c_in_group * groups} input channels "
-            f"with groups={groups}, got {c_in} (input shape {x.shape})"
-        )
-    if kh == 0 or kw == 0 or c_out == 0:
-        raise CnnFiltersError(f"weight must not be empty, got shape {weight.shape}")
-    if bias is not None:
-        bias = np.asarray(bias)
-        _compute_dtype(bias)
-        if bias.shape != (c_out,):
-            raise CnnFiltersError(f"bias must have shape ({c_out},), got {bias.shape}")
-    stride_hw = positive_pair(stride, "stride")
-    dilation_hw = positive_pair(dilation, "dilation")
-    pads = _padding_amounts(padding, (kh, kw), stride_hw, dilation_hw)
-    _check_mode(padding_mode)
-    _check_padding_fits(pads, (height, width), padding_mode)
-    padded_hw = (height + pads[0] + pads[1], width + pads[2] + pads[3])
-    out_h, out_w = _output_size(padded_hw, (kh, kw), stride_hw, dilation_hw, (height, width))
+    pads, padded_hw, (out_h, out_w) = geo.pads, geo.padded_hw, geo.out_hw
+    stride_hw, dilation_hw = geo.stride, geo.dilation
 
     begin, end = (0, out_h) if rows is None else (max(0, rows[0]), min(out_h, rows[1]))
     if end < begin:
@@ -284,6 +259,177 @@ def conv2d(
     if bias is not None:
         out += bias.astype(dtype, copy=False)[:, np.newaxis, np.newaxis]
     return out[0] if added_axis else out
+
+
+def conv2d_grad(
+    x: np.ndarray,
+    weight: np.ndarray,
+    grad_out: np.ndarray,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    padding_mode: PaddingMode = "zeros",
+    bias: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The backward pass of :func:`conv2d`: ``(grad_x, grad_w, grad_b)``.
+
+    ``grad_out`` is the gradient of a loss with respect to ``conv2d(x,
+    weight, ...)`` (same geometry arguments); ``grad_b`` is None when
+    ``bias`` is False. Shapes and meaning are those of
+    ``torch.autograd`` on ``torch.nn.functional.conv2d``.
+
+    Both gradients walk the kernel taps with the forward pass's own
+    windowing (:func:`_tap_views`): tap ``(u, v)`` of every window reads the
+    strided view ``Xpad[..., s*i + d*u, s*j + d*v]``, so
+
+    - the weight gradient is a correlation of the input with ``grad_out``:
+      ``dW[o, c, u, v] = sum_{n, i, j} dY[n, o, i, j] * view_uv[n, c, i, j]``;
+    - the input gradient is the transposed correlation: each tap adds
+      ``sum_o W[o, c, u, v] * dY[n, o, i, j]`` into the same view of the
+      padded gradient, which is then folded back through the padding
+      (a replicated, reflected or wrapped pixel gives its gradient to the
+      pixel it copies).
+
+    Computed in float32, or float64 when any argument is float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    >>> w = np.array([[[[-1, 1]]]], dtype=np.float32)  # y = x[:, 1:] - x[:, :-1]
+    >>> dx, dw, db = conv2d_grad(x, w, np.ones((1, 2, 2), dtype=np.float32))
+    >>> dx[0]
+    array([[-1.,  0.,  1.],
+           [-1.,  0.,  1.]], dtype=float32)
+    >>> dw[0, 0], db
+    (array([[ 8., 12.]], dtype=float32), array([4.], dtype=float32))
+    """
+    x, grad_out = np.asarray(x), np.asarray(grad_out)
+    dtype = np.result_type(_compute_dtype(x), _compute_dtype(np.asarray(weight)),
+                           _compute_dtype(grad_out)).type  # fmt: skip
+    batch, added_axis = as_batch(x)
+    geo = _Geometry.of(batch, weight, None, stride, padding, dilation, groups, padding_mode,
+                       x.shape)  # fmt: skip
+    n, c_in, height, width = batch.shape
+    c_out, c_in_group, kh, kw = geo.weight.shape
+    expected = (n, c_out, *geo.out_hw)
+    grads = grad_out[np.newaxis] if added_axis else grad_out
+    if grads.shape != expected:
+        shown = expected[1:] if added_axis else expected
+        raise CnnFiltersError(f"grad_out must have shape {shown}, got {grad_out.shape}")
+    g, rows, cols = geo.groups, geo.out_hw[0], geo.out_hw[1]
+    xpad = pad2d(batch.astype(dtype, copy=False), geo.pads, mode=geo.mode)
+    xpad = xpad.reshape(n, g, c_in_group, *geo.padded_hw)
+    dy = grads.astype(dtype, copy=False).reshape(n, g, c_out // g, rows * cols)
+    w = geo.weight.astype(dtype, copy=False).reshape(g, c_out // g, c_in_group, kh, kw)
+    grad_w = np.empty_like(w)
+    grad_xpad = np.zeros_like(xpad)
+    taps = zip(_tap_views(xpad, geo.out_hw, (kh, kw), geo.stride, geo.dilation),
+               _tap_views(grad_xpad, geo.out_hw, (kh, kw), geo.stride, geo.dilation),
+               strict=True)  # fmt: skip
+    for (u, v, seen), (_, _, into) in taps:
+        columns = seen.reshape(n, g, c_in_group, rows * cols)  # a copy of the strided view
+        # (n, g, o, p) @ (n, g, p, c), summed over the batch -> (g, o, c)
+        grad_w[..., u, v] = np.matmul(dy, columns.swapaxes(-1, -2)).sum(axis=0)
+        # (g, c, o) @ (n, g, o, p) -> (n, g, c, p)
+        into += np.matmul(w[..., u, v].swapaxes(-1, -2), dy).reshape(into.shape)
+    grad_x = _fold_padding(grad_xpad.reshape(n, c_in, *geo.padded_hw), geo.pads, geo.mode,
+                           (height, width))  # fmt: skip
+    grad_b = grads.sum(axis=(0, 2, 3), dtype=dtype) if bias else None
+    return (grad_x[0] if added_axis else grad_x), grad_w.reshape(geo.weight.shape), grad_b
+
+
+def _fold_padding(
+    grad: np.ndarray, pads: tuple[int, int, int, int], mode: str, size: tuple[int, int]
+) -> np.ndarray:
+    """The adjoint of padding: the gradient of each padded position goes to the input
+    pixel it copies (nowhere for zeros)."""
+    top, bottom, left, right = pads
+    for axis, (before, after, length) in ((-2, (top, bottom, size[0])),
+                                          (-1, (left, right, size[1]))):  # fmt: skip
+        inner = np.take(grad, np.arange(before, before + length), axis=axis)
+        if mode != "zeros":
+            edges = np.r_[np.arange(before), np.arange(before + length, before + length + after)]
+            sources = _source_index(edges - before, length, mode)
+            for edge, source in zip(edges, sources, strict=True):
+                target = [slice(None)] * inner.ndim
+                target[axis] = source
+                picked = [slice(None)] * grad.ndim
+                picked[axis] = edge
+                inner[tuple(target)] += grad[tuple(picked)]
+        grad = inner
+    return grad
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """A convolution's shapes, checked once: what :func:`conv2d` and
+    :func:`conv2d_grad` both need."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    groups: int
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    mode: str
+    padded_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+
+    @classmethod
+    def of(
+        cls,
+        batch: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        stride: int | tuple[int, int],
+        padding: int | tuple[int, int] | str,
+        dilation: int | tuple[int, int],
+        groups: int,
+        padding_mode: str,
+        shape: tuple[int, ...],
+    ) -> _Geometry:
+        """Check everything; ``shape`` is the caller's input shape (for messages)."""
+        weight = np.asarray(weight)
+        _compute_dtype(weight)
+        if weight.ndim != 4:
+            raise CnnFiltersError(
+                f"weight must have shape (C_out, C_in/groups, kh, kw), "
+                f"got {weight.ndim} dimensions {weight.shape}"
+            )
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups <= 0:
+            raise CnnFiltersError(f"groups must be a positive int, got {groups!r}")
+        _, c_in, height, width = batch.shape
+        c_out, c_in_group, kh, kw = weight.shape
+        if c_in % groups:
+            raise CnnFiltersError(f"input channels ({c_in}) must be divisible by groups ({groups})")
+        if c_out % groups:
+            raise CnnFiltersError(
+                f"output channels ({c_out}) must be divisible by groups ({groups})"
+            )
+        if c_in_group != c_in // groups:
+            raise CnnFiltersError(
+                f"weight of shape {weight.shape} expects {c_in_group * groups} input channels "
+                f"with groups={groups}, got {c_in} (input shape {shape})"
+            )
+        if kh == 0 or kw == 0 or c_out == 0:
+            raise CnnFiltersError(f"weight must not be empty, got shape {weight.shape}")
+        if bias is not None:
+            bias = np.asarray(bias)
+            _compute_dtype(bias)
+            if bias.shape != (c_out,):
+                raise CnnFiltersError(f"bias must have shape ({c_out},), got {bias.shape}")
+        stride_hw = positive_pair(stride, "stride")
+        dilation_hw = positive_pair(dilation, "dilation")
+        pads = _padding_amounts(padding, (kh, kw), stride_hw, dilation_hw)
+        _check_mode(padding_mode)
+        _check_padding_fits(pads, (height, width), padding_mode)
+        padded_hw = (height + pads[0] + pads[1], width + pads[2] + pads[3])
+        out_hw = _output_size(padded_hw, (kh, kw), stride_hw, dilation_hw, (height, width))
+        return cls(weight, bias, int(groups), stride_hw, dilation_hw, pads, padding_mode,
+                   padded_hw, out_hw)  # fmt: skip
 
 
 # Rows of input a block of output reads: about this many bytes, so that a
@@ -354,15 +500,7 @@ def _padded_rows(
     else:
         index = np.arange(lo, hi)
         outside = (index < 0) | (index >= height)
-        if mode == "replicate":
-            index = np.clip(index, 0, height - 1)
-        elif mode == "reflect":
-            index = np.where(
-                index < 0, -index, np.where(index >= height, 2 * (height - 1) - index, index)
-            )
-        elif mode == "circular":
-            index = index % height
-        rows = np.take(x, np.clip(index, 0, height - 1), axis=-2)
+        rows = np.take(x, _source_index(index, height, mode), axis=-2)
         if mode == "zeros" and outside.any():
             rows = rows.astype(dtype)  # a copy, safe to write
             rows[..., outside, :] = 0
@@ -371,6 +509,19 @@ def _padded_rows(
     # Otherwise rows may stay integers (uint8 pixels): the ufuncs below cast
     # them on the fly, which saves a float copy of every block.
     return rows
+
+
+def _source_index(index: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """The input row (or column) each padded position ``index`` (from ``-pad``)
+    copies under ``mode``; ``zeros`` gives an in-range index whose value is
+    then overwritten with 0."""
+    if mode == "replicate":
+        index = np.clip(index, 0, size - 1)
+    elif mode == "reflect":
+        index = np.where(index < 0, -index, np.where(index >= size, 2 * (size - 1) - index, index))
+    elif mode == "circular":
+        index = index % size
+    return np.clip(index, 0, size - 1)
 
 
 class _Plan:

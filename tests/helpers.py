@@ -54,3 +54,23 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     code = main([os.fsdecode(a) if isinstance(a, (Path, bytes)) else a for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def random_conv_case(rng):
+    """A random conv geometry: (groups, c_in, c_out, kernel, stride, dilation, mode, (h, w),
+    padding), small, every padding mode, always valid."""
+    groups = int(rng.integers(1, 4))
+    c_in = groups * int(rng.integers(1, 4))
+    c_out = groups * int(rng.integers(1, 3))
+    kh, kw = (int(v) for v in rng.integers(1, 5, size=2))
+    stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
+    dilation = tuple(int(v) for v in rng.integers(1, 3, size=2))
+    mode = str(rng.choice(["zeros", "replicate", "reflect", "circular"]))
+    h = int(rng.integers(dilation[0] * (kh - 1) + 1, 14))
+    w = int(rng.integers(dilation[1] * (kw - 1) + 1, 14))
+    limit = {"reflect": (h - 1, w - 1), "circular": (h, w)}.get(mode, (3, 3))
+    padding = (
+        int(rng.integers(0, min(3, limit[0]) + 1)),
+        int(rng.integers(0, min(3, limit[1]) + 1)),
+    )
+    return groups, c_in, c_out, (kh, kw), stride, dilation, mode, (h, w), padding

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import coordinate_grid, naive_conv2d
+from helpers import coordinate_grid, naive_conv2d, random_conv_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cnnfilters import CnnFiltersError, avg_pool2d, conv2d, max_pool2d
+from cnnfilters import CnnFiltersError, avg_pool2d, conv2d, conv2d_grad, max_pool2d
 
 
 def test_identity_kernel_returns_the_input():
@@ -233,3 +233,60 @@ ERRORS = [
 def test_errors_quote_what_they_got(call, message):
     with pytest.raises(CnnFiltersError, match=message):
         call()
+
+
+# ------------------------------------------------------------ backward pass
+
+
+def _central_differences(loss, values: np.ndarray, step: float = 1e-6) -> np.ndarray:
+    """d loss / d values, one element at a time, in float64."""
+    grad = np.empty_like(values)
+    for index in np.ndindex(values.shape):
+        keep = values[index]
+        values[index] = keep + step
+        up = loss()
+        values[index] = keep - step
+        down = loss()
+        values[index] = keep
+        grad[index] = (up - down) / (2 * step)
+    return grad
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_conv2d_grad_equals_central_differences_in_float64(seed):
+    rng = np.random.default_rng(7000 + seed)
+    groups, c_in, c_out, kernel, stride, dilation, mode, (h, w), padding = random_conv_case(rng)
+    n = int(rng.integers(1, 3))
+    x = rng.standard_normal((n, c_in, h, w))
+    weight = rng.standard_normal((c_out, c_in // groups, *kernel))
+    bias = rng.standard_normal(c_out)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                    padding_mode=mode)  # fmt: skip
+    upstream = rng.standard_normal(conv2d(x, weight, bias, **geometry).shape)
+
+    def loss() -> float:  # <upstream, conv2d(x, w, b)>: its gradient is conv2d_grad's
+        return float(np.sum(upstream * conv2d(x, weight, bias, **geometry)))
+
+    dx, dw, db = conv2d_grad(x, weight, upstream, **geometry)
+    assert dx.dtype == dw.dtype == db.dtype == np.float64
+    np.testing.assert_allclose(dx, _central_differences(loss, x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dw, _central_differences(loss, weight), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(db, _central_differences(loss, bias), rtol=1e-6, atol=1e-6)
+
+
+def test_conv2d_grad_of_the_gradient_filters_is_a_difference_of_the_upstream():
+    # y[i] = x[i+1] - x[i] (no padding): dL/dx[i] = g[i-1] - g[i], with g = 0 outside.
+    x = np.arange(5, dtype=np.float64).reshape(1, 1, 5)
+    weight = np.array([[[[-1.0], [1.0]]]]).reshape(1, 1, 2, 1).transpose(0, 1, 3, 2)
+    upstream = np.array([[[1.0, 2.0, 4.0, 8.0]]])
+    dx, dw, db = conv2d_grad(x, weight, upstream, bias=False)
+    assert dx.tolist() == [[[-1.0, -1.0, -2.0, -4.0, 8.0]]]
+    assert dw.ravel().tolist() == [0 * 1 + 1 * 2 + 2 * 4 + 3 * 8, 1 * 1 + 2 * 2 + 3 * 4 + 4 * 8]
+    assert db is None
+
+
+def test_conv2d_grad_refuses_a_gradient_of_the_wrong_shape():
+    with pytest.raises(
+        CnnFiltersError, match=r"grad_out must have shape \(1, 3, 3\), got \(1, 4, 4\)"
+    ):
+        conv2d_grad(np.zeros((1, 4, 4)), np.zeros((1, 1, 2, 2)), np.zeros((1, 4, 4)))

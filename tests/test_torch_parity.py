@@ -8,35 +8,19 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from cnnfilters import avg_pool2d, conv2d, max_pool2d  # noqa: E402
+from helpers import random_conv_case  # noqa: E402
+
+from cnnfilters import avg_pool2d, conv2d, conv2d_grad, max_pool2d  # noqa: E402
 
 
 def _pair(value):
     return value if isinstance(value, tuple) else (value, value)
 
 
-def _random_conv_case(rng):
-    groups = int(rng.integers(1, 4))
-    c_in = groups * int(rng.integers(1, 4))
-    c_out = groups * int(rng.integers(1, 3))
-    kh, kw = (int(v) for v in rng.integers(1, 5, size=2))
-    stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
-    dilation = tuple(int(v) for v in rng.integers(1, 3, size=2))
-    mode = str(rng.choice(["zeros", "replicate", "reflect", "circular"]))
-    h = int(rng.integers(dilation[0] * (kh - 1) + 1, 14))
-    w = int(rng.integers(dilation[1] * (kw - 1) + 1, 14))
-    limit = {"reflect": (h - 1, w - 1), "circular": (h, w)}.get(mode, (3, 3))
-    padding = (
-        int(rng.integers(0, min(3, limit[0]) + 1)),
-        int(rng.integers(0, min(3, limit[1]) + 1)),
-    )
-    return groups, c_in, c_out, (kh, kw), stride, dilation, mode, (h, w), padding
-
-
 @pytest.mark.parametrize("seed", range(200))
 def test_conv2d_agrees_with_torch(seed):
     rng = np.random.default_rng(seed)
-    groups, c_in, c_out, kernel, stride, dilation, mode, (h, w), padding = _random_conv_case(rng)
+    groups, c_in, c_out, kernel, stride, dilation, mode, (h, w), padding = random_conv_case(rng)
     n = int(rng.integers(1, 3))
     x = rng.standard_normal((n, c_in, h, w)).astype(np.float32)
     weight = rng.standard_normal((c_out, c_in // groups, *kernel)).astype(np.float32)
@@ -52,6 +36,35 @@ def test_conv2d_agrees_with_torch(seed):
                     groups=groups, padding_mode=mode)  # fmt: skip
     assert actual.shape == expected.shape
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_conv2d_grad_agrees_with_torch_autograd(seed):
+    rng = np.random.default_rng(5000 + seed)
+    groups, c_in, c_out, kernel, stride, dilation, mode, (h, w), padding = random_conv_case(rng)
+    n = int(rng.integers(1, 3))
+    x = rng.standard_normal((n, c_in, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c_out, c_in // groups, *kernel)).astype(np.float32)
+    bias = seed % 2 == 1
+    layer = torch.nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
+                            groups=groups, bias=bias, padding_mode=mode)  # fmt: skip
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight))
+    x_t = torch.from_numpy(x).requires_grad_(True)
+    y = layer(x_t)
+    grad_out = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    y.backward(torch.from_numpy(grad_out))
+    one = seed % 3 == 0 and n == 1  # one image (C, H, W) too
+    dx, dw, db = conv2d_grad(x[0] if one else x, weight, grad_out[0] if one else grad_out,
+                             stride=stride, padding=padding, dilation=dilation, groups=groups,
+                             padding_mode=mode, bias=bias)  # fmt: skip
+    np.testing.assert_allclose(dx, x_t.grad.numpy()[0] if one else x_t.grad.numpy(), rtol=1e-4,
+                               atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(dw, layer.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+    if bias:
+        np.testing.assert_allclose(db, layer.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
+    else:
+        assert db is None
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
