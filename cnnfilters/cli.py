@@ -35,6 +35,8 @@ from .defaults import (
     DEFAULT_NAME,
     EDGE_MODES,
     GRADIENT_BASES,
+    LEARN_TARGETS,
+    OPTIMIZERS,
     OUTPUT_FORMATS,
     PADDING_MODES,
     PNG_COMPRESS_LEVEL,
@@ -737,6 +739,101 @@ def backprop(
     code = _finish(run, report_path=report, as_json=json_, quiet=quiet)
     if html is not None:
         code = max(code, _write_html(html, [(run, [])], title="cnnfilters backprop"))
+    raise typer.Exit(code)
+
+
+LearnWhat = _choices("LearnWhat", LEARN_TARGETS)
+Optimizer = _choices("Optimizer", OPTIMIZERS)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@_reports_errors
+def learn(
+    what: Annotated[
+        LearnWhat,
+        typer.Argument(
+            help="gradient, grayscale, avgpool, or pair (BEFORE AFTER).", show_default=False
+        ),
+    ],
+    inputs: Inputs,
+    k: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("-k", help="avgpool: the window (2); pair: the kernel's odd side (3)."),
+    ] = None,
+    on: Annotated[
+        GradientOn,
+        typer.Option("--on", help="The grayscale image, or each RGB channel as more examples."),
+    ] = GradientOn.gray,
+    optimizer: Annotated[
+        Optimizer, typer.Option("--optimizer", help="sgd, momentum (Nesterov) or adam.")
+    ] = Optimizer.momentum,
+    lr: Annotated[
+        str, typer.Option("--lr", help="Learning rate, or auto (from the loss's curvature).")
+    ] = "auto",
+    steps: Annotated[int, typer.Option("--steps", min=1, max=1_000_000, help="Most steps.")] = 5000,
+    tol: Annotated[
+        float, typer.Option("--tol", min=0.0, help="Stop when the loss is at most this.")
+    ] = 1e-10,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Seed of the start and of the patches.")
+    ] = 0,
+    patches: Annotated[
+        int, typer.Option("--patches", min=1, max=100_000, help="Training patches (32 x 32).")
+    ] = 64,
+    atol: Annotated[
+        float, typer.Option("--atol", help="Pass: learned weights within this of the truth.")
+    ] = 1e-3,
+    output: OutputOpt = None,
+    out_dir: OutDirOpt = None,
+    force: ForceOpt = False,
+    report: ReportOpt = None,
+    html: HtmlOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Learn a construction back by gradient descent, or the kernel of a BEFORE AFTER pair.
+
+    A conv layer of the construction's geometry starts from random weights
+    and is trained on patches of the inputs (their targets: the
+    construction's own outputs) with the engine's forward and backward
+    passes; it should arrive at F1/F2, at (0.299, 0.587, 0.114), at 1/k^2.
+    Checked against the construction and against least squares (float64,
+    numpy.linalg.lstsq, without the engine). Writes {stem}.learn-{what}.npz
+    (torch layout), .loss.png and, for a pair, .txt (for convolve
+    --kernel-file).
+    """
+    from .commands import LearnOptions
+    from .images import ReadOptions
+    from .learning import learn as run_learn
+    from .learning import targets_for
+
+    if what.value == "pair" and len(inputs) != 2:
+        raise CnnFiltersError(f"learn pair takes two inputs, BEFORE and AFTER; got {len(inputs)}")
+    if lr.strip().lower() == "auto":
+        rate = None
+    else:
+        try:
+            rate = float(lr)
+        except ValueError:
+            raise CnnFiltersError(f"--lr must be a number or auto, got {lr!r}") from None
+    basis = "rgb" if what.value == "grayscale" else on.value
+    options = LearnOptions(what=what.value, k=k, on=basis, optimizer=optimizer.value, lr=rate,
+                           steps=steps, tol=tol, seed=seed, patches=patches, atol=atol)  # fmt: skip
+    targets = targets_for(options, inputs[0], output=output, out_dir=out_dir)
+    if out_dir is not None:
+        from .outputs import make_folder
+
+        make_folder(out_dir)
+    with render.LossProgress(steps, enabled=not (quiet or json_)) as progress:
+        outcome = run_learn(options, inputs, read=ReadOptions(max_pixels=max_pixels),
+                            targets=targets, force=force, on_step=progress.update)  # fmt: skip
+    if outcome.learned is not None and not (quiet or json_):
+        render.render_learned(outcome.learned, options.label)
+    code = _finish(outcome.report, report_path=report, as_json=json_, quiet=quiet)
+    if html is not None:
+        code = max(code, _write_html(html, [(outcome.report, outcome.kernels)],
+                                     title=f"cnnfilters learn {options.label}"))  # fmt: skip
     raise typer.Exit(code)
 
 

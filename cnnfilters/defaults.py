@@ -14,6 +14,8 @@ __all__ = [
     "EDGE_MODES",
     "FORMATS",
     "GRADIENT_BASES",
+    "LEARN_TARGETS",
+    "OPTIMIZERS",
     "OUTPUT_FORMATS",
     "PADDING_MODES",
     "PNG_COMPRESS_LEVEL",
@@ -27,6 +29,10 @@ EDGE_MODES: tuple[str, ...] = ("drop", "partial")
 GRADIENT_BASES: tuple[str, ...] = ("gray", "rgb")
 # What commute pools: the gradient maps, pixels scaled to [-1, 1], or pixels.
 COMMUTE_INPUTS: tuple[str, ...] = ("gradient", "centered", "raw")
+# What learn fits: a construction's weights, or a kernel from a before/after pair.
+LEARN_TARGETS: tuple[str, ...] = ("gradient", "grayscale", "avgpool", "pair")
+# The optimizers learn trains with.
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
 # Alpha: passed through, ignored, or composited on a background first.
 ALPHA_POLICIES: tuple[str, ...] = ("keep", "drop", "flatten")
 # Formats read; anything else (PSD, ICO, PCX, ...) is refused by name.

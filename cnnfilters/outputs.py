@@ -40,6 +40,7 @@ __all__ = [
     "PngWriter",
     "atomic_write",
     "check_targets",
+    "make_folder",
     "output_targets",
     "png_to_format",
     "remove_stale_temporary_files",
@@ -155,6 +156,16 @@ def output_targets(
         png = output_path(source, name, destination, folder=folder, single=single, frame=frame)
         targets[name] = [png] + ([png.with_suffix(".npy")] if destination.raw else [])
     return targets
+
+
+def make_folder(folder: Path) -> None:
+    """Create the output folder (and its parents); a file in its place is an error."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file, not a folder for the outputs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
 
 
 def target_exists(target: Path) -> bool:

@@ -16,6 +16,7 @@ __all__ = [
     "block_mean",
     "direct_correlation",
     "forward_differences",
+    "least_squares_conv",
     "luma",
     "pillow_grayscale",
     "pillow_reduce",
@@ -127,6 +128,51 @@ def direct_correlation(
     if bias is not None:
         out += np.asarray(bias, dtype=np.float64)[:, np.newaxis, np.newaxis]
     return out
+
+
+def least_squares_conv(
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    kernel: tuple[int, int],
+    *,
+    stride: int = 1,
+    groups: int = 1,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The conv layer (weights and bias) that best maps ``inputs`` to ``targets``.
+
+    ``inputs`` ``(N, C, H, W)`` are already padded; ``targets`` ``(N, C_out,
+    H_out, W_out)``. Every window is gathered with ``sliding_window_view`` into
+    a matrix (one row a window, one column a weight, plus a column of ones for
+    the bias) and solved by ``numpy.linalg.lstsq`` in float64, one group at a
+    time. Returns ``(weight, bias, rank, unknowns)``: the smallest rank of a
+    group's matrix and its number of columns (a rank below it means the data
+    do not determine the layer; lstsq then gives the least-norm solution).
+    """
+    x = np.asarray(inputs, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    n, c_in = x.shape[:2]
+    c_out, out_h, out_w = t.shape[1:]
+    kh, kw = kernel
+    windows = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    windows = windows[:, :, :out_h, :out_w]  # (N, C, H_out, W_out, kh, kw)
+    c_in_group, c_out_group = c_in // groups, c_out // groups
+    weight = np.empty((c_out, c_in_group, kh, kw))
+    bias = np.empty(c_out)
+    rank = unknowns = 0
+    for g in range(groups):
+        part = windows[:, g * c_in_group : (g + 1) * c_in_group]
+        rows = part.transpose(0, 2, 3, 1, 4, 5).reshape(n * out_h * out_w, c_in_group * kh * kw)
+        matrix = np.column_stack([rows, np.ones(len(rows))])
+        wanted = t[:, g * c_out_group : (g + 1) * c_out_group]
+        wanted = wanted.transpose(0, 2, 3, 1).reshape(-1, c_out_group)
+        solution, _, group_rank, _ = np.linalg.lstsq(matrix, wanted, rcond=None)
+        weight[g * c_out_group : (g + 1) * c_out_group] = solution[:-1].T.reshape(
+            c_out_group, c_in_group, kh, kw
+        )
+        bias[g * c_out_group : (g + 1) * c_out_group] = solution[-1]
+        rank = group_rank if g == 0 else min(rank, group_rank)
+        unknowns = matrix.shape[1]
+    return weight, bias, int(rank), unknowns
 
 
 def window_max(

@@ -214,6 +214,78 @@ class Progress:
             self._bar.__exit__(*exc)
 
 
+class LossProgress:
+    """A Rich progress bar of training steps with the current loss, on stderr, only
+    when it is a terminal (a pipe or a log gets nothing)."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar = None
+        self._task = None
+        self._shown = 0.0
+
+    def __enter__(self) -> LossProgress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._bar = Progress(
+                TextColumn("learning"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), console=Console(stderr=True),
+                transient=True,
+            )  # fmt: skip
+            self._bar.__enter__()
+            self._task = self._bar.add_task("steps", total=self.total, loss="")
+        return self
+
+    def update(self, step: int, loss: float) -> None:
+        if self._bar is None:
+            return
+        now = time.perf_counter()
+        if now - self._shown >= 0.1 or step == self.total:  # Rich redraws 10 times a second
+            self._shown = now
+            self._bar.update(self._task, completed=step, loss=f"{loss:.3e}")
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def render_learned(learned: Any, label: str) -> None:
+    """The learned layer beside the construction's (or the least-squares one)."""
+    from rich.columns import Columns
+    from rich.panel import Panel
+    from rich.table import Table
+
+    console = _console(highlight=False)
+    training = learned.training
+    console.print(
+        f"[bold]learn {label}[/]: {training.optimizer}, lr {training.lr:.4g}"
+        + (f", momentum {training.momentum:.4g}" if training.momentum is not None else "")
+        + f"; {training.steps} steps in {training.seconds:.2f} s ({training.stopped}), "
+        f"loss {training.loss:.3e}"
+    )
+    beside = learned.truth if learned.truth is not None else (
+        learned.lstsq_weight, learned.lstsq_bias)  # fmt: skip
+    other = "construction" if learned.truth is not None else "least squares"
+    panels = []
+    for o in range(learned.weight.shape[0]):
+        for c in range(learned.weight.shape[1]):
+            for title, weight, bias in (
+                (f"learned w[{o}, {c}]", learned.weight, learned.bias),
+                (f"{other} w[{o}, {c}]", beside[0], beside[1]),
+            ):
+                grid = Table.grid(padding=(0, 1))
+                for _ in range(weight.shape[3]):
+                    grid.add_column(justify="right")
+                for row in weight[o, c]:
+                    grid.add_row(*(f"{v:.6f}" for v in row))
+                subtitle = f"bias {bias[o]:.4g}" if c == 0 else None
+                panels.append(Panel(grid, title=title, subtitle=subtitle, expand=False))
+    console.print(Columns(panels))
+
+
 def render_demo(summary: dict) -> None:
     from rich.markup import escape
     from rich.table import Table

@@ -33,6 +33,7 @@ from .inputs import Source
 from .outputs import (
     Destination,
     check_targets,
+    make_folder,
     output_targets,
     remove_stale_temporary_files,
     remove_temporary_files,
@@ -166,7 +167,7 @@ def run(
     report = RunReport(command.name, options=command.options())
     out_dir = settings.destination.out_dir
     if out_dir is not None:
-        _make_folder(out_dir)
+        make_folder(out_dir)
     planned = plan(command, sources, settings)
     sources = [source for source in sources if source.path in planned]
     recorder = _Recorder(len(sources), on_input, on_progress)
@@ -388,7 +389,7 @@ def _process(
     folder = settings.folder_for(source)
     try:
         if folder is not None and settings.destination.out_dir is not None:
-            _make_folder(folder)
+            make_folder(folder)
         frames = load_frames(source.path, settings.read, parallel=threads != 1)
         for image in frames:
             label = name if len(frames) == 1 else f"{name}[frame {image.frame}]"
@@ -405,15 +406,6 @@ def _process(
         where = exc.filename if exc.filename is not None else name
         _record_error(items, name, f"{os.fsdecode(where)}: {exc.strerror or exc}", EXIT_IO)
     return items
-
-
-def _make_folder(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder}: is a file, not a folder for the outputs")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
 
 
 def _describe(item: InputReport, image: LoadedImage) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cnnfilters"
 
-CORE = {"engine", "kernels", "ops", "activations", "rounding", "backprop"}
+CORE = {"engine", "kernels", "ops", "activations", "rounding", "backprop", "learn"}
 # module: (cnnfilters modules it may import, third-party packages it must not import)
 RULES = {
     **{name: (CORE | {"errors", "defaults", "report"}, {"PIL", "typer", "rich"}) for name in CORE},
@@ -26,6 +26,10 @@ RULES = {
     ),
     "outputs": ({"images", "defaults", "errors"}, {"typer", "rich"}),
     "run": ({"commands", "images", "inputs", "outputs", "report", "errors"}, {"typer", "rich"}),
+    "learning": (
+        {"commands", "images", "kernels", "outputs", "report", "errors"},
+        {"typer", "rich"},
+    ),
     "startup": (set(), {"numpy", "PIL", "rich"}),
 }
 

@@ -1,0 +1,203 @@
+"""The ``learn`` command's run: read the inputs, train, write the layer and its loss curve.
+
+Not the loop of :mod:`cnnfilters.run` (which runs an image command on each
+input by itself): ``learn`` trains one layer on all its inputs together.
+It uses the same parts: :func:`~cnnfilters.images.load_image` to read,
+:class:`~cnnfilters.commands.LearnOptions` to fit and check,
+:func:`~cnnfilters.outputs.atomic_write` and the clobber rule to write, one
+:class:`~cnnfilters.report.RunReport`. An input that cannot be read is that
+input's error (exit 3); the others are still used.
+
+Files written, named from the first input's stem (or ``-o STEM``), beside
+it or in ``--out-dir``:
+
+- ``{stem}.learn-{what}.npz``: the learned layer in torch layout, as
+  ``cnnfilters kernels --export`` writes constructions;
+- ``{stem}.learn-{what}.loss.png``: the loss at every step, log scale
+  (matplotlib, imported only here);
+- for a pair, ``{stem}.learn-pair.txt``: the kernel, for ``cnnfilters
+  convolve BEFORE --kernel-file FILE --bias B``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .commands import Learned, LearnOptions
+from .errors import EXIT_IO, CnnFiltersError, OutputError
+from .images import LoadedImage, ReadOptions, load_image
+from .kernels import Construction, export_constructions
+from .outputs import atomic_write, check_targets
+from .report import InputReport, RunReport
+
+__all__ = ["LearnRun", "learn", "loss_curve_png", "targets_for"]
+
+
+@dataclass
+class LearnRun:
+    """A finished ``learn``: the report, and the fit (None when nothing could be fitted)."""
+
+    report: RunReport
+    learned: Learned | None
+    kernels: list[tuple[str, np.ndarray]]
+
+
+def targets_for(
+    options: LearnOptions, first: Path, *, output: Path | None, out_dir: Path | None
+) -> dict[str, Path]:
+    """The files ``learn`` writes: ``layer`` (.npz), ``curve`` (.png) and, for a pair,
+    ``kernel`` (.txt)."""
+    if output is not None:
+        stem = output.parent / output.name.removesuffix(".npz").removesuffix(".png")
+    else:
+        stem = (out_dir if out_dir is not None else first.parent) / first.stem
+        stem = stem.parent / f"{stem.name}.learn-{options.what}"
+    targets = {"layer": Path(f"{stem}.npz"), "curve": Path(f"{stem}.loss.png")}
+    if options.what == "pair":
+        targets["kernel"] = Path(f"{stem}.txt")
+    return targets
+
+
+def learn(
+    options: LearnOptions,
+    inputs: list[Path],
+    *,
+    read: ReadOptions,
+    targets: dict[str, Path],
+    force: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
+) -> LearnRun:
+    """Read ``inputs``, fit, check, and write ``targets``; never raises for a bad input."""
+    report = RunReport("learn", options=options.options())
+    images: list[LoadedImage] = []
+    for path in inputs:
+        try:
+            images.append(load_image(path, read))
+        except CnnFiltersError as exc:
+            report.inputs.append(InputReport(os.fsdecode(path), error=str(exc),
+                                             exit_code=max(exc.exit_code, EXIT_IO)))  # fmt: skip
+    label = _label(options, inputs)
+    needed = 2 if options.what == "pair" else 1
+    if len(images) < needed or (options.what == "pair" and report.inputs):
+        report.inputs.append(InputReport(label, error=f"{label}: no input left to learn from",
+                                         exit_code=EXIT_IO))  # fmt: skip
+        return LearnRun(report, None, [])
+    item = InputReport(label)
+    report.inputs.append(item)
+    try:
+        for path in inputs:  # never an input overwritten
+            check_targets({"learn": list(targets.values())}, path, force=force)
+        for image in images:
+            item.notices.extend(f"{image.path}: {notice}" for notice in image.notices)
+        if options.what == "pair":
+            learned = options.fit(images[:1], images[1], on_step=on_step)
+        else:
+            learned = options.fit(images, on_step=on_step)
+    except CnnFiltersError as exc:
+        item.error = str(exc) if str(exc).startswith(label) else f"{label}: {exc}"
+        item.exit_code = exc.exit_code
+        return LearnRun(report, None, [])
+    item.checks.extend(learned.checks)
+    item.notices.extend(learned.notices)
+    item.info.update(learned.info, **_layers(learned))
+    try:
+        item.outputs.extend(_write(options, learned, targets, force=force))
+    except OutputError as exc:
+        item.error, item.exit_code = str(exc), exc.exit_code
+    if options.what == "pair" and "kernel" in targets:
+        on = " --on rgb" if options.on == "rgb" else ""
+        item.notices.append(
+            f"reproduce AFTER with: cnnfilters convolve {os.fsdecode(inputs[0])} --kernel-file "
+            f"{os.fsdecode(targets['kernel'])} --bias {float(learned.bias[0]):.9g}{on} "
+            "(exactly where the result stays within 0..255: convolve scales what does not)"
+        )
+    return LearnRun(report, learned, _kernels(learned))
+
+
+def _label(options: LearnOptions, inputs: list[Path]) -> str:
+    names = [os.fsdecode(path) for path in inputs]
+    if options.what == "pair" and len(names) == 2:
+        return f"pair {names[0]} -> {names[1]}"
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"{options.label} on {shown}"
+
+
+def _layers(learned: Learned) -> dict[str, object]:
+    """The layers side by side, for the report (nested lists)."""
+    layers: dict[str, object] = {
+        "learned": {"weight": learned.weight.tolist(), "bias": learned.bias.tolist()},
+        "least_squares": {"weight": learned.lstsq_weight.tolist(),
+                          "bias": learned.lstsq_bias.tolist()},
+        "stride": learned.stride,
+        "padding": learned.padding,
+    }  # fmt: skip
+    if learned.truth is not None:
+        layers["construction"] = {"weight": learned.truth[0].tolist(),
+                                  "bias": learned.truth[1].tolist()}  # fmt: skip
+    return layers
+
+
+def _kernels(learned: Learned) -> list[tuple[str, np.ndarray]]:
+    """Learned kernels beside the true (or least-squares) ones, for the visual report."""
+    beside = learned.truth[0] if learned.truth is not None else learned.lstsq_weight
+    name = "construction" if learned.truth is not None else "least squares"
+    pairs = []
+    for o in range(learned.weight.shape[0]):
+        for c in range(learned.weight.shape[1]):
+            pairs.append((f"learned w[{o}, {c}]", learned.weight[o, c]))
+            pairs.append((f"{name} w[{o}, {c}]", beside[o, c]))
+    return pairs
+
+
+def _write(
+    options: LearnOptions, learned: Learned, targets: dict[str, Path], *, force: bool
+) -> list[str]:
+    layer = Construction(
+        f"learned-{options.what}",
+        f"{options.label}, learned by {learned.training.optimizer} in "
+        f"{learned.training.steps} steps",
+        learned.weight.astype(np.float32),
+        learned.bias.astype(np.float32),
+        stride=learned.stride,
+        padding=learned.padding,
+    )
+    files = {"layer": export_constructions([layer], "npz"),
+             "curve": loss_curve_png(learned.training.losses, title=options.label,
+                                     tol=options.tol)}  # fmt: skip
+    if "kernel" in targets:
+        text = io.StringIO()
+        np.savetxt(text, learned.weight[0, 0], fmt="%.9g")
+        files["kernel"] = text.getvalue().encode()
+    written = []
+    for key, data in files.items():
+        atomic_write(targets[key], lambda handle, data=data: handle.write(data), replace=force)
+        written.append(os.fsdecode(targets[key]))
+    return written
+
+
+def loss_curve_png(losses: list[float], *, title: str, tol: float | None = None) -> bytes:
+    """The loss at every step on a log scale, as PNG bytes (matplotlib, Agg, no pyplot)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    steps = np.arange(1, len(losses) + 1)
+    values = np.maximum(np.asarray(losses, dtype=np.float64), np.finfo(np.float64).tiny)
+    axes.semilogy(steps, values, color="#1f6feb", linewidth=1.4, label="loss")
+    if tol:
+        axes.axhline(tol, color="#888888", linestyle="--", linewidth=1, label=f"--tol {tol:g}")
+        axes.legend(loc="upper right", frameon=False)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (fraction of the targets' variance)")
+    axes.set_title(f"cnnfilters learn {title}", fontsize=11)
+    axes.grid(True, which="major", alpha=0.35)
+    axes.set_xlim(1, max(2, len(losses)))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
