@@ -329,7 +329,13 @@ def conv2d_grad(
     taps = zip(_tap_views(xpad, geo.out_hw, (kh, kw), geo.stride, geo.dilation),
                _tap_views(grad_xpad, geo.out_hw, (kh, kw), geo.stride, geo.dilation),
                strict=True)  # fmt: skip
+    few = c_in_group < _MATMUL_MIN_CHANNELS  # as the forward pass: BLAS pays off with many
+    dy_image = dy.reshape(n, g, c_out // g, rows, cols)
     for (u, v, seen), (_, _, into) in taps:
+        if few:  # einsum reads and writes the strided views in place, with no copy
+            grad_w[..., u, v] = np.einsum("ngohw,ngchw->goc", dy_image, seen)
+            into += np.einsum("goc,ngohw->ngchw", w[..., u, v], dy_image)
+            continue
         columns = seen.reshape(n, g, c_in_group, rows * cols)  # a copy of the strided view
         # (n, g, o, p) @ (n, g, p, c), summed over the batch -> (g, o, c)
         grad_w[..., u, v] = np.matmul(dy, columns.swapaxes(-1, -2)).sum(axis=0)
@@ -345,22 +351,26 @@ def _fold_padding(
     grad: np.ndarray, pads: tuple[int, int, int, int], mode: str, size: tuple[int, int]
 ) -> np.ndarray:
     """The adjoint of padding: the gradient of each padded position goes to the input
-    pixel it copies (nowhere for zeros)."""
+    pixel it copies (nowhere for zeros). Rows first, over the padded width; then the
+    columns of the result."""
     top, bottom, left, right = pads
-    for axis, (before, after, length) in ((-2, (top, bottom, size[0])),
-                                          (-1, (left, right, size[1]))):  # fmt: skip
-        inner = np.take(grad, np.arange(before, before + length), axis=axis)
-        if mode != "zeros":
-            edges = np.r_[np.arange(before), np.arange(before + length, before + length + after)]
-            sources = _source_index(edges - before, length, mode)
-            for edge, source in zip(edges, sources, strict=True):
-                target = [slice(None)] * inner.ndim
-                target[axis] = source
-                picked = [slice(None)] * grad.ndim
-                picked[axis] = edge
-                inner[tuple(target)] += grad[tuple(picked)]
-        grad = inner
-    return grad
+    height, width = size
+    if mode == "zeros" or not any(pads):
+        return grad[..., top : top + height, left : left + width]
+    rows = grad[..., top : top + height, :].copy()
+    for edge, source in _padded_edges(top, bottom, height, mode):
+        rows[..., source, :] += grad[..., edge, :]
+    inner = rows[..., left : left + width].copy()
+    for edge, source in _padded_edges(left, right, width, mode):
+        inner[..., source] += rows[..., edge]
+    return inner
+
+
+def _padded_edges(before: int, after: int, length: int, mode: str) -> Iterator[tuple[int, int]]:
+    """``(padded position, input position it copies)`` for each padded row or column."""
+    edges = np.r_[np.arange(before), np.arange(before + length, before + length + after)]
+    for edge, source in zip(edges, _source_index(edges - before, length, mode), strict=True):
+        yield int(edge), int(source)
 
 
 @dataclass(frozen=True)

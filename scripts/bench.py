@@ -12,7 +12,12 @@ and 48 MP PNGs), then measures:
 3. peak memory (RSS) of ``cnnfilters gradient --on rgb`` on the 48 MP image;
 4. start-up: ``cnnfilters --help`` and ``--version`` against ``import typer``;
 5. batches of 16 photos through ``gradient``, ``-j 2`` against ``-j 1``: 2 MP
-   photos, then 12 MP ones.
+   photos, then 12 MP ones;
+6. ``learn``: one training step (the engine's forward pass and
+   ``conv2d_grad``) on a 1 MP image, for each layer ``learn`` trains, against
+   a PyTorch CPU autograd step on the same shapes (``conv2d`` then
+   ``backward``), when torch is installed; and ``learn gradient`` end to end
+   on a sample.
 
 Timings come in pairs, ours and the baseline one after the other (which goes
 first alternates), and each ratio is the median of the per-pair ratios: on a
@@ -177,7 +182,15 @@ def engine_cases(rgb: np.ndarray) -> list[dict]:
 
 # ------------------------------------------------------------------- main
 
-SECTIONS = ("end-to-end", "engine", "memory", "startup", "batch")
+SECTIONS = ("end-to-end", "engine", "memory", "startup", "batch", "learn")
+
+# The layers learn trains: (x shape, weight shape, padding, stride), on 1 MP.
+LEARN_STEPS = {
+    "gradient 1->2, 3x3": ((1, 1, 1024, 1024), (2, 1, 3, 3), 1, 1),
+    "grayscale 3->1, 1x1": ((1, 3, 1024, 1024), (1, 3, 1, 1), 0, 1),
+    "avgpool -k 3, stride 3": ((1, 1, 1023, 1023), (1, 1, 3, 3), 0, 3),
+    "pair -k 5, 5x5": ((1, 1, 1024, 1024), (1, 1, 5, 5), 2, 1),
+}
 
 
 class Bench:
@@ -254,6 +267,44 @@ class Bench:
             if case["cv2"] is not None:
                 target = {"gradient": 3.0, "avgpool": 4.0}.get(name.split()[0])
                 self.versus("engine", name, ours, "OpenCV", case["cv2"], target)
+
+    def learn(self) -> None:
+        """6. One forward + backward step, against PyTorch's autograd; learn end to end."""
+        from cnnfilters import conv2d, conv2d_grad
+
+        print(f"\n6. learn: one forward + backward step on 1 MP (median of {self.reps} pairs)",
+              flush=True)  # fmt: skip
+        rng = np.random.default_rng(0)
+        if torch is not None:
+            torch.set_num_threads(os.cpu_count() or 1)
+        for name, (x_shape, w_shape, pad, stride) in LEARN_STEPS.items():
+            x = rng.standard_normal(x_shape).astype(np.float32)
+            w = rng.standard_normal(w_shape).astype(np.float32)
+            b = np.zeros(w_shape[0], np.float32)
+            up = rng.standard_normal(conv2d(x, w, b, padding=pad, stride=stride).shape)
+            up = up.astype(np.float32)
+
+            def ours(x=x, w=w, b=b, up=up, pad=pad, stride=stride) -> None:
+                conv2d(x, w, b, padding=pad, stride=stride)
+                conv2d_grad(x, w, up, padding=pad, stride=stride)
+
+            if torch is None:
+                self.row("learn", f"step: {name}", timed(ours), "(torch not installed)", 0.0,
+                         None)  # fmt: skip
+                continue
+            tx, tw, tb = (torch.from_numpy(a).requires_grad_(True) for a in (x, w, b))
+            tup = torch.from_numpy(up)
+
+            def theirs(tx=tx, tw=tw, tb=tb, tup=tup, pad=pad, stride=stride) -> None:
+                tx.grad = tw.grad = tb.grad = None
+                torch.nn.functional.conv2d(tx, tw, tb, padding=pad, stride=stride).backward(tup)
+
+            self.versus("learn", f"step: {name}", ours, "PyTorch CPU autograd", theirs, 2.0)
+        sample = Path(__file__).resolve().parent.parent / "samples" / "ihc.png"
+        ours = self.command("learn", "gradient", str(sample), "--out-dir", str(self.work),
+                            "--force", "-q")  # fmt: skip
+        seconds = statistics.median(timed(ours) for _ in range(3))
+        self.row("learn", "learn gradient, end to end", seconds, "the target (30 s)", 30.0, 1.0)
 
     def memory(self, photo: Path) -> None:
         """3. Peak RSS of the largest run, against the decoded image."""
@@ -353,6 +404,8 @@ def main() -> None:
                         max(5, reps))  # fmt: skip
             if not args.quick:
                 bench.batch(photo_folder(photo12), 3)
+        if "learn" in only:
+            bench.learn()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {

@@ -290,3 +290,18 @@ def test_conv2d_grad_refuses_a_gradient_of_the_wrong_shape():
         CnnFiltersError, match=r"grad_out must have shape \(1, 3, 3\), got \(1, 4, 4\)"
     ):
         conv2d_grad(np.zeros((1, 4, 4)), np.zeros((1, 1, 2, 2)), np.zeros((1, 4, 4)))
+
+
+def test_conv2d_grad_with_many_channels_equals_central_differences():
+    # Eight or more input channels a group take the matrix-product path.
+    rng = np.random.default_rng(71)
+    x = rng.standard_normal((1, 8, 5, 4))
+    weight = rng.standard_normal((3, 8, 2, 2))
+    upstream = rng.standard_normal(conv2d(x, weight, stride=2, padding=1).shape)
+
+    def loss() -> float:
+        return float(np.sum(upstream * conv2d(x, weight, stride=2, padding=1)))
+
+    dx, dw, _ = conv2d_grad(x, weight, upstream, stride=2, padding=1)
+    np.testing.assert_allclose(dx, _central_differences(loss, x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dw, _central_differences(loss, weight), rtol=1e-6, atol=1e-6)

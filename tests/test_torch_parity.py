@@ -67,6 +67,30 @@ def test_conv2d_grad_agrees_with_torch_autograd(seed):
         assert db is None
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_conv2d_grad_with_many_channels_agrees_with_torch_autograd(seed):
+    # Eight or more input channels a group take the matrix-product path.
+    rng = np.random.default_rng(6000 + seed)
+    groups = 1 + seed % 2
+    c_in, c_out = 16 * groups, 4 * groups
+    stride, padding, mode = 1 + seed % 3, seed % 2, ("zeros", "reflect", "circular")[seed % 3]
+    x = rng.standard_normal((2, c_in, 11, 9)).astype(np.float32)
+    weight = rng.standard_normal((c_out, c_in // groups, 3, 2)).astype(np.float32)
+    layer = torch.nn.Conv2d(c_in, c_out, (3, 2), stride=stride, padding=padding, groups=groups,
+                            padding_mode=mode)  # fmt: skip
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight))
+    x_t = torch.from_numpy(x).requires_grad_(True)
+    y = layer(x_t)
+    grad_out = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    y.backward(torch.from_numpy(grad_out))
+    dx, dw, db = conv2d_grad(x, weight, grad_out, stride=stride, padding=padding, groups=groups,
+                             padding_mode=mode)  # fmt: skip
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, layer.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db, layer.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("seed", range(40))
 def test_same_padding_agrees_with_torch(seed):
