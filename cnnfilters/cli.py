@@ -773,7 +773,7 @@ def learn(
     steps: Annotated[int, typer.Option("--steps", min=1, max=1_000_000, help="Most steps.")] = 5000,
     tol: Annotated[
         float, typer.Option("--tol", min=0.0, help="Stop when the loss is at most this.")
-    ] = 1e-10,
+    ] = 1e-12,
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="Seed of the start and of the patches.")
     ] = 0,

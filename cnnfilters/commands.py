@@ -736,7 +736,7 @@ class LearnOptions:
     optimizer: str = "momentum"
     lr: float | None = None  # None: from the measured curvature
     steps: int = 5000
-    tol: float = 1e-10
+    tol: float = 1e-12
     seed: int = 0
     patches: int = 64
     atol: float = 1e-3

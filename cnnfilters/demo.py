@@ -16,10 +16,13 @@ from .commands import (
     CommuteOptions,
     GradientOptions,
     GrayscaleOptions,
+    LearnOptions,
 )
 from .errors import EXIT_OK
 from .html import write_page
+from .images import ReadOptions
 from .inputs import Source
+from .learning import learn, targets_for
 from .outputs import Destination, atomic_write
 from .report import InputReport, RunReport
 from .run import Settings, run
@@ -94,6 +97,15 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
                 "errors": [item.error for item in report.inputs if item.error],
             }
         )
+    photo = next((p for p in samples if p.stem == "ihc"), colour[0])
+    for options in (LearnOptions(what="grayscale", on="rgb"), LearnOptions(what="gradient"),
+                    LearnOptions(what="avgpool", k=3)):  # fmt: skip
+        targets = targets_for(options, photo, output=None, out_dir=out_dir / "learn")
+        (out_dir / "learn").mkdir(exist_ok=True)
+        fitted = learn(options, [photo], read=ReadOptions(), targets=targets, force=True)
+        runs.append((fitted.report, fitted.kernels))
+        worst = max(worst, fitted.report.exit_code)
+        commands.append(_learn_row(options, fitted.report))
     backprop = check_backprop((4, 8, 8, 1), "sigmoid", points=8)
     item = InputReport("MLP 4,8,8,1 sigmoid", checks=backprop.checks, info=backprop.info)
     backprop_run = RunReport("backprop", [item], options=dict(backprop.info))
@@ -109,3 +121,18 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
     write_page(index, runs, title="cnnfilters demo", command_line=command_line)
     return {"out_dir": os.fsdecode(out_dir), "html": os.fsdecode(index), "commands": commands,
             "exit_code": worst}  # fmt: skip
+
+
+def _learn_row(options: LearnOptions, report: RunReport) -> dict[str, Any]:
+    """The demo's row for one ``learn``: steps, seconds and the weights' distance."""
+    item = report.inputs[-1]
+    checks = item.checks
+    first = checks[0] if checks else None
+    info = item.info
+    described = (f"{first.max_abs:.2g} (learned weights vs the construction; "
+                 f"{info.get('steps')} steps, {info.get('seconds', 0):.1f} s)"
+                 if first is not None else (item.error or "-"))  # fmt: skip
+    return {"command": "learn", "options": options.label, "inputs": 1, "checks": len(checks),
+            "checks_passed": sum(c.passed for c in checks), "largest_difference": described,
+            "outputs": len(item.outputs), "report": "", "errors": [item.error] if item.error
+            else []}  # fmt: skip

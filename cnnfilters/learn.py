@@ -224,7 +224,7 @@ def train(
     optimizer: str = "momentum",
     lr: float | None = None,
     steps: int = 5000,
-    tol: float = 1e-10,
+    tol: float = 1e-12,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
 ) -> Training:

@@ -254,7 +254,6 @@ class LossProgress:
 
 def render_learned(learned: Any, label: str) -> None:
     """The learned layer beside the construction's (or the least-squares one)."""
-    from rich.columns import Columns
     from rich.panel import Panel
     from rich.table import Table
 
@@ -269,9 +268,12 @@ def render_learned(learned: Any, label: str) -> None:
     beside = learned.truth if learned.truth is not None else (
         learned.lstsq_weight, learned.lstsq_bias)  # fmt: skip
     other = "construction" if learned.truth is not None else "least squares"
-    panels = []
+    layout = Table.grid(padding=(0, 1))
+    layout.add_column()
+    layout.add_column()
     for o in range(learned.weight.shape[0]):
         for c in range(learned.weight.shape[1]):
+            panels = []
             for title, weight, bias in (
                 (f"learned w[{o}, {c}]", learned.weight, learned.bias),
                 (f"{other} w[{o}, {c}]", beside[0], beside[1]),
@@ -283,7 +285,8 @@ def render_learned(learned: Any, label: str) -> None:
                     grid.add_row(*(f"{v:.6f}" for v in row))
                 subtitle = f"bias {bias[o]:.4g}" if c == 0 else None
                 panels.append(Panel(grid, title=title, subtitle=subtitle, expand=False))
-    console.print(Columns(panels))
+            layout.add_row(*panels)
+    console.print(layout)
 
 
 def render_demo(summary: dict) -> None:
