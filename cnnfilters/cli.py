@@ -340,7 +340,7 @@ def _finish(
     for item in report.inputs:
         if item.error and not errors_shown:
             render.error(item.error)
-    text = report.to_json()
+    text = report.to_json() if report_path is not None or as_json else ""
     if report_path is not None:
         try:
             atomic_write(report_path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
@@ -444,6 +444,11 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
                 sys.stdout.write(f"{os.fsdecode(source)} -> {os.fsdecode(target)}\n")
         return EXIT_OK
     quiet = shared.quiet or to_stdout
+    # Every input's entry is kept only for what shows them all at the end: the
+    # table, --json, --report, --html. A quiet or --jsonl batch keeps counts.
+    shows_table = not (quiet or shared.jsonl or shared.json_)
+    keep = shows_table or shared.json_ or shared.report is not None or shared.html is not None
+    settings = dataclasses.replace(settings, keep=keep)
     startup.tune_malloc()
     progress = render.Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
 
@@ -455,6 +460,7 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
         _as_typed(scratch)(item)
     code = _finish(report, report_path=shared.report, as_json=shared.json_,
                    quiet=quiet or shared.jsonl, errors_shown=True)  # fmt: skip
+    code = max(code, summary.exit_code)  # the counts, when the entries were not kept
     if len(sources) > 1 and not quiet and sys.stderr.isatty():
         render.write_stderr(f"cnnfilters: {summary.line()}")
     if shared.html is not None:

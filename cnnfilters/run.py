@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import signal
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .commands import Command
-from .errors import EXIT_IO, EXIT_TERMINATED, CnnFiltersError, OutputError
+from .errors import EXIT_CHECK_FAILED, EXIT_IO, EXIT_TERMINATED, CnnFiltersError, OutputError
 from .images import LoadedImage, ReadOptions, load_frames
 from .inputs import Source
 from .outputs import (
@@ -65,7 +66,9 @@ class Settings:
     ``jobs`` worker processes (1: this process); ``skip_existing`` skips an
     input whose outputs all exist; ``fail_fast`` stops at the first failure;
     ``scheduler`` runs on a Dask cluster; ``maps`` keeps difference maps for
-    the visual report.
+    the visual report; ``keep`` keeps every input's entry in the report (a
+    batch that only streams them, with ``on_input``, keeps counts instead,
+    so that its memory does not grow with its inputs).
     """
 
     destination: Destination = field(default_factory=Destination)
@@ -75,6 +78,7 @@ class Settings:
     fail_fast: bool = False
     scheduler: str | None = None
     maps: bool = False
+    keep: bool = True
 
     def folder_for(self, source: Source) -> Path | None:
         """The folder ``source``'s outputs go to (None: beside it)."""
@@ -95,6 +99,15 @@ class Summary:
     seconds: float = 0.0
     megapixels: float = 0.0
     interrupted: bool = False
+    worst_error: int = 0  # the largest exit code of an input's error
+    check_failed: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """As :attr:`RunReport.exit_code`, from the counts alone."""
+        if self.worst_error:
+            return self.worst_error
+        return EXIT_CHECK_FAILED if self.check_failed else 0
 
     def line(self) -> str:
         rate = self.megapixels / self.seconds if self.seconds > 0 else 0.0
@@ -170,7 +183,7 @@ def run(
         make_folder(out_dir)
     planned = plan(command, sources, settings)
     sources = [source for source in sources if source.path in planned]
-    recorder = _Recorder(len(sources), on_input, on_progress)
+    recorder = _Recorder(len(sources), on_input, on_progress, keep=settings.keep)
     pending = []
     inputs = _identities(source.path for source in sources)
     for index, source in enumerate(sources):
@@ -201,24 +214,33 @@ class _Recorder:
         total: int,
         on_input: Callable[[InputReport], None] | None,
         on_progress: Callable[[int, int], None] | None,
+        *,
+        keep: bool = True,
     ) -> None:
         self.total, self.on_input, self.on_progress = total, on_input, on_progress
+        self.keep = keep
         self.results: dict[int, list[InputReport]] = {}
         self.summary = Summary()
         self.finished = 0
 
     def skip(self, index: int, item: InputReport) -> None:
         """An input skipped before any work (counted, not announced)."""
-        self.results[index] = [item]
+        if self.keep:
+            self.results[index] = [item]
         self.summary.skipped += 1
         self.finished += 1
 
     def record(self, index: int, items: list[InputReport]) -> bool:
         """A finished input; whether it failed."""
-        self.results[index] = items
+        if self.keep:
+            self.results[index] = items
         self.finished += 1
         failed = False
         for item in items:
+            if item.error:
+                self.summary.worst_error = max(self.summary.worst_error, item.exit_code)
+            elif not item.passed:
+                self.summary.check_failed = True
             if item.error or not item.passed:
                 self.summary.failed += 1
                 failed = True
@@ -280,35 +302,75 @@ def _run_pending(
                     summary.not_done = len(pending) - position - 1
                     break
             return False
-        futures: dict[Future, int] = {}
-        done: set[int] = set()
-        sources = dict(pending)
-        try:
-            # Workers are forked here: with the signals blocked, so that none of
-            # them meets Ctrl-C before its own handler is in place (it unblocks
-            # them then); a signal meanwhile is delivered right after.
-            with _signals_blocked():
-                for index, source in pending:
-                    future = executor.submit(process_source, command, source, settings, threads)
-                    futures[future] = index
-            for future in as_completed(futures):
-                index = futures[future]
-                done.add(index)
-                if record(index, _outcome(future, sources[index])) and settings.fail_fast:
-                    for other in futures:
-                        other.cancel()
-                    break
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            _stop(executor, futures)
-        except BaseException:  # SIGTERM (the command line's Terminated), or anything else
-            _stop(executor, futures)
-            raise
-        summary.not_done = sum(1 for index, _ in pending if index not in done)
-        return any(_died(future) for future in futures)
+        return _run_on(executor, command, pending, settings, threads, recorder)
     finally:
         if executor is not None:
             _close(executor)
+
+
+def _run_on(
+    executor: Executor,
+    command: Command,
+    pending: list[tuple[int, Source]],
+    settings: Settings,
+    threads: int | None,
+    recorder: _Recorder,
+) -> bool:
+    """The tasks on a pool of workers, a bounded window of them in flight (so that
+    memory does not grow with the number of inputs); whether a worker died."""
+    summary = recorder.summary
+    futures: dict[Future, tuple[int, Source]] = {}
+    waiting = iter(pending)
+    finished = 0
+    died = False
+    window = _WINDOW_PER_JOB * max(1, settings.jobs)
+    try:
+        # Workers are forked at the first submissions: with the signals blocked, so that
+        # none of them meets Ctrl-C before its own handler is in place (it unblocks them
+        # then); a signal meanwhile is delivered right after.
+        with _signals_blocked():
+            _submit(executor, waiting, futures, command, settings, threads, window)
+        stop = False
+        while futures and not stop:
+            ready, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in ready:
+                index, source = futures.pop(future)
+                finished += 1
+                died = died or _died(future)
+                failed = recorder.record(index, _outcome(future, source))
+                stop = stop or (failed and settings.fail_fast)
+            if stop:
+                for other in futures:
+                    other.cancel()
+            else:
+                _submit(executor, waiting, futures, command, settings, threads, len(ready))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        _stop(executor, futures)
+    except BaseException:  # SIGTERM (the command line's Terminated), or anything else
+        _stop(executor, futures)
+        raise
+    summary.not_done = len(pending) - finished
+    return died
+
+
+# Tasks in flight per worker: enough to keep every worker busy, few enough to bound memory.
+_WINDOW_PER_JOB = 8
+
+
+def _submit(
+    executor: Executor,
+    waiting: Iterator[tuple[int, Source]],
+    futures: dict[Future, tuple[int, Source]],
+    command: Command,
+    settings: Settings,
+    threads: int | None,
+    count: int,
+) -> None:
+    """Submit up to ``count`` more of the waiting tasks."""
+    for index, source in itertools.islice(waiting, count):
+        future = executor.submit(process_source, command, source, settings, threads)
+        futures[future] = (index, source)
 
 
 def _died(future: Future) -> bool:

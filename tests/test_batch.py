@@ -207,3 +207,26 @@ def test_the_example_batch_scripts_run(script, tree, tmp_path):
     else:
         assert "2 inputs, all checks passed: True" in done.stdout
         assert (out / "sub" / "c.dy.png").exists()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_batch_that_streams_its_entries_keeps_counts_not_entries(tmp_path, monkeypatch, jobs):
+    import cnnfilters.run as run_module
+
+    monkeypatch.setattr(run_module, "_WINDOW_PER_JOB", 1)  # refill the window at every step
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(12):
+        Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(
+            folder / f"p{index:02d}.png"
+        )
+    (folder / "p05.png").write_bytes(b"not an image")
+    seen = []
+    settings = Settings(destination=Destination(out_dir=tmp_path / "out"), jobs=jobs, keep=False)
+    report, summary = run(GrayscaleOptions(), expand_inputs([folder]), settings,
+                          on_input=seen.append)  # fmt: skip
+    assert report.inputs == []  # nothing kept ...
+    assert len(seen) == 12  # ... but every entry went by
+    assert (summary.done, summary.failed, summary.exit_code) == (11, 1, 3)
+    assert len(list((tmp_path / "out").iterdir())) == 11
