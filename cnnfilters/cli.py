@@ -11,6 +11,7 @@ numpy, Pillow and the library are imported inside the commands, so that
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -18,7 +19,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -447,19 +448,30 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     # Every input's entry is kept only for what shows them all at the end: the
     # table, --json, --report, --html. A quiet or --jsonl batch keeps counts.
     shows_table = not (quiet or shared.jsonl or shared.json_)
-    keep = shows_table or shared.json_ or shared.report is not None or shared.html is not None
+    keep = shows_table or shared.json_ or shared.html is not None
     settings = dataclasses.replace(settings, keep=keep)
     startup.tune_malloc()
     progress = render.Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
+    if shared.report is not None and settings.destination.out_dir is not None:
+        from .outputs import make_folder
 
-    with progress:
+        make_folder(settings.destination.out_dir)  # the report may go there
+    stream = _report_stream(shared.report, command)
+    with progress, _aborted_on_failure(stream):
         announce = _announcer(shared, quiet=quiet, rename=_as_typed(scratch))
         report, summary = run(command, sources, settings, on_input=announce,
-                              on_progress=progress.update)  # fmt: skip
+                              on_progress=progress.update,
+                              on_entries=stream.add if stream else None)  # fmt: skip
     for item in report.inputs:
         _as_typed(scratch)(item)
-    code = _finish(report, report_path=shared.report, as_json=shared.json_,
+    code = _finish(report, report_path=None, as_json=shared.json_,
                    quiet=quiet or shared.jsonl, errors_shown=True)  # fmt: skip
+    if stream is not None:
+        try:
+            stream.close()
+        except CnnFiltersError as exc:
+            render.error(str(exc))
+            code = max(code, exc.exit_code)
     code = max(code, summary.exit_code)  # the counts, when the entries were not kept
     if len(sources) > 1 and not quiet and sys.stderr.isatty():
         render.write_stderr(f"cnnfilters: {summary.line()}")
@@ -472,6 +484,30 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     if to_stdout and output.exists():
         _image_to_stdout(output, shared.out_format.value, quiet=shared.quiet)
     return code
+
+
+@contextlib.contextmanager
+def _aborted_on_failure(stream: Any) -> Iterator[None]:
+    """A streamed report that cannot be finished leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        if stream is not None:
+            stream.abort()
+        raise
+
+
+def _report_stream(path: Path | None, command: Command) -> Any:
+    """``--report`` written as the inputs finish (see ``outputs.ReportStream``), or None."""
+    if path is None:
+        return None
+    from ._version import __version__ as version
+    from .outputs import ReportStream
+    from .report import SCHEMA_VERSION
+
+    head = {"schema": SCHEMA_VERSION, "command": command.name, "version": version,
+            "options": command.options()}  # fmt: skip
+    return ReportStream(path, head)
 
 
 def _image_to_stdout(path: Path, fmt: str, *, quiet: bool) -> None:

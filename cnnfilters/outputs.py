@@ -30,6 +30,7 @@ from PIL import Image
 from .defaults import DEFAULT_NAME, OUTPUT_FORMATS, PNG_COMPRESS_LEVEL
 from .errors import CnnFiltersError, OutputError
 from .images import LoadedImage, ReadOptions, Rows, load_image
+from .report import to_json
 
 if TYPE_CHECKING:
     from .commands import Output, Result
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Destination",
     "PngWriter",
+    "ReportStream",
     "atomic_write",
     "check_targets",
     "make_folder",
@@ -384,7 +386,7 @@ def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: b
     # registered before the file exists: a worker told to stop at once removes
     # every registered one, so none is left whenever the signal comes. It names
     # its writer (host and process), so that what a killed one left is known.
-    temp = folder / f".cnnfilters-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}.tmp"
+    temp = _temporary_name(folder)
     _TEMPORARY.add(temp)
     try:
         handle = open(temp, "xb")  # noqa: SIM115 (closed below)
@@ -415,6 +417,80 @@ def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: b
         _TEMPORARY.discard(temp)
 
 
+class ReportStream:
+    """A JSON report written as its entries come, in input order; valid JSON once closed.
+
+    Entries that finish early wait (a few: the tasks in flight) until those
+    before them are in. Everything goes to a temporary file beside
+    ``target``; :meth:`close` writes the end and renames it into place, and
+    :meth:`abort` (an interrupted run) removes it: the target is never a
+    partial report. ``head`` holds the report's first keys (schema, command,
+    version, options); ``passed`` comes last, once it is known.
+    """
+
+    def __init__(self, target: Path, head: dict[str, Any]) -> None:
+        self.target = Path(target)
+        self.temp = (
+            self.target.parent / f".cnnfilters-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        )
+        _TEMPORARY.add(self.temp)
+        try:
+            self.handle = open(self.temp, "x", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        except OSError as exc:
+            _TEMPORARY.discard(self.temp)
+            raise OutputError(
+                f"{target}: cannot write the report ({exc.strerror or exc})"
+            ) from None
+        opening = to_json(head, indent=2)
+        self.handle.write(opening[: opening.rindex("}")].rstrip() + ',\n  "inputs": [')
+        self.waiting: dict[int, list[Any]] = {}
+        self.next = 0
+        self.first = True
+        self.passed = True
+
+    def add(self, index: int, items: list[Any]) -> None:
+        """Input number ``index``'s entries (``InputReport``), in any order."""
+        self.waiting[index] = items
+        while self.next in self.waiting:
+            self._write(self.waiting.pop(self.next))
+            self.next += 1
+
+    def _write(self, items: list[Any]) -> None:
+        for item in items:
+            self.passed = self.passed and item.passed
+            entry = to_json(item.to_dict(), indent=2).replace("\n", "\n    ")
+            self.handle.write(("\n    " if self.first else ",\n    ") + entry)
+            self.first = False
+
+    def close(self) -> None:
+        """Write what is left (inputs never run leave gaps) and put the report in place."""
+        for index in sorted(self.waiting):
+            self._write(self.waiting.pop(index))
+        try:
+            end = "\n  ]" if not self.first else "]"
+            self.handle.write(f'{end},\n  "passed": {"true" if self.passed else "false"}\n}}\n')
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            os.chmod(self.temp, 0o666 & ~_UMASK)
+            os.replace(self.temp, self.target)
+        except OSError as exc:
+            self.abort()
+            raise OutputError(
+                f"{self.target}: cannot write the report ({exc.strerror or exc})"
+            ) from None
+        finally:
+            _TEMPORARY.discard(self.temp)
+
+    def abort(self) -> None:
+        """Leave no partial report and no temporary file."""
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        with contextlib.suppress(OSError):
+            self.temp.unlink()
+        _TEMPORARY.discard(self.temp)
+
+
 # The temporary files of the writes under way in this process, for a worker
 # that is told to stop at once (see remove_temporary_files).
 _TEMPORARY: set[Path] = set()
@@ -426,6 +502,10 @@ def remove_temporary_files() -> None:
     for temp in list(_TEMPORARY):
         with contextlib.suppress(OSError):
             temp.unlink()
+
+
+def _temporary_name(folder: Path) -> Path:
+    return folder / f".cnnfilters-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}.tmp"
 
 
 # This machine, in the temporary names: a process id means something only here.

@@ -167,12 +167,15 @@ def run(
     *,
     on_input: Callable[[InputReport], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_entries: Callable[[int, list[InputReport]], None] | None = None,
 ) -> tuple[RunReport, Summary]:
     """Run ``command`` on every source, in parallel when asked; keep going after failures.
 
     ``on_input`` sees each input as it finishes (completion order); the
-    report lists them in input order. With ``fail_fast`` the inputs not yet
-    started are cancelled after the first failure. Ctrl-C stops cleanly:
+    report lists them in input order; ``on_entries`` gets each input's
+    number (in the sources, after planning) and entries, skipped ones too.
+    With ``fail_fast`` the inputs not yet started are cancelled after the first
+    failure. Ctrl-C stops cleanly:
     finished outputs stay (they are written atomically), the summary counts
     what was not done.
     """
@@ -183,7 +186,8 @@ def run(
         make_folder(out_dir)
     planned = plan(command, sources, settings)
     sources = [source for source in sources if source.path in planned]
-    recorder = _Recorder(len(sources), on_input, on_progress, keep=settings.keep)
+    recorder = _Recorder(len(sources), on_input, on_progress, keep=settings.keep,
+                         on_entries=on_entries)  # fmt: skip
     pending = []
     inputs = _identities(source.path for source in sources)
     for index, source in enumerate(sources):
@@ -216,9 +220,10 @@ class _Recorder:
         on_progress: Callable[[int, int], None] | None,
         *,
         keep: bool = True,
+        on_entries: Callable[[int, list[InputReport]], None] | None = None,
     ) -> None:
         self.total, self.on_input, self.on_progress = total, on_input, on_progress
-        self.keep = keep
+        self.keep, self.on_entries = keep, on_entries
         self.results: dict[int, list[InputReport]] = {}
         self.summary = Summary()
         self.finished = 0
@@ -227,6 +232,8 @@ class _Recorder:
         """An input skipped before any work (counted, not announced)."""
         if self.keep:
             self.results[index] = [item]
+        if self.on_entries is not None:
+            self.on_entries(index, [item])
         self.summary.skipped += 1
         self.finished += 1
 
@@ -249,6 +256,8 @@ class _Recorder:
             self.summary.megapixels += item.info.get("height", 0) * item.info.get("width", 0) / 1e6
             if self.on_input is not None:
                 self.on_input(item)
+        if self.on_entries is not None:
+            self.on_entries(index, items)
         if self.on_progress is not None:
             self.on_progress(self.finished, self.total)
         return failed

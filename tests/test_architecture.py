@@ -24,7 +24,7 @@ RULES = {
         CORE | {"reference", "report", "images", "defaults", "errors"},
         {"typer", "rich"},
     ),
-    "outputs": ({"images", "defaults", "errors"}, {"typer", "rich"}),
+    "outputs": ({"images", "defaults", "errors", "report"}, {"typer", "rich"}),
     "run": ({"commands", "images", "inputs", "outputs", "report", "errors"}, {"typer", "rich"}),
     "learning": (
         {"commands", "images", "kernels", "outputs", "report", "errors"},

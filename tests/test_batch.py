@@ -230,3 +230,49 @@ def test_a_batch_that_streams_its_entries_keeps_counts_not_entries(tmp_path, mon
     assert len(seen) == 12  # ... but every entry went by
     assert (summary.done, summary.failed, summary.exit_code) == (11, 1, 3)
     assert len(list((tmp_path / "out").iterdir())) == 11
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_the_report_is_streamed_in_input_order_and_equals_the_json(tmp_path, jobs):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for index in range(9):
+        Image.fromarray(rng.integers(0, 256, (5 + index, 7, 3), dtype=np.uint8)).save(
+            folder / f"p{index}.png"
+        )
+    (folder / "p3.png").write_bytes(b"broken")
+    report = tmp_path / "out" / "report.json"
+    result = CliRunner().invoke(app, ["grayscale", str(folder), "--out-dir", str(tmp_path / "out"),
+                                      "--report", str(report), "--json", "-j", jobs])  # fmt: skip
+    assert result.exit_code == 3
+    streamed, printed = json.loads(report.read_text()), json.loads(result.stdout)
+    assert streamed["inputs"] == printed["inputs"]
+    assert [Path(e["input"]).name for e in streamed["inputs"]] == [f"p{i}.png" for i in range(9)]
+    assert streamed["passed"] is printed["passed"] is False
+    assert {k: streamed[k] for k in ("schema", "command", "options")} == {
+        k: printed[k] for k in ("schema", "command", "options")
+    }
+    assert not list((tmp_path / "out").glob(".cnnfilters-*"))
+
+
+def test_a_quiet_batch_with_a_report_keeps_no_entries_in_memory(tmp_path, monkeypatch):
+    import cnnfilters.run as run_module
+
+    kept = []
+    real = run_module._Recorder.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        kept.append(self.keep)
+
+    monkeypatch.setattr(run_module._Recorder, "__init__", spy)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (4, 4)).save(folder / "a.png")
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["grayscale", str(folder), "--out-dir", str(tmp_path / "o"),
+                                      "--report", str(report), "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert kept == [False]
+    assert json.loads(report.read_text())["passed"] is True
