@@ -449,7 +449,8 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     # table, --json, --report, --html. A quiet or --jsonl batch keeps counts.
     shows_table = not (quiet or shared.jsonl or shared.json_)
     keep = shows_table or shared.json_ or shared.html is not None
-    settings = dataclasses.replace(settings, keep=keep)
+    # A batch syncs its files once at the end rather than one by one.
+    settings = dataclasses.replace(settings, keep=keep, sync_once=len(sources) > 1)
     startup.tune_malloc()
     progress = render.Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
     if shared.report is not None and settings.destination.out_dir is not None:

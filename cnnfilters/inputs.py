@@ -68,7 +68,9 @@ def _images_in(folder: Path, recursive: bool) -> tuple[list[Path], list[Source]]
         except OSError as exc:
             refused(exc)
             found = []
-    return sorted(found), unreadable
+    # By parts, as Path orders them, but compared as tuples in C: sorting 200,000
+    # paths with Path.__lt__ took 4 s.
+    return sorted(found, key=lambda path: path.parts), unreadable
 
 
 def expand_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False) -> list[Source]:

@@ -1,8 +1,9 @@
 """Writing outputs: names, the clobber rule, atomic writes, PNG encoding, ICC, stdout.
 
 Every file cnnfilters writes goes through :func:`atomic_write`: a temporary
-file in the target's folder, flushed and fsynced, then renamed over the
-target, so a target is either untouched or whole. Output names come from one
+file in the target's folder, flushed and fsynced (a batch syncs once at its
+end instead: :func:`synced_once`), then renamed over the target, so a target
+is either untouched or whole. Output names come from one
 rule (:func:`output_targets`), and :func:`check_targets` refuses to clobber
 an input or, without ``force``, an existing file. :func:`write_result`
 writes one :class:`~cnnfilters.commands.Result` while its checks run.
@@ -18,7 +19,7 @@ import secrets
 import struct
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +44,14 @@ __all__ = [
     "atomic_write",
     "check_targets",
     "make_folder",
+    "output_complete",
     "output_targets",
     "png_to_format",
     "remove_stale_temporary_files",
     "remove_temporary_files",
     "save_array",
     "save_image",
+    "synced_once",
     "target_exists",
     "write_result",
 ]
@@ -372,11 +375,52 @@ class PngWriter:
         self.handle.write(_png_chunk(b"IEND", b""))
 
 
+# Whether each file is fsynced before its rename (see synced_once).
+_SYNC_EACH_FILE = True
+
+
+@contextlib.contextmanager
+def synced_once(enabled: bool = True) -> Iterator[None]:
+    """Within this block, files are renamed into place without an fsync each: a
+    batch calls :func:`os.sync` once at its end instead (0.5 to 2 ms a file
+    here). A process that is killed loses nothing either way (the page cache
+    is the kernel's); after a power cut a batch's last files may be empty or
+    cut, which ``--skip-existing`` sees (:func:`output_complete`) and redoes."""
+    global _SYNC_EACH_FILE
+    previous, _SYNC_EACH_FILE = _SYNC_EACH_FILE, not enabled
+    try:
+        yield
+    finally:
+        _SYNC_EACH_FILE = previous
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def output_complete(target: Path) -> bool:
+    """Whether ``target`` exists whole: a PNG ends with its IEND chunk, another
+    file is not empty (what a power cut can leave of an unsynced write)."""
+    if not target_exists(target):
+        return False
+    try:
+        with open(target, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if target.suffix.lower() != ".png":
+                return size > 0
+            if size < len(_PNG_END):
+                return False
+            handle.seek(size - len(_PNG_END))
+            return handle.read() == _PNG_END
+    except OSError:
+        return False
+
+
 def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: bool = True) -> None:
     """Write through a temporary file in ``target``'s folder, then rename it into place.
 
     The target is either untouched or whole: the temporary file is flushed,
-    fsynced and renamed, and removed on any failure (Ctrl-C too). With
+    fsynced (unless :func:`synced_once`) and renamed, and removed on any
+    failure (Ctrl-C too). With
     ``replace=False`` an existing target is never replaced, even one that
     another process wrote a moment ago: the file is hard-linked into place,
     which fails if the name exists (no check-then-rename race).
@@ -401,7 +445,8 @@ def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: b
         with handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if _SYNC_EACH_FILE:
+                os.fsync(handle.fileno())
         os.chmod(temp, 0o666 & ~_UMASK)  # the umask's permissions, as for any new file
         if replace:
             os.replace(temp, target)

@@ -13,7 +13,12 @@ and 48 MP PNGs), then measures:
 4. start-up: ``cnnfilters --help`` and ``--version`` against ``import typer``;
 5. batches of 16 photos through ``gradient``, ``-j 2`` against ``-j 1``: 2 MP
    photos, then 12 MP ones;
-6. ``learn``: one training step (the engine's forward pass and
+6. ``scale``: 2,000 PNGs of 32 x 32 through ``grayscale -r -j 2`` against
+   a plain ``multiprocessing.Pool(2)`` script doing Pillow's
+   ``open().convert("L").save()`` with the fast save settings; peak RSS of
+   a 2,000-file and a 200,000-file run (``--scale-files``; hard links to
+   8 small PNGs) and the time to the first output;
+7. ``learn``: one training step (the engine's forward pass and
    ``conv2d_grad``) on a 1 MP image, for each layer ``learn`` trains, against
    a PyTorch CPU autograd step on the same shapes (``conv2d`` then
    ``backward``), when torch is installed; and ``learn gradient`` end to end
@@ -182,7 +187,23 @@ def engine_cases(rgb: np.ndarray) -> list[dict]:
 
 # ------------------------------------------------------------------- main
 
-SECTIONS = ("end-to-end", "engine", "memory", "startup", "batch", "learn")
+SECTIONS = ("end-to-end", "engine", "memory", "startup", "batch", "scale", "learn")
+
+# The plain-Python baseline of the scale section: what the work costs without cnnfilters.
+POOL_SCRIPT = """
+import os, sys
+from multiprocessing import Pool
+from PIL import Image
+source, target = sys.argv[1], sys.argv[2]
+os.makedirs(target, exist_ok=True)
+def one(name):
+    image = Image.open(os.path.join(source, name)).convert("L")
+    image.save(os.path.join(target, name[:-4] + ".grayscale.png"), compress_level=1,
+               compress_type=3)
+if __name__ == "__main__":
+    with Pool(2) as pool:
+        pool.map(one, sorted(os.listdir(source)), chunksize=64)
+"""
 
 # The layers learn trains: (x shape, weight shape, padding, stride), on 1 MP.
 LEARN_STEPS = {
@@ -268,11 +289,52 @@ class Bench:
                 target = {"gradient": 3.0, "avgpool": 4.0}.get(name.split()[0])
                 self.versus("engine", name, ours, "OpenCV", case["cv2"], target)
 
+    def scale(self, out: Path, files: int) -> None:
+        """6. Many small files: throughput against a Pool(2) script; memory as inputs grow."""
+        print(f"\n6. scale: 2,000 PNGs of 32 x 32, then {files:,} (median of {self.reps} pairs)",
+              flush=True)  # fmt: skip
+        small, large = tiny_tree(out / "tiny-2000", 2000), tiny_tree(out / f"tiny-{files}", files)
+
+        def ours(jobs: int, tree: Path = small) -> Callable[[], None]:
+            target = self.work / f"scale-j{jobs}"
+            return lambda: (shutil.rmtree(target, ignore_errors=True),
+                            self.command("grayscale", "-r", str(tree), "--out-dir", str(target),
+                                         "-q", "-j", str(jobs))())  # fmt: skip
+
+        script = self.work / "pool.py"
+        script.write_text(POOL_SCRIPT)
+        pool_out = self.work / "scale-pool"
+
+        def pool() -> None:
+            shutil.rmtree(pool_out, ignore_errors=True)
+            subprocess.run([sys.executable, str(script), str(small), str(pool_out)], check=True)
+
+        # Throughput ratios as times: pool / ours >= 0.5 means ours / pool <= 2.
+        self.versus("scale", "2,000 x 32x32, -j 2 (time)", ours(2), "Pool(2) Pillow script",
+                    pool, 2.0)  # fmt: skip
+        two, one, ratio = paired(ours(2), ours(1), self.reps)
+        self.row("scale", "2,000 x 32x32, -j 2 (time)", two, "-j 1 (time)", one, 1 / 1.7,
+                 ratio=ratio)  # fmt: skip
+        peaks = {}
+        for name, tree in (("2,000", small), (f"{files:,}", large)):
+            target = self.work / "scale-rss"
+            shutil.rmtree(target, ignore_errors=True)
+            peaks[name], first = peak_rss_and_first_output(
+                [self.exe, "grayscale", "-r", str(tree), "--out-dir", str(target), "-q", "-j", "2"],
+                target,
+            )
+            print(f"  {name} files: peak RSS {peaks[name] / 1e6:.0f} MB, first output after "
+                  f"{first:.2f} s", flush=True)  # fmt: skip
+        names = list(peaks)
+        self.row("scale", f"peak RSS, {names[1]} files", peaks[names[1]] / 1e6,
+                 f"{names[0]} files", peaks[names[0]] / 1e6, 1.2, unit="MB")  # fmt: skip
+        self.row("scale", f"time to the first output, {names[1]} files", first, "1 s", 1.0, 1.0)
+
     def learn(self) -> None:
-        """6. One forward + backward step, against PyTorch's autograd; learn end to end."""
+        """7. One forward + backward step, against PyTorch's autograd; learn end to end."""
         from cnnfilters import conv2d, conv2d_grad
 
-        print(f"\n6. learn: one forward + backward step on 1 MP (median of {self.reps} pairs)",
+        print(f"\n7. learn: one forward + backward step on 1 MP (median of {self.reps} pairs)",
               flush=True)  # fmt: skip
         rng = np.random.default_rng(0)
         if torch is not None:
@@ -349,6 +411,59 @@ class Bench:
                  1 / 1.7, ratio=ratio)  # fmt: skip
 
 
+def tiny_tree(folder: Path, count: int) -> Path:
+    """``count`` PNGs of 32 x 32: hard links to 8 distinct small files (a file system
+    caps a file's links at about 65,000)."""
+    sources = folder.parent / "tiny-sources"
+    sources.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(8)
+    for index in range(8):
+        path = sources / f"s{index}.png"
+        if not path.exists():
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        link = folder / f"f{index:07d}.png"
+        if not link.exists():
+            os.link(sources / f"s{index % 8}.png", link)
+    return folder
+
+
+def peak_rss_and_first_output(args: list[str], target: Path) -> tuple[int, float]:
+    """Run ``args``; the peak of its resident memory, the process and its workers
+    together (their proportional set sizes in ``/proc``, every 20 ms), and the
+    seconds until a first file appears under ``target``."""
+    started = time.perf_counter()
+    process = subprocess.Popen(args)
+    first, peak = None, 0
+    while process.poll() is None:
+        peak = max(peak, tree_rss(process.pid))
+        if first is None and target.exists() and next(target.rglob("*.png"), None) is not None:
+            first = time.perf_counter() - started
+        time.sleep(0.02)
+    if process.returncode != 0:
+        raise SystemExit(f"{args[:2]} failed with exit code {process.returncode}")
+    return peak, first if first is not None else time.perf_counter() - started
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and its children (0 for what has just ended), as their
+    proportional set sizes: pages the forked workers share with the parent count once."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return total
+
+
 def photo_folder(seed: Path, count: int = 16) -> Path:
     """A folder of ``count`` copies of ``seed`` (hard links where the disk allows)."""
     folder = seed.with_name(f"batch-{seed.stem}")
@@ -368,6 +483,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smaller images, fewer reps")
+    parser.add_argument("--scale-files", type=int, default=200_000,
+                        help="files of the large run of the scale section")  # fmt: skip
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"sections to run, comma-separated: {','.join(SECTIONS)}")  # fmt: skip
     args = parser.parse_args()
@@ -404,6 +521,8 @@ def main() -> None:
                         max(5, reps))  # fmt: skip
             if not args.quick:
                 bench.batch(photo_folder(photo12), 3)
+        if "scale" in only:
+            bench.scale(out, args.scale_files)
         if "learn" in only:
             bench.learn()
     finally:

@@ -125,3 +125,43 @@ def test_an_unreadable_input_is_that_inputs_error_only(folder, capsys, monkeypat
     assert code == 3
     assert err == f"cnnfilters: error: {locked}: permission denied\n"
     assert (folder / "sub" / "b.grayscale.png").exists()
+
+
+def test_a_batch_syncs_once_and_a_single_file_is_synced_itself(folder, capsys, monkeypatch):
+    calls = {"fsync": 0, "sync": 0}
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.__setitem__("fsync", calls["fsync"] + 1),
+                                                 real_fsync(fd))[1])  # fmt: skip
+    monkeypatch.setattr(os, "sync", lambda: calls.__setitem__("sync", calls["sync"] + 1))
+    code, _, err = run(capsys, "grayscale", "-r", folder, "-q", "-j", "1")
+    assert code == 0, err
+    assert calls == {"fsync": 0, "sync": 1}  # two files, one sync at the end
+    code, _, err = run(capsys, "grayscale", folder / "a.png", "-o", folder / "one.png", "-q")
+    assert code == 0, err
+    assert calls == {"fsync": 1, "sync": 1}
+
+
+def test_a_rerun_redoes_an_output_a_power_cut_left_short(folder, capsys):
+    out = folder.parent / "out"
+    assert run(capsys, "gradient", "-r", folder, "--out-dir", out, "-q")[0] == 0
+    cut = out / "a.dx.png"
+    whole = cut.read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])  # renamed, but its data never reached the disk
+    (out / "sub" / "b.dy.png").write_bytes(b"")
+    code, _, err = run(capsys, "gradient", "-r", folder, "--out-dir", out, "--skip-existing", "-q")
+    assert code == 0, err
+    assert cut.read_bytes() == whole
+    assert (out / "sub" / "b.dy.png").stat().st_size > 0
+
+
+def test_output_complete_knows_a_whole_png_from_a_cut_one(tmp_path):
+    from cnnfilters.outputs import output_complete
+
+    image = tmp_path / "x.png"
+    Image.new("L", (3, 3)).save(image)
+    assert output_complete(image)
+    image.write_bytes(image.read_bytes()[:-1])
+    assert not output_complete(image)
+    assert not output_complete(tmp_path / "missing.png")
+    (tmp_path / "x.npy").write_bytes(b"")
+    assert not output_complete(tmp_path / "x.npy")
