@@ -337,34 +337,37 @@ def _run_on(
     threads: int | None,
     recorder: _Recorder,
 ) -> bool:
-    """The tasks on a pool of workers, a bounded window of them in flight (so that
-    memory does not grow with the number of inputs); whether a worker died."""
+    """The tasks on a pool of workers, in chunks of inputs (one round trip for several
+    small files), a bounded window of chunks in flight (so that memory does not grow
+    with the number of inputs); whether a worker died."""
     summary = recorder.summary
-    futures: dict[Future, tuple[int, Source]] = {}
-    waiting = iter(pending)
+    futures: dict[Future, list[tuple[int, Source]]] = {}
+    jobs = max(1, settings.jobs)
+    size = max(1, min(_CHUNK_MAX, len(pending) // (jobs * _WINDOW_PER_JOB * 2)))
+    chunks = (pending[start : start + size] for start in range(0, len(pending), size))
     finished = 0
     died = False
-    window = _WINDOW_PER_JOB * max(1, settings.jobs)
     try:
         # Workers are forked at the first submissions: with the signals blocked, so that
         # none of them meets Ctrl-C before its own handler is in place (it unblocks them
         # then); a signal meanwhile is delivered right after.
         with _signals_blocked():
-            _submit(executor, waiting, futures, command, settings, threads, window)
+            _submit(executor, chunks, futures, command, settings, threads, jobs * _WINDOW_PER_JOB)
         stop = False
         while futures and not stop:
             ready, _ = wait(futures, return_when=FIRST_COMPLETED)
             for future in ready:
-                index, source = futures.pop(future)
-                finished += 1
+                chunk = futures.pop(future)
+                finished += len(chunk)
                 died = died or _died(future)
-                failed = recorder.record(index, _outcome(future, source))
-                stop = stop or (failed and settings.fail_fast)
+                for (index, _), items in zip(chunk, _outcomes(future, chunk), strict=True):
+                    failed = recorder.record(index, items)
+                    stop = stop or (failed and settings.fail_fast)
             if stop:
                 for other in futures:
                     other.cancel()
             else:
-                _submit(executor, waiting, futures, command, settings, threads, len(ready))
+                _submit(executor, chunks, futures, command, settings, threads, len(ready))
     except KeyboardInterrupt:
         summary.interrupted = True
         _stop(executor, futures)
@@ -375,23 +378,32 @@ def _run_on(
     return died
 
 
-# Tasks in flight per worker: enough to keep every worker busy, few enough to bound memory.
+# Chunks in flight per worker: enough to keep every worker busy, few enough to bound memory.
 _WINDOW_PER_JOB = 8
+# Inputs a task takes at most: one round trip with the worker for several small files.
+_CHUNK_MAX = 16
 
 
 def _submit(
     executor: Executor,
-    waiting: Iterator[tuple[int, Source]],
-    futures: dict[Future, tuple[int, Source]],
+    chunks: Iterator[list[tuple[int, Source]]],
+    futures: dict[Future, list[tuple[int, Source]]],
     command: Command,
     settings: Settings,
     threads: int | None,
     count: int,
 ) -> None:
-    """Submit up to ``count`` more of the waiting tasks."""
-    for index, source in itertools.islice(waiting, count):
-        future = executor.submit(process_source, command, source, settings, threads)
-        futures[future] = (index, source)
+    """Submit up to ``count`` more of the waiting chunks."""
+    for chunk in itertools.islice(chunks, count):
+        sources = [source for _, source in chunk]
+        futures[executor.submit(process_sources, command, sources, settings, threads)] = chunk
+
+
+def process_sources(
+    command: Command, sources: list[Source], settings: Settings, threads: int | None = None
+) -> list[list[InputReport]]:
+    """One task of a pool: :func:`process_source` on each of a chunk of inputs."""
+    return [process_source(command, source, settings, threads) for source in sources]
 
 
 def _died(future: Future) -> bool:
@@ -400,15 +412,20 @@ def _died(future: Future) -> bool:
     return isinstance(future.exception(), BrokenProcessPool)
 
 
-def _outcome(future: Future, source: Source) -> list[InputReport]:
-    name = os.fsdecode(source.path)
+def _outcomes(future: Future, chunk: list[tuple[int, Source]]) -> list[list[InputReport]]:
+    """Each input's entries from a finished chunk, or each input's error if it failed."""
     try:
         return future.result()
-    except CnnFiltersError as exc:
-        return [InputReport(name, error=str(exc), exit_code=exc.exit_code)]
     except Exception as exc:  # a worker that died, a lost cluster node
-        message = f"{source.path}: the worker failed ({type(exc).__name__}: {exc})"
-        return [InputReport(name, error=message, exit_code=EXIT_IO)]
+        failed = []
+        for _, source in chunk:
+            name = os.fsdecode(source.path)
+            if isinstance(exc, CnnFiltersError):
+                failed.append([InputReport(name, error=str(exc), exit_code=exc.exit_code)])
+                continue
+            message = f"{source.path}: the worker failed ({type(exc).__name__}: {exc})"
+            failed.append([InputReport(name, error=message, exit_code=EXIT_IO)])
+        return failed
 
 
 def _identities(paths: Iterable[Path]) -> dict[tuple[int, int], Path]:
