@@ -130,9 +130,17 @@ def plan(command: Command, sources: Sequence[Source], settings: Settings) -> dic
     out, so that a rerun never takes its own results for new work.
     """
     names = command.outputs()
+    folders: dict[tuple, Path | None] = {}  # one folder_for per folder
+
+    def folder(source: Source) -> Path | None:
+        key = (os.path.dirname(os.fspath(source.path)), source.root, source.folder)
+        if key not in folders:
+            folders[key] = settings.folder_for(source)
+        return folders[key]
+
     wanted = {
         source.path: [target for files in output_targets(
-            source.path, names, settings.destination, folder=settings.folder_for(source)
+            source.path, names, settings.destination, folder=folder(source)
         ).values() for target in files]
         for source in sources if source.error is None
     }  # fmt: skip
