@@ -305,25 +305,43 @@ def _input_section(
     return "".join(parts)
 
 
+# A page of a large batch draws the sections of this many inputs (failures
+# first) and lists this many in its table; the JSON report has them all.
+MAX_SECTIONS = 200
+MAX_ROWS = 2000
+
+
 def _run_section(run: RunReport, kernels: Sequence[tuple[str, np.ndarray]], prefix: str) -> str:
     failures_first = sorted(enumerate(run.inputs), key=lambda pair: (pair[1].passed, pair[0]))
+    drawn = {index for index, _ in failures_first[:MAX_SECTIONS]}
     rows = []
-    for index, item in failures_first:
+    for index, item in failures_first[:MAX_ROWS]:
         badge = _badge(None) if item.error else _badge(item.passed)
         # The largest difference among checks that have a tolerance to meet.
         bounded = [c.max_abs for c in item.checks if math.isfinite(c.tolerance)]
         worst = max((v for v in bounded if math.isfinite(v)), default=None)
-        rows.append(f'<tr><td class=text><a href="#{prefix}{index}">{escape(item.input)}</a></td>'
+        name = escape(item.input)
+        link = f'<a href="#{prefix}{index}">{name}</a>' if index in drawn else name
+        rows.append(f"<tr><td class=text>{link}</td>"
                     f"<td class=text>{badge}</td><td class=num>{len(item.checks)}</td>"
                     f"<td class=num>{_number(worst)}</td></tr>")  # fmt: skip
     failed = sum(1 for item in run.inputs if not item.passed)
+    total = len(run.inputs)
     summary = (
-        f"<p>{len(run.inputs)} input(s): {len(run.inputs) - failed} passed, {failed} failed "
+        f"<p>{total} input(s): {total - failed} passed, {failed} failed "
         f"or errored. {_badge(run.passed)}</p><table class=summary><tr><th>input</th>"
         f"<th>result</th><th>checks</th><th>largest difference</th></tr>{''.join(rows)}</table>"
     )
+    if total > MAX_ROWS:
+        summary += (f"<p>{total - MAX_ROWS} more inputs are not listed here "
+                    "(the JSON report, --report, has every one).</p>")  # fmt: skip
+    if total > MAX_SECTIONS:
+        summary += (f"<p>Pictures and checks of {MAX_SECTIONS} of the {total} inputs below, "
+                    f"failures first; {total - MAX_SECTIONS} left out.</p>")  # fmt: skip
     sections = "".join(
-        _input_section(item, f"{prefix}{index}", kernels) for index, item in enumerate(run.inputs)
+        _input_section(item, f"{prefix}{index}", kernels)
+        for index, item in enumerate(run.inputs)
+        if index in drawn
     )
     return summary + sections
 

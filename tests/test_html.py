@@ -150,3 +150,19 @@ def test_the_demo_page_renders_in_a_browser(tmp_path):
         pixels = np.asarray(image.convert("L"), dtype=np.float64)
     assert pixels.std() > 20  # not blank: text, tables and pictures
     assert (pixels < 100).mean() > 0.01 and (pixels > 200).mean() > 0.3
+
+
+def test_a_large_batch_page_draws_a_bounded_number_of_sections_failures_first(monkeypatch):
+    from cnnfilters import html
+    from cnnfilters.report import InputReport, RunReport
+
+    monkeypatch.setattr(html, "MAX_SECTIONS", 5)
+    monkeypatch.setattr(html, "MAX_ROWS", 8)
+    items = [InputReport(f"in{i:02d}.png") for i in range(12)]
+    items[9].error = "in09.png: not a recognised image file"
+    page = html.render_page([(RunReport("grayscale", items), [])], title="t", command_line="c")
+    assert page.count("<h2 id=") == 5
+    assert '<h2 id="r0-9">' in page  # the failure is drawn first
+    assert "Pictures and checks of 5 of the 12 inputs below, failures first; 7 left out." in page
+    assert "4 more inputs are not listed here" in page
+    assert 'href="#r0-9"' in page and 'href="#r0-10"' not in page  # links only to drawn ones
