@@ -85,9 +85,7 @@ def learn(
     label = _label(options, inputs)
     needed = 2 if options.what == "pair" else 1
     if len(images) < needed or (options.what == "pair" and report.inputs):
-        report.inputs.append(InputReport(label, error=f"{label}: no input left to learn from",
-                                         exit_code=EXIT_IO))  # fmt: skip
-        return LearnRun(report, None, [])
+        return LearnRun(report, None, [])  # each unreadable input has said why
     item = InputReport(label)
     report.inputs.append(item)
     try:

@@ -237,3 +237,25 @@ def test_loss_curve_png_is_deterministic():
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(io.BytesIO(first)) as image:
         assert image.size == (640, 360)
+
+
+def test_a_colour_pair_learns_one_kernel_from_every_channel(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    kernel = rng.uniform(0, 0.05, (3, 3))
+    kernel[1, 1] += 0.5
+    rgb = np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.float64)
+    after = np.stack([_correlate(rgb[..., c], kernel, 2.0) for c in range(3)], axis=-1)
+    Image.fromarray(np.floor(after + 0.5).astype(np.uint8)).save(tmp_path / "after.png")
+    code, out, err = run(capsys, "learn", "pair", PHOTO, tmp_path / "after.png", "--on", "rgb",
+                         "--out-dir", tmp_path, "--json")  # fmt: skip
+    assert code == 0, err
+    item = json.loads(out)["inputs"][0]
+    assert item["info"]["examples"] == 3
+    assert np.abs(np.array(item["info"]["learned"]["weight"])[0, 0] - kernel).max() <= 1e-2
+    assert "--on rgb" in item["notices"][-1]
+
+
+def test_a_pair_with_a_missing_input_is_one_line(tmp_path, capsys):
+    code, _, err = run(capsys, "learn", "pair", PHOTO, tmp_path / "gone.png", "-q")
+    assert code == 3
+    assert err == f"cnnfilters: error: {tmp_path / 'gone.png'}: no such file\n"
