@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -48,7 +48,7 @@ from .kernels import (
     parse_grayscale_weights,
     same_padding,
 )
-from .learn import Layer, Problem, Training, sample_patches, train
+from .learn import Layer, Problem, Training, train
 from .report import Check, Comparison, compare
 from .rounding import block_mean_exact, correct_ties, luma_exact
 
@@ -792,18 +792,30 @@ class LearnOptions:
 
     def fit(
         self,
-        images: list[LoadedImage],
+        images: Iterable[LoadedImage],
         after: LoadedImage | None = None,
         on_step: Callable[[int, float], None] | None = None,
     ) -> Learned:
-        """Train on ``images`` (for a pair: ``images[0]`` to ``after``) and check the result."""
+        """Train on ``images`` (for a pair: the one image to ``after``) and check the result.
+
+        ``images`` may be a generator: each image is cut into candidate windows
+        and let go before the next is read, so that memory does not grow with
+        the images' sizes.
+        """
         layer, pad, truth = self.layer()
         notices: list[str] = []
-        planes = [plane for image in images for plane in self.planes(image, notices)]
-        targets = None
-        if self.what == "pair":
-            targets = _pair_targets(images[0], after, self.planes(after, []), len(planes))
-        inputs, wanted, size = _training_data(self, planes, layer, pad, truth, targets)
+        pool = _WindowPool(self, layer, pad)
+        peak, kept = 0.0, []
+        for image in images:
+            peak = max(peak, image.peak)
+            planes = self.planes(image, notices)
+            targets = None
+            if self.what == "pair":
+                kept.append(image)
+                targets = _pair_targets(image, after, self.planes(after, []), len(planes))
+            for index, plane in enumerate(planes):
+                pool.add(plane, None if targets is None else targets[index])
+        inputs, wanted = pool.draw(truth)
         weight, bias, rank, unknowns = ref.least_squares_conv(
             inputs, wanted, layer.weight_shape[-2:], stride=layer.stride
         )
@@ -823,22 +835,30 @@ class LearnOptions:
         )
         learned = Learned(training, training.weight, training.bias, weight, bias, truth,
                           layer.stride, pad, notices=notices)  # fmt: skip
-        learned.info.update(patches=len(inputs), patch=size, examples=len(planes),
+        learned.info.update(patches=len(inputs), patch=pool.side, examples=pool.examples,
                             steps=training.steps, stopped=training.stopped,
                             loss=training.loss, seconds=round(training.seconds, 3),
                             optimizer=training.optimizer, lr=training.lr,
                             momentum=training.momentum)  # fmt: skip
         if training.curvature is not None:
             learned.info["curvature"] = list(training.curvature)
-        learned.checks.extend(self._checks(learned, images, after))
+        if pool.small:
+            learned.notices.append(
+                f"{pool.small} image plane(s) smaller than a training window "
+                f"({pool.span} x {pool.span} pixels): not used"
+            )
+        learned.checks.extend(self._checks(learned, peak, kept[0] if kept else None, after))
         if training.stopped in ("plateau", "steps"):
             learned.notices.append(_stop_notice(training, self.tol))
         return learned
 
     def _checks(
-        self, learned: Learned, images: list[LoadedImage], after: LoadedImage | None
+        self,
+        learned: Learned,
+        peak: float,
+        before: LoadedImage | None,
+        after: LoadedImage | None,
     ) -> list[Check]:
-        peak = max(image.peak for image in images)
         checks = []
         if learned.truth is not None:
             weight, bias = learned.truth
@@ -854,8 +874,8 @@ class LearnOptions:
         checks.append(compare(learned.weight, learned.lstsq_weight, name="learned weights",
                               reference="least squares (float64 lstsq)",
                               tolerance=self.atol * scale))  # fmt: skip
-        if after is not None:
-            checks.append(self._refit(learned, images[0], after))
+        if before is not None and after is not None:
+            checks.append(self._refit(learned, before, after))
         return checks
 
     def _refit(self, learned: Learned, before: LoadedImage, after: LoadedImage) -> Check:
@@ -912,32 +932,69 @@ def _pair_targets(
     return planes
 
 
-def _training_data(
-    options: LearnOptions,
-    planes: list[np.ndarray],
-    layer: Layer,
-    pad: int,
-    truth: tuple[np.ndarray, np.ndarray] | None,
-    targets: list[np.ndarray] | None,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(inputs, targets, patch side)``: random windows of the padded planes, and the
-    construction's outputs on them (or the same windows of AFTER's planes)."""
-    stride = layer.stride
-    kh, kw = layer.weight_shape[-2:]
-    padded = [np.pad(p, ((0, 0), (pad, pad), (pad, pad))) for p in planes]  # zeros: black
-    grids = [((p.shape[1] - kh) // stride + 1, (p.shape[2] - kw) // stride + 1) for p in padded]
-    side = min([max(1, 32 // stride)] + [min(grid) for grid in grids])
-    if side < 1:
-        raise InputError(f"the inputs are smaller than the {kh} x {kw} kernel")
-    rng = np.random.default_rng(options.seed)
-    windows = sample_patches(grids, side, options.patches, rng)
-    span_h, span_w = stride * (side - 1) + kh, stride * (side - 1) + kw
-    inputs = np.stack([padded[i][:, stride * top : stride * top + span_h,
-                                 stride * left : stride * left + span_w]
-                       for i, top, left in windows]).astype(np.float64)  # fmt: skip
-    if targets is not None:
-        wanted = np.stack([targets[i][:, top : top + side, left : left + side]
-                           for i, top, left in windows]).astype(np.float64)  # fmt: skip
-    else:
-        wanted = conv2d(inputs, truth[0], truth[1], stride=stride)
-    return inputs, wanted, side
+class _WindowPool:
+    """Training windows, cut from each image plane as it comes.
+
+    Each plane gives up to ``patches`` candidate windows (at random places)
+    and its number of possible windows; :meth:`draw` then takes ``patches``
+    of them, each plane in proportion to its possible windows, so that the
+    result is as if drawn from all images at once while only the candidates
+    are kept. Windows are cut from the plane padded as the construction pads
+    it (zeros: black), so that each target is the construction's output on
+    the whole image there.
+    """
+
+    def __init__(self, options: LearnOptions, layer: Layer, pad: int) -> None:
+        self.stride, self.pad, self.count = layer.stride, pad, options.patches
+        self.kernel = layer.weight_shape[-2:]
+        self.side = max(1, 32 // self.stride)  # output pixels a side
+        self.span = self.stride * (self.side - 1) + self.kernel[0]
+        self.rng = np.random.default_rng(options.seed)
+        self.inputs: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        self.places: list[int] = []
+        self.small = self.examples = 0
+
+    def add(self, plane: np.ndarray, target: np.ndarray | None = None) -> None:
+        """One ``(C, H, W)`` plane (and, for a pair, AFTER's plane there)."""
+        self.examples += 1
+        (kh, kw), stride, side, pad = self.kernel, self.stride, self.side, self.pad
+        padded = np.pad(plane, ((0, 0), (pad, pad), (pad, pad)))
+        rows = (padded.shape[1] - kh) // stride + 1 - side + 1
+        cols = (padded.shape[2] - kw) // stride + 1 - side + 1
+        if rows <= 0 or cols <= 0:
+            self.small += 1
+            return
+        tops = self.rng.integers(0, rows, self.count)
+        lefts = self.rng.integers(0, cols, self.count)
+        span_h, span_w = stride * (side - 1) + kh, stride * (side - 1) + kw
+        dtype = np.result_type(plane.dtype, np.float32)  # pixel values stay exact
+        places = list(zip(tops.tolist(), lefts.tolist(), strict=True))
+        windows = [
+            padded[:, stride * top : stride * top + span_h, stride * left : stride * left + span_w]
+            for top, left in places
+        ]
+        self.inputs.append(np.stack(windows).astype(dtype))
+        if target is not None:
+            self.targets.append(np.stack([target[:, top : top + side, left : left + side]
+                                          for top, left in places]))  # fmt: skip
+        self.places.append(rows * cols)
+
+    def draw(self, truth: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(inputs, targets)`` in float64: the windows, and the construction's outputs
+        on them (or AFTER's windows)."""
+        if not self.places:
+            raise InputError(
+                f"every input is smaller than a training window ({self.span} x {self.span} pixels)"
+            )
+        share = np.array(self.places, dtype=np.float64)
+        picks = self.rng.choice(len(self.places), size=self.count, p=share / share.sum())
+        taken = np.bincount(picks, minlength=len(self.places))
+        inputs = np.concatenate([w[:n] for w, n in zip(self.inputs, taken, strict=True) if n])
+        inputs = inputs.astype(np.float64)
+        if self.targets:
+            wanted = np.concatenate([w[:n] for w, n in zip(self.targets, taken, strict=True)
+                                     if n]).astype(np.float64)  # fmt: skip
+        else:
+            wanted = conv2d(inputs, truth[0], truth[1], stride=self.stride)
+        return inputs, wanted

@@ -64,7 +64,6 @@ __all__ = [
     "Problem",
     "Training",
     "curvature",
-    "sample_patches",
     "train",
 ]
 
@@ -197,25 +196,6 @@ def curvature(problem: _Normalized) -> tuple[float, float]:
     values = np.linalg.eigvalsh((hessian + hessian.T) / 2)
     top = float(values[-1])
     return top, min(max(float(values[0]), top * 1e-9), top)
-
-
-def sample_patches(
-    grids: list[tuple[int, int]], size: int, count: int, rng: np.random.Generator
-) -> list[tuple[int, int, int]]:
-    """``count`` random ``size`` x ``size`` windows over grids of ``(H, W)``, each grid
-    drawn in proportion to its number of windows: ``[(grid, top, left)]``."""
-    places = [max(0, (h - size + 1) * (w - size + 1)) for h, w in grids]
-    total = sum(places)
-    if total == 0:
-        raise CnnFiltersError(f"every input is smaller than a {size} x {size} training patch")
-    picks = rng.choice(len(grids), size=count, p=np.array(places, dtype=np.float64) / total)
-    windows = []
-    for index in picks:
-        height, width = grids[index]
-        top = int(rng.integers(0, height - size + 1))
-        left = int(rng.integers(0, width - size + 1))
-        windows.append((int(index), top, left))
-    return windows
 
 
 def train(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,32 +75,30 @@ def learn(
 ) -> LearnRun:
     """Read ``inputs``, fit, check, and write ``targets``; never raises for a bad input."""
     report = RunReport("learn", options=options.options())
-    images: list[LoadedImage] = []
-    for path in inputs:
-        try:
-            images.append(load_image(path, read))
-        except CnnFiltersError as exc:
-            report.inputs.append(InputReport(os.fsdecode(path), error=str(exc),
-                                             exit_code=max(exc.exit_code, EXIT_IO)))  # fmt: skip
     label = _label(options, inputs)
-    needed = 2 if options.what == "pair" else 1
-    if len(images) < needed or (options.what == "pair" and report.inputs):
-        return LearnRun(report, None, [])  # each unreadable input has said why
     item = InputReport(label)
-    report.inputs.append(item)
+    errors: list[InputReport] = []  # unreadable inputs, listed before the fit's entry
+    reader = _Reader(inputs, read, errors, item.notices)
     try:
         for path in inputs:  # never an input overwritten
             check_targets({"learn": list(targets.values())}, path, force=force)
-        for image in images:
-            item.notices.extend(f"{image.path}: {notice}" for notice in image.notices)
         if options.what == "pair":
+            images = list(reader)
+            if len(images) < 2:
+                report.inputs = errors  # each unreadable input has said why
+                return LearnRun(report, None, [])
             learned = options.fit(images[:1], images[1], on_step=on_step)
         else:
-            learned = options.fit(images, on_step=on_step)
+            # One image at a time: each is cut into windows and let go.
+            learned = options.fit(reader, on_step=on_step)
     except CnnFiltersError as exc:
-        item.error = str(exc) if str(exc).startswith(label) else f"{label}: {exc}"
-        item.exit_code = exc.exit_code
+        report.inputs = errors
+        if reader.count or not errors:  # else: no input could be read, and each said why
+            item.error = str(exc) if str(exc).startswith(label) else f"{label}: {exc}"
+            item.exit_code = exc.exit_code
+            report.inputs.append(item)
         return LearnRun(report, None, [])
+    report.inputs = [*errors, item]
     item.checks.extend(learned.checks)
     item.notices.extend(learned.notices)
     item.info.update(learned.info, **_layers(learned))
@@ -116,6 +114,28 @@ def learn(
             "(exactly where the result stays within 0..255: convolve scales what does not)"
         )
     return LearnRun(report, learned, _kernels(learned))
+
+
+class _Reader:
+    """The inputs decoded one at a time; an unreadable one becomes an error entry."""
+
+    def __init__(
+        self, paths: list[Path], options: ReadOptions, errors: list[InputReport], notices: list[str]
+    ) -> None:
+        self.paths, self.options, self.errors, self.notices = paths, options, errors, notices
+        self.count = 0
+
+    def __iter__(self) -> Iterator[LoadedImage]:
+        for path in self.paths:
+            try:
+                image = load_image(path, self.options)
+            except CnnFiltersError as exc:
+                self.errors.append(InputReport(os.fsdecode(path), error=str(exc),
+                                               exit_code=max(exc.exit_code, EXIT_IO)))  # fmt: skip
+                continue
+            self.count += 1
+            self.notices.extend(f"{image.path}: {notice}" for notice in image.notices)
+            yield image
 
 
 def _label(options: LearnOptions, inputs: list[Path]) -> str:

@@ -259,3 +259,21 @@ def test_a_pair_with_a_missing_input_is_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "learn", "pair", PHOTO, tmp_path / "gone.png", "-q")
     assert code == 3
     assert err == f"cnnfilters: error: {tmp_path / 'gone.png'}: no such file\n"
+
+
+def test_inputs_are_taken_one_at_a_time_and_a_too_small_one_is_said(tmp_path):
+    small = tmp_path / "small.png"
+    Image.new("RGB", (10, 10), (40, 80, 120)).save(small)
+    seen = []
+
+    def images():  # a generator: fit never holds more than the image it cuts
+        for path in (small, PHOTO):
+            seen.append(path)
+            yield load_image(path)
+
+    learned = LearnOptions(what="avgpool", k=2).fit(images())
+    assert seen == [small, PHOTO]
+    assert "1 image plane(s) smaller than a training window (32 x 32 pixels): not used" in (
+        learned.notices
+    )
+    assert all(check.passed for check in learned.checks)
