@@ -222,8 +222,10 @@ def run(
     threads = 1 if len(sources) > 1 else None
     if _run_pending(command, pending, settings, threads, recorder):
         remove_stale_temporary_files(folders)  # a worker was killed: its writes are orphans
-    if settings.sync_once and recorder.summary.done:
-        os.sync()  # the batch's files, written without an fsync each, reach the disk
+    if settings.sync_once and recorder.summary.done and not recorder.summary.interrupted:
+        # The batch's files, written without an fsync each, reach the disk. Not after
+        # Ctrl-C, which ends the run at once: the page cache keeps them all the same.
+        os.sync()
     for index in sorted(recorder.results):
         report.inputs.extend(recorder.results[index])
     recorder.summary.seconds = time.perf_counter() - started
