@@ -839,9 +839,8 @@ class LearnOptions:
                             steps=training.steps, stopped=training.stopped,
                             loss=training.loss, seconds=round(training.seconds, 3),
                             optimizer=training.optimizer, lr=training.lr,
-                            momentum=training.momentum)  # fmt: skip
-        if training.curvature is not None:
-            learned.info["curvature"] = list(training.curvature)
+                            momentum=training.momentum,
+                            curvature=list(training.curvature))  # fmt: skip
         if pool.small:
             learned.notices.append(
                 f"{pool.small} image plane(s) smaller than a training window "

@@ -122,8 +122,8 @@ class Training:
     stopped: str  # "tol", "converged", "plateau" or "steps"
     optimizer: str
     lr: float
-    momentum: float | None = None
-    curvature: tuple[float, float] | None = None  # (L, mu)
+    momentum: float | None  # None: not momentum
+    curvature: tuple[float, float]  # (L, mu), the Hessian's extreme eigenvalues
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -262,7 +262,7 @@ def _stop_reason(loss: float, tol: float, grads: tuple[np.ndarray, ...], mu: flo
 
 
 def _optimizer(
-    name: str, lr: float | None, measured: tuple[float, float] | None
+    name: str, lr: float | None, measured: tuple[float, float]
 ) -> tuple[Callable[[int, tuple, tuple], None], float, float | None]:
     """``(update(step, params, grads), lr, momentum)`` for ``name``."""
     if name == "sgd":

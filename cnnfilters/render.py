@@ -254,7 +254,6 @@ class LossProgress:
 
 def render_learned(learned: Any, label: str) -> None:
     """The learned layer beside the construction's (or the least-squares one)."""
-    from rich.panel import Panel
     from rich.table import Table
 
     console = _console(highlight=False)
@@ -278,13 +277,8 @@ def render_learned(learned: Any, label: str) -> None:
                 (f"learned w[{o}, {c}]", learned.weight, learned.bias),
                 (f"{other} w[{o}, {c}]", beside[0], beside[1]),
             ):
-                grid = Table.grid(padding=(0, 1))
-                for _ in range(weight.shape[3]):
-                    grid.add_column(justify="right")
-                for row in weight[o, c]:
-                    grid.add_row(*(f"{v:.6f}" for v in row))
                 subtitle = f"bias {bias[o]:.4g}" if c == 0 else None
-                panels.append(Panel(grid, title=title, subtitle=subtitle, expand=False))
+                panels.append(_matrix_panel(weight[o, c], title, "{:.6f}", subtitle))
             layout.add_row(*panels)
     console.print(layout)
 
@@ -314,8 +308,6 @@ def render_demo(summary: dict) -> None:
 def render_kernels(chosen: list[Any]) -> None:
     """Each construction's weight tensor as aligned matrices, one panel per ``w[o, c]``."""
     from rich.columns import Columns
-    from rich.panel import Panel
-    from rich.table import Table
 
     console = _console(highlight=False)
     for construction in chosen:
@@ -326,15 +318,21 @@ def render_kernels(chosen: list[Any]) -> None:
             f"stride {construction.stride}, padding {construction.padding}, "
             f"groups {construction.groups}"
         )
-        panels = []
-        for o in range(weight.shape[0]):
-            for c in range(weight.shape[1]):
-                grid = Table.grid(padding=(0, 1))
-                for _ in range(weight.shape[3]):
-                    grid.add_column(justify="right")
-                for row in weight[o, c]:
-                    grid.add_row(*(f"{v:.6g}" for v in row))
-                panels.append(Panel(grid, title=f"w[{o}, {c}]", expand=False))
+        panels = [_matrix_panel(weight[o, c], f"w[{o}, {c}]", "{:.6g}")
+                  for o in range(weight.shape[0]) for c in range(weight.shape[1])]  # fmt: skip
         console.print(Columns(panels))
         for note in construction.notes:
             console.print(f"  [dim]{note}[/]")
+
+
+def _matrix_panel(matrix: Any, title: str, fmt: str, subtitle: str | None = None) -> Any:
+    """One kernel as a panel of right-aligned numbers."""
+    from rich.panel import Panel
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 1))
+    for _ in range(matrix.shape[1]):
+        grid.add_column(justify="right")
+    for row in matrix:
+        grid.add_row(*(fmt.format(v) for v in row))
+    return Panel(grid, title=title, subtitle=subtitle, expand=False)

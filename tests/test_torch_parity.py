@@ -38,6 +38,18 @@ def test_conv2d_agrees_with_torch(seed):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
 
+def _autograd(layer, x: np.ndarray, weight: np.ndarray, rng: np.random.Generator):
+    """torch's backward pass of ``layer`` (weights set to ``weight``) at ``x`` for a random
+    upstream gradient: ``(x as a tensor holding its .grad, the upstream gradient)``."""
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight))
+    x_t = torch.from_numpy(x).requires_grad_(True)
+    y = layer(x_t)
+    grad_out = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    y.backward(torch.from_numpy(grad_out))
+    return x_t, grad_out
+
+
 @pytest.mark.parametrize("seed", range(200))
 def test_conv2d_grad_agrees_with_torch_autograd(seed):
     rng = np.random.default_rng(5000 + seed)
@@ -48,12 +60,7 @@ def test_conv2d_grad_agrees_with_torch_autograd(seed):
     bias = seed % 2 == 1
     layer = torch.nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
                             groups=groups, bias=bias, padding_mode=mode)  # fmt: skip
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(weight))
-    x_t = torch.from_numpy(x).requires_grad_(True)
-    y = layer(x_t)
-    grad_out = rng.standard_normal(tuple(y.shape)).astype(np.float32)
-    y.backward(torch.from_numpy(grad_out))
+    x_t, grad_out = _autograd(layer, x, weight, rng)
     one = seed % 3 == 0 and n == 1  # one image (C, H, W) too
     dx, dw, db = conv2d_grad(x[0] if one else x, weight, grad_out[0] if one else grad_out,
                              stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -78,12 +85,7 @@ def test_conv2d_grad_with_many_channels_agrees_with_torch_autograd(seed):
     weight = rng.standard_normal((c_out, c_in // groups, 3, 2)).astype(np.float32)
     layer = torch.nn.Conv2d(c_in, c_out, (3, 2), stride=stride, padding=padding, groups=groups,
                             padding_mode=mode)  # fmt: skip
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(weight))
-    x_t = torch.from_numpy(x).requires_grad_(True)
-    y = layer(x_t)
-    grad_out = rng.standard_normal(tuple(y.shape)).astype(np.float32)
-    y.backward(torch.from_numpy(grad_out))
+    x_t, grad_out = _autograd(layer, x, weight, rng)
     dx, dw, db = conv2d_grad(x, weight, grad_out, stride=stride, padding=padding, groups=groups,
                              padding_mode=mode)  # fmt: skip
     np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-4, atol=1e-4)
