@@ -54,7 +54,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .commands import Command
-    from .inputs import Source
+    from .inputs import InputStream, Source
     from .report import RunReport
     from .run import Settings
 
@@ -365,31 +365,40 @@ def _run_image_command(command: Command, inputs: list[Path], shared: Shared) -> 
     raise typer.Exit(code)
 
 
-def _sources(inputs: list[Path], shared: Shared, scratch: Path) -> list[Source]:
-    from .inputs import expand_inputs, stdin_source
+def _sources(inputs: list[Path], shared: Shared, scratch: Path) -> InputStream:
+    """The run's inputs, streamed: a folder is read when the run gets to it."""
+    import itertools
 
-    sources = []
+    from .inputs import InputStream, stdin_source, stream_inputs
+
+    parts: list[Any] = []
+    named: list[Source] = []
     for spec in inputs:
         if os.fsdecode(spec) == "-":
             if sys.stdin is None or sys.stdin.isatty():
                 raise CnnFiltersError("-: no image on standard input (pipe one in)")
-            sources.append(stdin_source(sys.stdin.buffer.read(), scratch))
+            source = stdin_source(sys.stdin.buffer.read(), scratch)
+            parts.append([source])
+            named.append(source)
         else:
-            sources.extend(expand_inputs([spec], recursive=shared.recursive))
-    if not sources:
+            found = stream_inputs([spec], recursive=shared.recursive)
+            parts.append(found)
+            named.extend(found.named)
+    sources = InputStream(itertools.chain.from_iterable(parts), named)
+    if not sources.peek(1):
         raise CnnFiltersError("no input files (the folders given hold no images)")
     return sources
 
 
-def _check_outputs(command: Command, shared: Shared, sources: int) -> bool:
+def _check_outputs(command: Command, shared: Shared, several: bool) -> bool:
     """Refuse -o combinations that cannot work; whether the image goes to stdout."""
     to_stdout = shared.output is not None and os.fsdecode(shared.output) == "-"
     if to_stdout and len(command.outputs()) != 1:
         raise CnnFiltersError(f"-o - writes one image; {command.name} writes several (use -o STEM)")
     if to_stdout and (shared.json_ or shared.jsonl or shared.raw):
         raise CnnFiltersError("-o - puts the image on standard output: no --json/--jsonl/--raw")
-    if shared.output is not None and sources > 1:
-        raise CnnFiltersError(f"-o/--output takes one input, got {sources}; use --out-dir")
+    if shared.output is not None and several:
+        raise CnnFiltersError("-o/--output takes one input, got several; use --out-dir")
     if shared.output is not None and shared.out_dir is not None:
         raise CnnFiltersError("use either -o/--output or --out-dir, not both")
     return to_stdout
@@ -433,26 +442,24 @@ def _announcer(
 
 
 def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scratch: Path) -> int:
-    from .run import plan, run
+    from .run import run
 
     sources = _sources(inputs, shared, scratch)
-    to_stdout = _check_outputs(command, shared, len(sources))
+    several = len(sources.peek(2)) > 1  # the rest is read as the run goes
+    to_stdout = _check_outputs(command, shared, several)
     output = scratch / "stdout.png" if to_stdout else shared.output
     settings = shared.settings(output=output)
     if shared.dry_run:
-        for source, targets in plan(command, sources, settings).items():
-            for target in targets:
-                sys.stdout.write(f"{os.fsdecode(source)} -> {os.fsdecode(target)}\n")
-        return EXIT_OK
+        return _dry_run(command, sources, settings)
     quiet = shared.quiet or to_stdout
     # Every input's entry is kept only for what shows them all at the end: the
     # table, --json, --report, --html. A quiet or --jsonl batch keeps counts.
     shows_table = not (quiet or shared.jsonl or shared.json_)
     keep = shows_table or shared.json_ or shared.html is not None
     # A batch syncs its files once at the end rather than one by one.
-    settings = dataclasses.replace(settings, keep=keep, sync_once=len(sources) > 1)
+    settings = dataclasses.replace(settings, keep=keep, sync_once=several)
     startup.tune_malloc()
-    progress = render.Progress(len(sources), enabled=not quiet and sys.stderr.isatty())
+    progress = render.Progress(enabled=several and not quiet and sys.stderr.isatty())
     if shared.report is not None and settings.destination.out_dir is not None:
         from .outputs import make_folder
 
@@ -474,16 +481,30 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
             render.error(str(exc))
             code = max(code, exc.exit_code)
     code = max(code, summary.exit_code)  # the counts, when the entries were not kept
-    if len(sources) > 1 and not quiet and sys.stderr.isatty():
+    if several and not quiet and sys.stderr.isatty():
         render.write_stderr(f"cnnfilters: {summary.line()}")
     if shared.html is not None:
         code = max(code, _write_html(shared.html, [(report, command.kernels())],
                                      title=f"cnnfilters {command.name}"))  # fmt: skip
     if summary.interrupted:
-        render.error(f"interrupted; {summary.not_done} input(s) not done")
+        render.error(f"interrupted; {summary.not_done_text}")
         code = EXIT_INTERRUPTED
     if to_stdout and output.exists():
         _image_to_stdout(output, shared.out_format.value, quiet=shared.quiet)
+    return code
+
+
+def _dry_run(command: Command, sources: InputStream, settings: Any) -> int:
+    """Each input's outputs, a line each, as they are planned; nothing is written."""
+    from .run import plan_outputs
+
+    code = EXIT_OK
+    for source, targets, refused in plan_outputs(command, sources, settings):
+        if refused is not None:
+            render.error(refused.error)
+            code = max(code, refused.exit_code)
+        for target in targets if refused is None else []:
+            sys.stdout.write(f"{os.fsdecode(source.path)} -> {os.fsdecode(target)}\n")
     return code
 
 

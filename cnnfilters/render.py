@@ -175,10 +175,12 @@ def _shown(text: str) -> str:
 
 
 class Progress:
-    """A Rich progress bar on stderr, only when it is a terminal."""
+    """A Rich progress bar on stderr, only when it is a terminal. The total is known
+    once every folder has been read (a large tree is read as the run goes): until
+    then the bar counts files without an end."""
 
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled and total > 1
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
         self._bar = None
         self._task = None
         self._started = time.perf_counter()
@@ -201,13 +203,14 @@ class Progress:
                 console=Console(stderr=True), transient=True,
             )  # fmt: skip
             self._bar.__enter__()
-            self._task = self._bar.add_task("files", total=self.total, rate="")
+            self._task = self._bar.add_task("files", total=None, rate="")
         return self
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int | None) -> None:
         if self._bar is not None:
             elapsed = max(time.perf_counter() - self._started, 1e-9)
-            self._bar.update(self._task, completed=done, rate=f"{done / elapsed:.1f} files/s")
+            self._bar.update(self._task, completed=done, total=total,
+                             rate=f"{done / elapsed:.1f} files/s")  # fmt: skip
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:

@@ -217,7 +217,7 @@ def test_usage_errors_exit_2(rgb_png, tmp_path):
     assert invoke("gradient", rgb_png, "--padding", "mirror").exit_code == 2
     assert invoke("avgpool", rgb_png, "-k", "0").exit_code == 2
     result = invoke("grayscale", rgb_png, rgb_png, "-o", tmp_path / "x.png")
-    assert result.exit_code == 2 and "-o/--output takes one input, got 2" in result.stderr
+    assert result.exit_code == 2 and "-o/--output takes one input, got several" in result.stderr
 
 
 def test_a_failed_check_exits_1(gray_png, monkeypatch):

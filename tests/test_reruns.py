@@ -70,17 +70,14 @@ def test_a_file_written_meanwhile_by_another_run_is_never_replaced(tmp_path):
 
 
 def test_an_unreadable_subfolder_is_an_error_not_a_silent_skip(folder, capsys, monkeypatch):
-    real_walk = os.walk
+    real_scandir = os.scandir
 
-    def walk(top, onerror=None, **kwargs):
-        for entry in real_walk(top, onerror=onerror, **kwargs):
-            parent, dirs, names = entry
-            if Path(parent) == folder and "sub" in dirs:
-                dirs.remove("sub")
-                onerror(PermissionError(13, "Permission denied", os.fsdecode(folder / "sub")))
-            yield parent, dirs, names
+    def scandir(path="."):
+        if isinstance(path, (str, os.PathLike)) and Path(path) == folder / "sub":
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))  # as without x
+        return real_scandir(path)
 
-    monkeypatch.setattr(inputs.os, "walk", walk)
+    monkeypatch.setattr(inputs.os, "scandir", scandir)
     code, _, err = run(capsys, "grayscale", "-r", folder, "-q")
     assert code == 3
     assert err.strip() == (

@@ -1,0 +1,151 @@
+"""Large trees are read as the run goes: a folder when the run gets there, its checks
+local to it, in memory that does not grow with the number of inputs."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import run_cli as run
+from PIL import Image
+
+import cnnfilters.run as run_module
+from cnnfilters import inputs
+from cnnfilters.commands import GrayscaleOptions
+from cnnfilters.inputs import Source, expand_inputs, stream_inputs
+from cnnfilters.outputs import Destination
+from cnnfilters.run import Settings, plan_outputs
+
+RNG = np.random.default_rng(23)
+
+
+def _image(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(RNG.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    for name in ("b.png", "a.png", "m/c.png", "m/n/d.png", "z/e.png", "a0/f.png"):
+        _image(root / name)
+    (root / "m" / "notes.txt").write_text("not an image")
+    return root
+
+
+def _scandir_calls(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = os.scandir
+
+    def scandir(path="."):
+        calls.append(os.fsdecode(path))
+        return real(path)
+
+    monkeypatch.setattr(inputs.os, "scandir", scandir)
+    return calls
+
+
+def test_a_folder_lists_its_files_then_its_subfolders_each_by_name(tree):
+    found = [s.path.relative_to(tree).as_posix() for s in expand_inputs([tree], recursive=True)]
+    assert found == ["a.png", "b.png", "a0/f.png", "m/c.png", "m/n/d.png", "z/e.png"]
+    # A pattern lists its matches in the same order.
+    globbed = expand_inputs([f"{tree}/**/*.png"])
+    assert [s.path.relative_to(tree).as_posix() for s in globbed] == found
+
+
+def test_folders_are_read_only_when_the_run_gets_there(tree, monkeypatch):
+    calls = _scandir_calls(monkeypatch)
+    found = stream_inputs([tree], recursive=True)
+    assert calls == []  # nothing read yet
+    assert [s.path.name for s in found.peek(2)] == ["a.png", "b.png"]
+    assert calls == [os.fsdecode(tree)]  # the top folder only
+    seen_at_first_input = []
+    settings = Settings(destination=Destination(out_dir=tree.parent / "out"), keep=False)
+    run_module.run(GrayscaleOptions(), found, settings,
+                   on_input=lambda item: seen_at_first_input.append(len(calls)))  # fmt: skip
+    # The first image ran when the next folder only had been read (the end of a
+    # folder's files is known at the first file of the next).
+    assert seen_at_first_input[0] == 2
+    assert len(calls) == 5 and len(seen_at_first_input) == 6
+
+
+def test_a_found_file_writing_another_ones_output_is_refused_the_others_run(tmp_path, capsys):
+    folder = tmp_path / "in"
+    for name in ("a.png", "a.jpg", "b.png"):
+        _image(folder / name)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "grayscale", folder, "--out-dir", out, "-q")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert f"{folder / 'a.jpg'} and {folder / 'a.png'} would both write" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == ["a.grayscale.png", "b.grayscale.png"]
+
+
+def test_two_folder_arguments_mirrored_into_one_out_dir_cannot_write_one_file(tmp_path, capsys):
+    first, second, out = tmp_path / "one", tmp_path / "two", tmp_path / "out"
+    _image(first / "x.png")
+    _image(second / "x.png")
+    _image(second / "y.png")
+    code, _, err = run(capsys, "grayscale", first, second, "--out-dir", out, "-q")
+    assert code == 2
+    assert err.strip() == (
+        f"cnnfilters: error: {second / 'x.png'}: its output {out / 'x.grayscale.png'} is also "
+        "the output of an input of another folder argument; use --name, or separate "
+        "--out-dir runs"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["x.grayscale.png", "y.grayscale.png"]
+    # The same folder given twice is the same inputs, not a clash.
+    items = list(plan_outputs(GrayscaleOptions(), expand_inputs([first, first]),
+                              Settings(destination=Destination(out_dir=out))))  # fmt: skip
+    assert [item.refused for item in items] == [None, None]
+
+
+def test_a_dry_run_names_a_refused_input_and_goes_on(tmp_path, capsys):
+    folder = tmp_path / "in"
+    for name in ("a.png", "a.jpg", "b.png"):
+        _image(folder / name)
+    code, out, err = run(capsys, "grayscale", folder, "--out-dir", tmp_path / "o", "--dry-run")
+    assert code == 2
+    assert [line.split(" -> ")[0] for line in out.splitlines()] == [
+        os.fsdecode(folder / "a.jpg"),
+        os.fsdecode(folder / "b.png"),
+    ]
+    assert f"{folder / 'a.jpg'} and {folder / 'a.png'} would both write" in err and not (tmp_path / "o").exists()
+
+
+def test_a_stopped_run_counts_what_it_left_within_half_a_second(tree):
+    settings = Settings()
+    recorder = run_module._Recorder(None, None)
+    planner = run_module._Planner(GrayscaleOptions(), settings, [])
+    pending = run_module._Pending(planner, stream_inputs([tree], recursive=True), settings,
+                                  recorder)  # fmt: skip
+    next(iter(pending))
+    pending.not_done()
+    assert (recorder.summary.not_done, recorder.summary.not_counted) == (6, False)
+    pending = run_module._Pending(planner, stream_inputs([tree], recursive=True), settings,
+                                  recorder)  # fmt: skip
+    assert pending.count_rest(seconds=-1) == (1, False)  # out of time: a lower bound
+    recorder.summary.not_done, recorder.summary.not_counted = 3, True
+    assert recorder.summary.not_done_text == "at least 3 input(s) not done"
+
+
+def test_chunks_grow_for_small_files_and_stay_single_for_large_ones():
+    sources = iter([(index, Source(Path(f"{index}.png"))) for index in range(100)])
+    chunks = run_module._Chunks(sources, jobs=2)
+    first = next(chunks)
+    assert len(first) == 1  # one at a time until an input has been timed
+
+    def finished(seconds: float, count: int) -> Future:
+        future: Future = Future()
+        future.set_result((seconds, [[] for _ in range(count)]))
+        return future
+
+    chunks.outcomes(finished(0.001, 1), first)  # 1 ms an input
+    assert len(next(chunks)) == run_module._CHUNK_MAX
+    chunks.outcomes(finished(2.0, 16), [(0, first[0][1])] * 16)  # 125 ms an input
+    assert len(next(chunks)) == 1
