@@ -373,6 +373,7 @@ def _sources(inputs: list[Path], shared: Shared, scratch: Path) -> InputStream:
 
     parts: list[Any] = []
     named: list[Source] = []
+    arguments = 0
     for spec in inputs:
         if os.fsdecode(spec) == "-":
             if sys.stdin is None or sys.stdin.isatty():
@@ -382,9 +383,10 @@ def _sources(inputs: list[Path], shared: Shared, scratch: Path) -> InputStream:
             named.append(source)
         else:
             found = stream_inputs([spec], recursive=shared.recursive)
-            parts.append(found)
+            parts.append(found.items())
             named.extend(found.named)
-    sources = InputStream(itertools.chain.from_iterable(parts), named)
+            arguments += found.arguments
+    sources = InputStream(itertools.chain.from_iterable(parts), named, arguments=arguments)
     if not sources.peek(1):
         raise CnnFiltersError("no input files (the folders given hold no images)")
     return sources

@@ -21,6 +21,7 @@ from .errors import InputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "Found",
     "InputStream",
     "Source",
     "expand_inputs",
@@ -55,32 +56,103 @@ class Source:
         return self.path.parent.relative_to(self.root)
 
 
+@dataclass(frozen=True)
+class Found:
+    """The image files found in one folder, sorted by name: one string each until the
+    run takes them (a folder of a million files is a list of names, not of paths)."""
+
+    folder: Path
+    root: Path
+    names: list[str]
+
+    def sources(self) -> Iterator[Source]:
+        for name in self.names:
+            yield Source(self.folder / name, self.root)
+
+
 class InputStream:
     """A run's inputs, read as they are needed: iterate once.
 
     ``named`` are the files the user named (bounded by the command line: the
-    run checks them all before any work); the rest come folder by folder, a
-    folder's files together. :meth:`peek` reads ahead without losing anything.
+    run checks them all before any work); the rest come a folder at a time
+    (:meth:`items`: a :class:`Found` per folder, or a :class:`Source`).
+    :meth:`peek` reads ahead without losing anything. ``arguments``: how many
+    folder arguments and patterns it was made of.
     """
 
-    def __init__(self, sources: Iterable[Source], named: Sequence[Source] = ()) -> None:
+    def __init__(
+        self,
+        items: Iterable[Source | Found],
+        named: Sequence[Source] = (),
+        *,
+        arguments: int = 1,
+    ) -> None:
         self.named = list(named)
-        self._rest = iter(sources)
-        self._ahead: list[Source] = []
+        self.arguments = arguments
+        self._rest = iter(items)
+        self._ahead: list[Source | Found] = []
+
+    @classmethod
+    def of(cls, sources: Iterable[Source]) -> InputStream:
+        """Sources listed in advance (a folder's found files grouped as a :class:`Found`)."""
+        listed = list(sources)
+        roots = {source.root for source in listed if source.expanded}
+        return cls(_grouped(listed), [s for s in listed if not s.expanded], arguments=len(roots))
 
     def peek(self, count: int) -> list[Source]:
         """Up to ``count`` first inputs, still to come when iterating."""
-        if len(self._ahead) < count:
-            self._ahead.extend(itertools.islice(self._rest, count - len(self._ahead)))
-        return self._ahead[:count]
+        while sum(_count(item) for item in self._ahead) < count:
+            item = next(self._rest, None)
+            if item is None:
+                break
+            self._ahead.append(item)
+        return list(itertools.islice(_flat(self._ahead), count))
 
-    def __iter__(self) -> Iterator[Source]:
+    def items(self) -> Iterator[Source | Found]:
         ahead, self._ahead = self._ahead, []
         yield from ahead
         yield from self._rest
 
+    def __iter__(self) -> Iterator[Source]:
+        return _flat(self.items())
 
-def _walk(folder: Path, root: Path, recursive: bool) -> Iterator[Source]:
+
+def _count(item: Source | Found) -> int:
+    return len(item.names) if isinstance(item, Found) else 1
+
+
+def _flat(items: Iterable[Source | Found]) -> Iterator[Source]:
+    for item in items:
+        if isinstance(item, Found):
+            yield from item.sources()
+        else:
+            yield item
+
+
+def _grouped(sources: list[Source]) -> Iterator[Source | Found]:
+    """Consecutive found files of one folder as one :class:`Found`."""
+
+    def key(source: Source) -> tuple:
+        if source.expanded and source.error is None and source.folder is None:
+            return (source.path.parent, source.root)
+        return (id(source),)
+
+    for _, run in itertools.groupby(sources, key=key):
+        group = list(run)
+        first = group[0]
+        if key(first)[0] == id(first):
+            yield first
+            continue
+        names = [first.path.name]
+        for source in group[1:]:
+            if source.path.name <= names[-1]:  # the folder again (given twice): a new group
+                yield Found(first.path.parent, first.root, names)
+                names = []
+            names.append(source.path.name)
+        yield Found(first.path.parent, first.root, names)
+
+
+def _walk(folder: Path, root: Path, recursive: bool) -> Iterator[Source | Found]:
     """The image files of ``folder`` by name, then (``recursive``) each subfolder's, by
     name; a folder that cannot be read is an error entry (never skipped silently).
 
@@ -99,10 +171,10 @@ def _walk(folder: Path, root: Path, recursive: bool) -> Iterator[Source]:
         message = f"{folder}: cannot read this folder ({exc.strerror or exc})"
         yield Source(folder, root, error=message)
         return
-    files.sort()
+    if files:
+        files.sort()
+        yield Found(folder, root, files)
     folders.sort()
-    for name in files:
-        yield Source(folder / name, root)
     for name in folders:
         yield from _walk(folder / name, root, recursive)
 
@@ -114,7 +186,7 @@ def _is_file(entry: os.DirEntry) -> bool:
         return True
 
 
-def _folder(path: Path, recursive: bool) -> Iterator[Source]:
+def _folder(path: Path, recursive: bool) -> Iterator[Source | Found]:
     """A folder argument's inputs; a folder without any image is one entry that says so."""
     found = _walk(path, path, recursive)
     first = next(found, None)
@@ -144,22 +216,27 @@ def stream_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False
     nothing, or a path that does not exist, stays as it is and is reported as a
     missing file.
     """
-    parts: list[Iterable[Source]] = []
+    parts: list[Iterable[Source | Found]] = []
     named: list[Source] = []
+    arguments = 0
     for spec in specs:
         text = os.fsdecode(spec)
         path = Path(text)
         if text != "-" and _GLOB_CHARACTERS & set(text) and not path.exists():
             matched = _pattern(text)
-            parts.append(matched if matched is not None else [Source(path)])
             if matched is None:
+                parts.append([Source(path)])
                 named.append(Source(path))
+            else:
+                parts.append(_grouped(matched))
+                arguments += 1
         elif path.is_dir():
             parts.append(_folder(path, recursive))
+            arguments += 1
         else:
             parts.append([Source(path)])
             named.append(Source(path))
-    return InputStream(itertools.chain.from_iterable(parts), named)
+    return InputStream(itertools.chain.from_iterable(parts), named, arguments=arguments)
 
 
 def expand_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False) -> list[Source]:

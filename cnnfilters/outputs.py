@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +45,7 @@ __all__ = [
     "check_targets",
     "make_folder",
     "output_complete",
+    "output_filenames",
     "output_targets",
     "png_to_format",
     "remove_stale_temporary_files",
@@ -134,16 +135,39 @@ def output_path(
             return output
         stem = output.with_suffix("") if output.suffix.lower() == ".png" else output
         return stem.parent / f"{stem.name}.{name}.png"
-    template = destination.template
+    filename = _filename(destination.template, source.stem, name, source.suffix)
+    return (folder if folder is not None else source.parent) / filename
+
+
+def _filename(template: str, stem: str, name: str, suffix: str) -> str:
     try:
-        filename = template.format(stem=source.stem, output=name, ext=source.suffix.lstrip("."))
+        filename = template.format(stem=stem, output=name, ext=suffix.lstrip("."))
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         raise CnnFiltersError(
             f"name template {template!r} is not valid ({exc}); use {{stem}}, {{output}}, {{ext}}"
         ) from None
     if "/" in filename or not filename:
         raise CnnFiltersError(f"name template {template!r} must give a file name, got {filename!r}")
-    return (folder if folder is not None else source.parent) / filename
+    return filename
+
+
+def output_filenames(source: str, names: Sequence[str], destination: Destination) -> list[str]:
+    """The file names (no folder) of :func:`output_targets` for an input named
+    ``source``, without making a path: what planning a large folder asks for each
+    of its files. Not for ``destination.output`` (one input's own file name).
+
+    >>> output_filenames("cat.jpg", ["dx", "dy"], Destination(raw=True))
+    ['cat.dx.png', 'cat.dx.npy', 'cat.dy.png', 'cat.dy.npy']
+    """
+    pure = PurePath(source)
+    stem, suffix = pure.stem, pure.suffix
+    files = []
+    for name in names:
+        png = _filename(destination.template, stem, name, suffix)
+        files.append(png)
+        if destination.raw:
+            files.append(str(PurePath(png).with_suffix(".npy")))
+    return files
 
 
 def output_targets(

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 import warnings
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -39,12 +40,13 @@ from .errors import (
     OutputError,
 )
 from .images import LoadedImage, ReadOptions, load_frames
-from .inputs import InputStream, Source
+from .inputs import Found, InputStream, Source
 from .outputs import (
     Destination,
     check_targets,
     make_folder,
     output_complete,
+    output_filenames,
     output_targets,
     remove_stale_temporary_files,
     remove_temporary_files,
@@ -159,7 +161,7 @@ def plan_outputs(
     is refused (exit 2), the others go on.
     """
     inputs = _as_inputs(sources)
-    yield from _Planner(command, settings, inputs.named).plan(inputs)
+    yield from _Planner(command, settings, inputs).plan(inputs)
 
 
 def plan(
@@ -171,36 +173,26 @@ def plan(
 
 
 def _as_inputs(sources: Iterable[Source] | InputStream) -> InputStream:
-    if isinstance(sources, InputStream):
-        return sources
-    listed = list(sources)
-    return InputStream(listed, named=[source for source in listed if not source.expanded])
-
-
-def _folder_key(source: Source) -> tuple:
-    """Inputs with one key are planned together: a folder's found files (their outputs
-    all go to one folder), or one named file."""
-    if not source.expanded:
-        return (id(source),)
-    return (os.path.dirname(os.fspath(source.path)), source.root, source.folder)
+    return sources if isinstance(sources, InputStream) else InputStream.of(sources)
 
 
 class _Planner:
-    """Plans a folder's inputs at a time; what it keeps between folders is bounded: the
-    named files' outputs, and 16 bytes per found input's output (see :class:`_Claims`).
+    """Plans a folder's inputs at a time, keeping between folders only what is bounded:
+    the named files' outputs, and (with several folder arguments) 16 bytes per output.
 
     The checks that need to see several inputs at once are local to a folder:
     an output goes beside its input or to the mirror of its folder under
     --out-dir, and a name template cannot contain a separator. Only two folder
-    arguments mirrored into one --out-dir can meet, which the claims catch.
+    arguments mirrored into one --out-dir can meet, which :class:`_Claims` catches.
     """
 
-    def __init__(self, command: Command, settings: Settings, named: Sequence[Source]) -> None:
+    def __init__(self, command: Command, settings: Settings, inputs: InputStream) -> None:
         self.names = command.outputs()
         self.settings = settings
         self.absolute = _absolute_paths()
         out_dir = settings.destination.out_dir
         self.inside = None if out_dir is None else self.absolute(out_dir) + os.sep
+        named = inputs.named
         self.named = {source.path: self._targets(source, settings.folder_for(source))
                       for source in named if source.error is None}  # fmt: skip
         self.owner: dict[str, Path] = {}
@@ -210,67 +202,106 @@ class _Planner:
                 if first != source.path:
                     raise CnnFiltersError(_both_write(first, source.path, target))
         self.identities = _identities(self.named)
-        self.claims = _Claims()
+        self.claims = _Claims() if inputs.arguments > 1 else None
 
-    def plan(self, inputs: Iterable[Source]) -> Iterator[Planned]:
-        for _, group in itertools.groupby(inputs, key=_folder_key):
-            yield from self.group(list(group))
+    def plan(self, inputs: InputStream) -> Iterator[Planned]:
+        for item in inputs.items():
+            if isinstance(item, Found):
+                yield from self._found(item)
+            elif not item.expanded:
+                targets = self.named.get(item.path)
+                if targets is None and item.error is None:
+                    targets = self._targets(item, self.settings.folder_for(item))
+                yield Planned(item, targets or [])
+            elif item.error is None:  # a found file on its own
+                yield from self._found(Found(item.path.parent, item.root, [item.path.name]))
+            else:
+                yield Planned(item, [])  # a folder that cannot be read: its error
 
     def _targets(self, source: Source, folder: Path | None) -> list[Path]:
         files = output_targets(source.path, self.names, self.settings.destination, folder=folder)
         return [target for targets in files.values() for target in targets]
 
-    def group(self, sources: list[Source]) -> Iterator[Planned]:
-        if not sources[0].expanded:
-            for source in sources:
-                targets = self.named.get(source.path)
-                if targets is None and source.error is None:
-                    targets = self._targets(source, self.settings.folder_for(source))
-                yield Planned(source, targets or [])
+    def _found(self, found: Found) -> Iterator[Planned]:
+        """A folder's files: those that are outputs of this run left out, the others
+        planned one by one, as the run takes them."""
+        if self.settings.destination.output is not None:  # -o: one input, its own file name
+            for source in found.sources():
+                yield Planned(source, self._targets(source, self.settings.folder_for(source)))
             return
-        folder = self.settings.folder_for(sources[0])
-        wanted = {source.path: self._targets(source, folder)
-                  for source in sources if source.error is None}  # fmt: skip
-        produced = {self.absolute(t) for targets in wanted.values() for t in targets}
-        local: dict[str, Path] = {}
-        kept: list[tuple[Source, list[Path]]] = []
-        for source in sources:
-            name = self.absolute(source.path)
-            if name in produced or name in self.owner or self._inside(name):
+        folder = self.settings.folder_for(Source(found.folder / "-", found.root)) or found.folder
+        here, place = self.absolute(found.folder) + os.sep, self.absolute(folder) + os.sep
+        if self.inside is not None and here.startswith(self.inside):
+            return  # under --out-dir: this run's outputs
+        local = _Folder(found, self._filenames, beside=here == place)
+        claimed = _Claimed(self.claims, place)
+        for index, name in enumerate(found.names):
+            if local.excluded(index) or here + name in self.owner:
                 continue  # an output of this run, not an input
-            targets = wanted.get(source.path, [])
-            clash = self._clash(source, targets, local)
-            if clash is None:
-                kept.append((source, targets))
-            else:
-                yield Planned(source, targets, clash)
-        taken = self.claims.claim(
-            [(self.absolute(t), self.absolute(s.path)) for s, targets in kept for t in targets]
-        )
-        for source, targets in kept:
-            clash = next((t for t in targets if self.absolute(t) in taken), None)
-            if clash is None:
-                yield Planned(source, targets)
-            else:
-                message = _claimed(source.path, clash)
-                refused = InputReport(os.fsdecode(source.path), error=message, exit_code=EXIT_USAGE)
-                yield Planned(source, targets, refused)
+            source = Source(found.folder / name, found.root)
+            files = self._filenames(name)
+            targets = [folder / file for file in files]
+            clash = local.earlier_writer(index, files) or next(
+                ((self.owner[place + file], file) for file in files if place + file in self.owner),
+                None,
+            )
+            refused = None
+            if clash is not None:
+                refused = _refusal(source, _both_write(clash[0], source.path, folder / clash[1]))
+            elif claimed.taken(files, here + name):
+                refused = _refusal(source, _claimed(source.path, claimed.clash))
+            yield Planned(source, targets, refused)
+        claimed.close()
 
-    def _inside(self, name: str) -> bool:
-        return self.inside is not None and name.startswith(self.inside)
+    def _filenames(self, name: str) -> list[str]:
+        return output_filenames(name, self.names, self.settings.destination)
 
-    def _clash(
-        self, source: Source, targets: list[Path], local: dict[str, Path]
-    ) -> InputReport | None:
-        """Refused if one of its outputs is another input's (a named file's, or one of
-        this folder's); else its outputs are claimed."""
-        for target in targets:
-            key = self.absolute(target)
-            first = self.owner.get(key) or local.setdefault(key, source.path)
-            if first != source.path:
-                return InputReport(os.fsdecode(source.path), exit_code=EXIT_USAGE,
-                                   error=_both_write(first, source.path, target))  # fmt: skip
+
+class _Folder:
+    """The outputs of one folder's files, as hashes: which file is another one's
+    output, and which writes a file an earlier one writes. Each hash that matches
+    is confirmed on the names themselves; 16 bytes an output."""
+
+    def __init__(
+        self, found: Found, filenames: Callable[[str], list[str]], *, beside: bool
+    ) -> None:
+        self.found, self.filenames, self.beside = found, filenames, beside
+        hashes, owners = array("q"), array("q")
+        for index, name in enumerate(found.names):
+            for file in filenames(name):
+                hashes.append(hash(file))
+                owners.append(index)
+        keys = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
+        order = np.argsort(keys, kind="stable")
+        self.hashes = keys[order]
+        self.owners = (np.frombuffer(owners, dtype=np.int64) if owners else keys)[order]
+
+    def writers(self, file: str) -> list[int]:
+        """The files of this folder that write ``file`` (their numbers, in order)."""
+        key = hash(file)
+        start = int(np.searchsorted(self.hashes, key, side="left"))
+        if start == len(self.hashes) or self.hashes[start] != key:
+            return []
+        stop = int(np.searchsorted(self.hashes, key, side="right"))
+        names = self.found.names
+        return [int(j) for j in self.owners[start:stop] if file in self.filenames(names[j])]
+
+    def excluded(self, index: int) -> bool:
+        """Whether file ``index`` is an output of a file of this folder (its outputs go
+        beside it)."""
+        return self.beside and bool(self.writers(self.found.names[index]))
+
+    def earlier_writer(self, index: int, files: list[str]) -> tuple[Path, str] | None:
+        """An earlier input of this folder that writes one of ``files``, and that file."""
+        for file in files:
+            for other in self.writers(file):
+                if other < index and not self.excluded(other):
+                    return self.found.folder / self.found.names[other], file
         return None
+
+
+def _refusal(source: Source, message: str) -> InputReport:
+    return InputReport(os.fsdecode(source.path), error=message, exit_code=EXIT_USAGE)
 
 
 def _both_write(first: Path, second: Path, target: Path) -> str:
@@ -285,35 +316,54 @@ def _claimed(source: Path, target: Path) -> str:
 
 class _Claims:
     """The outputs that earlier folders claimed, by output folder: two 64-bit hashes
-    (the output's path, its input's path) per output, sorted, so that a million
-    inputs keep 16 MB. A folder argument whose outputs another's already claimed
-    (both mirrored into one --out-dir) is caught; the same input met again through
-    two arguments is not a clash."""
+    (the output's name, its input's path) per output, sorted: 16 MB for a million
+    inputs, kept only when a run has several folder arguments. One whose outputs
+    another's already claimed (both mirrored into one --out-dir) is caught; the
+    same input met again through two arguments is not a clash."""
 
     def __init__(self) -> None:
         self.folders: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def claim(self, pairs: list[tuple[str, str]]) -> set[str]:
-        """Claim ``(output, input)`` pairs; the outputs an earlier folder claimed for
-        another input."""
-        taken: set[str] = set()
-        by_folder: dict[str, list[tuple[str, str]]] = {}
-        for target, source in pairs:
-            by_folder.setdefault(os.path.dirname(target), []).append((target, source))
-        for folder, group in by_folder.items():
-            names = np.array([hash(t) for t, _ in group], dtype=np.int64)
-            owners = np.array([hash(s) for _, s in group], dtype=np.int64)
-            earlier = self.folders.get(folder)
-            if earlier is not None:
-                known, known_owners = earlier
-                at = np.minimum(np.searchsorted(known, names), len(known) - 1)
-                hits = (known[at] == names) & (known_owners[at] != owners)
-                taken.update(group[i][0] for i in np.flatnonzero(hits))
-                names = np.concatenate([known, names])
-                owners = np.concatenate([known_owners, owners])
-            order = np.argsort(names, kind="stable")
-            self.folders[folder] = (names[order], owners[order])
-        return taken
+
+class _Claimed:
+    """One folder's claims: checked against the earlier folders' as each input is
+    planned, added to them when the folder is done."""
+
+    def __init__(self, claims: _Claims | None, place: str) -> None:
+        self.claims, self.place = claims, place
+        self.earlier = None if claims is None else claims.folders.get(place)
+        self.names, self.owners = array("q"), array("q")
+        self.clash: Path | None = None
+
+    def taken(self, files: list[str], source: str) -> bool:
+        """Whether an earlier folder claimed one of ``files`` for another input; else
+        they are claimed."""
+        if self.claims is None:
+            return False
+        owner = hash(source)
+        if self.earlier is not None:
+            known, known_owners = self.earlier
+            keys = np.array([hash(file) for file in files], dtype=np.int64)
+            at = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+            hits = np.flatnonzero((known[at] == keys) & (known_owners[at] != owner))
+            if hits.size:
+                self.clash = Path(self.place + files[hits[0]])
+                return True
+        for file in files:
+            self.names.append(hash(file))
+            self.owners.append(owner)
+        return False
+
+    def close(self) -> None:
+        if self.claims is None or not self.names:
+            return
+        names = np.frombuffer(self.names, dtype=np.int64)
+        owners = np.frombuffer(self.owners, dtype=np.int64)
+        if self.earlier is not None:
+            names = np.concatenate([self.earlier[0], names])
+            owners = np.concatenate([self.earlier[1], owners])
+        order = np.argsort(names, kind="stable")
+        self.claims.folders[self.place] = (names[order], owners[order])
 
 
 def run(
@@ -344,7 +394,7 @@ def run(
         make_folder(out_dir)
     inputs = _as_inputs(sources)
     ahead = len(inputs.peek(max(2, settings.jobs)))
-    planner = _Planner(command, settings, inputs.named)  # named files that clash: raised here
+    planner = _Planner(command, settings, inputs)  # named files that clash: raised here
     recorder = _Recorder(on_input, on_progress, keep=settings.keep, on_entries=on_entries)
     pending = _Pending(planner, inputs, settings, recorder)
     threads = 1 if ahead > 1 else None

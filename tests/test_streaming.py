@@ -67,9 +67,7 @@ def test_folders_are_read_only_when_the_run_gets_there(tree, monkeypatch):
     settings = Settings(destination=Destination(out_dir=tree.parent / "out"), keep=False)
     run_module.run(GrayscaleOptions(), found, settings,
                    on_input=lambda item: seen_at_first_input.append(len(calls)))  # fmt: skip
-    # The first image ran when the next folder only had been read (the end of a
-    # folder's files is known at the first file of the next).
-    assert seen_at_first_input[0] == 2
+    assert seen_at_first_input[0] == 1  # the first image ran before any subfolder was read
     assert len(calls) == 5 and len(seen_at_first_input) == 6
 
 
@@ -115,20 +113,23 @@ def test_a_dry_run_names_a_refused_input_and_goes_on(tmp_path, capsys):
         os.fsdecode(folder / "a.jpg"),
         os.fsdecode(folder / "b.png"),
     ]
-    assert f"{folder / 'a.jpg'} and {folder / 'a.png'} would both write" in err and not (tmp_path / "o").exists()
+    assert (
+        f"{folder / 'a.jpg'} and {folder / 'a.png'} would both write" in err
+        and not (tmp_path / "o").exists()
+    )
 
 
 def test_a_stopped_run_counts_what_it_left_within_half_a_second(tree):
     settings = Settings()
     recorder = run_module._Recorder(None, None)
-    planner = run_module._Planner(GrayscaleOptions(), settings, [])
-    pending = run_module._Pending(planner, stream_inputs([tree], recursive=True), settings,
-                                  recorder)  # fmt: skip
+    found = stream_inputs([tree], recursive=True)
+    planner = run_module._Planner(GrayscaleOptions(), settings, found)
+    pending = run_module._Pending(planner, found, settings, recorder)
     next(iter(pending))
     pending.not_done()
     assert (recorder.summary.not_done, recorder.summary.not_counted) == (6, False)
-    pending = run_module._Pending(planner, stream_inputs([tree], recursive=True), settings,
-                                  recorder)  # fmt: skip
+    found = stream_inputs([tree], recursive=True)
+    pending = run_module._Pending(planner, found, settings, recorder)
     assert pending.count_rest(seconds=-1) == (1, False)  # out of time: a lower bound
     recorder.summary.not_done, recorder.summary.not_counted = 3, True
     assert recorder.summary.not_done_text == "at least 3 input(s) not done"
