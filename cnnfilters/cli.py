@@ -386,10 +386,7 @@ def _sources(inputs: list[Path], shared: Shared, scratch: Path) -> InputStream:
             parts.append(found.items())
             named.extend(found.named)
             arguments += found.arguments
-    sources = InputStream(itertools.chain.from_iterable(parts), named, arguments=arguments)
-    if not sources.peek(1):
-        raise CnnFiltersError("no input files (the folders given hold no images)")
-    return sources
+    return InputStream(itertools.chain.from_iterable(parts), named, arguments=arguments)
 
 
 def _check_outputs(command: Command, shared: Shared, several: bool) -> bool:
@@ -447,7 +444,10 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     from .run import run
 
     sources = _sources(inputs, shared, scratch)
-    several = len(sources.peek(2)) > 1  # the rest is read as the run goes
+    # Several inputs, or a folder: known without reading one (a folder is read when the
+    # run gets to it); -o, which takes one input, looks into the folder.
+    several = len(sources.named) > 1 or (sources.arguments > 0 and (
+        shared.output is None or len(sources.peek(2)) > 1))  # fmt: skip
     to_stdout = _check_outputs(command, shared, several)
     output = scratch / "stdout.png" if to_stdout else shared.output
     settings = shared.settings(output=output)
@@ -460,7 +460,6 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     keep = shows_table or shared.json_ or shared.html is not None
     # A batch syncs its files once at the end rather than one by one.
     settings = dataclasses.replace(settings, keep=keep, sync_once=several)
-    startup.tune_malloc()
     progress = render.Progress(enabled=several and not quiet and sys.stderr.isatty())
     if shared.report is not None and settings.destination.out_dir is not None:
         from .outputs import make_folder

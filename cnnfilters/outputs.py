@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
@@ -159,14 +159,17 @@ def output_filenames(source: str, names: Sequence[str], destination: Destination
     >>> output_filenames("cat.jpg", ["dx", "dy"], Destination(raw=True))
     ['cat.dx.png', 'cat.dx.npy', 'cat.dy.png', 'cat.dy.npy']
     """
-    pure = PurePath(source)
-    stem, suffix = pure.stem, pure.suffix
+    # PurePath(source).stem and .suffix, without making a path (a file name has no
+    # separator): a dot that begins or ends the name starts no suffix.
+    dot = source.rfind(".")
+    stem, suffix = (source[:dot], source[dot:]) if 0 < dot < len(source) - 1 else (source, "")
     files = []
     for name in names:
         png = _filename(destination.template, stem, name, suffix)
         files.append(png)
-        if destination.raw:
-            files.append(str(PurePath(png).with_suffix(".npy")))
+        if destination.raw:  # PurePath(png).with_suffix(".npy")
+            dot = png.rfind(".")
+            files.append((png[:dot] if 0 < dot < len(png) - 1 else png) + ".npy")
     return files
 
 

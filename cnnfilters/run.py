@@ -54,6 +54,7 @@ from .outputs import (
     write_result,
 )
 from .report import InputReport, RunReport, difference_maps
+from .startup import tune_malloc
 
 __all__ = ["Planned", "Settings", "Summary", "plan", "plan_outputs", "process_source", "run"]
 
@@ -266,25 +267,25 @@ class _Folder:
         self, found: Found, filenames: Callable[[str], list[str]], *, beside: bool
     ) -> None:
         self.found, self.filenames, self.beside = found, filenames, beside
-        hashes, owners = array("q"), array("q")
-        for index, name in enumerate(found.names):
-            for file in filenames(name):
-                hashes.append(hash(file))
-                owners.append(index)
-        keys = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
+        each = len(filenames("-"))  # outputs per input: the same for every input
+        count = len(found.names) * each
+        files = (file for name in found.names for file in filenames(name))
+        keys = np.fromiter((hash(file) for file in files), dtype=np.int64, count=count)
         order = np.argsort(keys, kind="stable")
         self.hashes = keys[order]
-        self.owners = (np.frombuffer(owners, dtype=np.int64) if owners else keys)[order]
+        self.owners = (order // each).astype(np.int32)  # the input of each sorted hash
 
-    def writers(self, file: str) -> list[int]:
-        """The files of this folder that write ``file`` (their numbers, in order)."""
+    def writers(self, file: str, *, but: int = -1) -> list[int]:
+        """The files of this folder that write ``file`` (their numbers, in order), file
+        number ``but`` left out."""
         key = hash(file)
-        start = int(np.searchsorted(self.hashes, key, side="left"))
+        start = int(np.searchsorted(self.hashes, key))
         if start == len(self.hashes) or self.hashes[start] != key:
             return []
         stop = int(np.searchsorted(self.hashes, key, side="right"))
         names = self.found.names
-        return [int(j) for j in self.owners[start:stop] if file in self.filenames(names[j])]
+        return [int(j) for j in self.owners[start:stop]
+                if j != but and file in self.filenames(names[j])]  # fmt: skip
 
     def excluded(self, index: int) -> bool:
         """Whether file ``index`` is an output of a file of this folder (its outputs go
@@ -294,7 +295,7 @@ class _Folder:
     def earlier_writer(self, index: int, files: list[str]) -> tuple[Path, str] | None:
         """An earlier input of this folder that writes one of ``files``, and that file."""
         for file in files:
-            for other in self.writers(file):
+            for other in self.writers(file, but=index):
                 if other < index and not self.excluded(other):
                     return self.found.folder / self.found.names[other], file
         return None
@@ -393,7 +394,9 @@ def run(
     if out_dir is not None:
         make_folder(out_dir)
     inputs = _as_inputs(sources)
-    ahead = len(inputs.peek(max(2, settings.jobs)))
+    # How many inputs to expect, without reading a folder: the workers are started
+    # before the first folder is listed, so that they share none of its memory.
+    ahead = len(inputs.named) + (max(2, settings.jobs) if inputs.arguments else 0)
     planner = _Planner(command, settings, inputs)  # named files that clash: raised here
     recorder = _Recorder(on_input, on_progress, keep=settings.keep, on_entries=on_entries)
     pending = _Pending(planner, inputs, settings, recorder)
@@ -559,9 +562,11 @@ def _run_pending(
     ahead: int,
 ) -> bool:
     """Run the tasks here, or on the executor ``settings`` asks for (``ahead``: how many
-    inputs are known to come, up to the number of jobs); whether a worker died
+    inputs may come, at least); whether a worker died
     (killed from outside: its temporary files are left for the caller)."""
     executor = _executor(settings, ahead)
+    if executor is None:
+        tune_malloc()  # this process decodes and encodes: see the workers' start
     try:
         if executor is None:
             for index, source in pending:
@@ -598,11 +603,15 @@ def _run_on(
     chunks = _Chunks(iter(pending), jobs)
     died = False
     try:
-        # Workers are forked at the first submissions: with the signals blocked, so that
-        # none of them meets Ctrl-C before its own handler is in place (it unblocks them
-        # then); a signal meanwhile is delivered right after.
+        # Workers are forked at the first submission, before any folder is read: with
+        # the signals blocked, so that none of them meets Ctrl-C before its own handler
+        # is in place (it unblocks them then); a signal meanwhile is delivered right after.
         with _signals_blocked():
-            _submit(executor, chunks, futures, command, settings, threads, jobs * _WINDOW_PER_JOB)
+            if isinstance(executor, ProcessPoolExecutor):
+                executor.submit(int)
+            else:
+                _submit(executor, chunks, futures, command, settings, threads, 1)
+        _submit(executor, chunks, futures, command, settings, threads, jobs * _WINDOW_PER_JOB)
         stop = False
         while futures and not stop:
             ready, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -1012,6 +1021,9 @@ def _worker_start(parent: int | None = None) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PDEATHSIG
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(EXIT_TERMINATED)
+    # Only the processes that decode and encode keep their freed strips for reuse: the
+    # parent of a pool returns what listing a folder took.
+    tune_malloc()
 
 
 def _on_worker_signal(signum: int, frame: Any) -> None:

@@ -19,13 +19,16 @@ RULES = {
     "errors": (set(), {"numpy", "PIL", "typer", "rich"}),
     "integrity": (set(), {"typer", "rich"}),
     "images": ({"_libtiff", "integrity", "rounding", "defaults", "errors"}, {"typer", "rich"}),
-    "inputs": ({"errors"}, {"numpy", "typer", "rich"}),
+    "inputs": ({"errors"}, {"typer", "rich"}),
     "commands": (
         CORE | {"reference", "report", "images", "defaults", "errors"},
         {"typer", "rich"},
     ),
     "outputs": ({"images", "defaults", "errors", "report"}, {"typer", "rich"}),
-    "run": ({"commands", "images", "inputs", "outputs", "report", "errors"}, {"typer", "rich"}),
+    "run": (
+        {"commands", "images", "inputs", "outputs", "report", "startup", "errors"},
+        {"typer", "rich"},
+    ),
     "learning": (
         {"commands", "images", "kernels", "outputs", "report", "errors"},
         {"typer", "rich"},

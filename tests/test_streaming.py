@@ -150,3 +150,24 @@ def test_chunks_grow_for_small_files_and_stay_single_for_large_ones():
     assert len(next(chunks)) == run_module._CHUNK_MAX
     chunks.outcomes(finished(2.0, 16), [(0, first[0][1])] * 16)  # 125 ms an input
     assert len(next(chunks)) == 1
+
+
+@pytest.mark.parametrize("longest", [12, 200])
+def test_a_folders_names_are_packed_and_given_back_whole(longest):
+    names = ["b.png", "a.png", "é.png", "\udcff.png", "a" * (longest - 4) + ".png", "B.png"]
+    packed = inputs.Names(iter(names))
+    expected = sorted(names, key=os.fsencode)  # by bytes: upper case first, then UTF-8
+    assert list(packed) == expected and len(packed) == len(names)
+    assert [packed[i] for i in range(-1, -len(names) - 1, -1)] == expected[::-1]
+    assert packed[1:3] == expected[1:3]
+    assert list(inputs.Names([])) == []
+
+
+def test_a_folder_with_undecodable_names_is_read_and_written(tmp_path, capsys):
+    folder = tmp_path / "in"
+    raw = os.fsencode(folder) + b"/caf\xe9.png"  # Latin-1, not UTF-8
+    folder.mkdir()
+    Image.new("RGB", (4, 4)).save(raw.decode("utf-8", "surrogateescape"))
+    code, _, err = run(capsys, "grayscale", folder, "--out-dir", tmp_path / "out", "-q")
+    assert code == 0, err
+    assert os.listdir(os.fsencode(tmp_path / "out")) == [b"caf\xe9.grayscale.png"]
