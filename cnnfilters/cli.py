@@ -153,8 +153,32 @@ DryRunOpt = Annotated[
 SkipExistingOpt = Annotated[
     bool, typer.Option("--skip-existing", help="Skip inputs whose outputs all exist (reruns).")
 ]
+
+
+def _jobs(text: str | int) -> int:
+    """``-j``: a count of worker processes, ``0`` or ``auto`` for one per core."""
+    if isinstance(text, int):  # the default
+        return text
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number of jobs (N, 0 or auto)") from None
+    if jobs < 0:
+        raise typer.BadParameter(f"{jobs} is negative (N, 0 or auto)")
+    return jobs
+
+
 JobsOpt = Annotated[
-    int, typer.Option("-j", "--jobs", min=0, help="Worker processes (0: one per core).")
+    int,
+    typer.Option(
+        "-j",
+        "--jobs",
+        parser=_jobs,
+        metavar="N|auto",
+        help="Worker processes (0 or auto: one per core).",
+    ),
 ]
 FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")]
 SchedulerOpt = Annotated[

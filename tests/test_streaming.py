@@ -171,3 +171,16 @@ def test_a_folder_with_undecodable_names_is_read_and_written(tmp_path, capsys):
     code, _, err = run(capsys, "grayscale", folder, "--out-dir", tmp_path / "out", "-q")
     assert code == 0, err
     assert os.listdir(os.fsencode(tmp_path / "out")) == [b"caf\xe9.grayscale.png"]
+
+
+@pytest.mark.parametrize(("jobs", "code"), [("auto", 0), ("0", 0), ("2", 0), ("-1", 2), ("x", 2)])
+def test_jobs_is_a_count_zero_or_auto(tmp_path, capsys, jobs, code):
+    folder = tmp_path / "in"
+    _image(folder / "a.png")
+    _image(folder / "b.png")
+    got, _, err = run(capsys, "grayscale", folder, "--out-dir", tmp_path / "o", "-q", "-j", jobs)
+    assert got == code, err
+    if code:
+        assert "(N, 0 or auto)" in err and not (tmp_path / "o").exists()
+    else:
+        assert len(list((tmp_path / "o").iterdir())) == 2
