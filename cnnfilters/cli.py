@@ -375,7 +375,8 @@ def _finish(
     if as_json:
         sys.stdout.write(text + "\n")
     elif not quiet:
-        render.render_table(report, written=sum(len(item.outputs) for item in report.inputs))
+        written = sum(len(item.outputs) for item in report.inputs) + report.left_out_files
+        render.render_table(report, written=written)
     return report.exit_code
 
 
@@ -481,7 +482,13 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     # Every input's entry is kept only for what shows them all at the end: the
     # table, --json, --report, --html. A quiet or --jsonl batch keeps counts.
     shows_table = not (quiet or shared.jsonl or shared.json_)
-    keep = shows_table or shared.json_ or shared.html is not None
+    # --json prints them all; the table and the page show a large batch's first
+    # failures and passes, as many as the page lists (their memory is bounded).
+    keep: bool | int = bool(shared.json_)
+    if not shared.json_ and (shows_table or shared.html is not None):
+        from .html import MAX_ROWS
+
+        keep = MAX_ROWS // 2
     # A batch syncs its files once at the end rather than one by one.
     settings = dataclasses.replace(settings, keep=keep, sync_once=several)
     progress = render.Progress(enabled=several and not quiet and sys.stderr.isatty())

@@ -325,19 +325,19 @@ def _run_section(run: RunReport, kernels: Sequence[tuple[str, np.ndarray]], pref
         rows.append(f"<tr><td class=text>{link}</td>"
                     f"<td class=text>{badge}</td><td class=num>{len(item.checks)}</td>"
                     f"<td class=num>{_number(worst)}</td></tr>")  # fmt: skip
-    failed = sum(1 for item in run.inputs if not item.passed)
-    total = len(run.inputs)
+    failed = sum(1 for item in run.inputs if not item.passed) + run.left_out_failed
+    total = len(run.inputs) + run.left_out
     summary = (
         f"<p>{total} input(s): {total - failed} passed, {failed} failed "
         f"or errored. {_badge(run.passed)}</p><table class=summary><tr><th>input</th>"
         f"<th>result</th><th>checks</th><th>largest difference</th></tr>{''.join(rows)}</table>"
     )
-    if total > MAX_ROWS:
-        summary += (f"<p>{total - MAX_ROWS} more inputs are not listed here "
+    if total > min(MAX_ROWS, len(run.inputs)):
+        summary += (f"<p>{total - min(MAX_ROWS, len(run.inputs))} more inputs are not listed here "
                     "(the JSON report, --report, has every one).</p>")  # fmt: skip
-    if total > MAX_SECTIONS:
-        summary += (f"<p>Pictures and checks of {MAX_SECTIONS} of the {total} inputs below, "
-                    f"failures first; {total - MAX_SECTIONS} left out.</p>")  # fmt: skip
+    if total > len(drawn):
+        summary += (f"<p>Pictures and checks of {len(drawn)} of the {total} inputs below, "
+                    f"failures first; {total - len(drawn)} left out.</p>")  # fmt: skip
     sections = "".join(
         _input_section(item, f"{prefix}{index}", kernels)
         for index, item in enumerate(run.inputs)

@@ -75,9 +75,15 @@ def render_table(report: RunReport, *, written: int) -> None:
     for item in report.inputs:
         for line in _footnotes(item):
             console.print(f"[dim]{line}[/]")
-    failed = sum(1 for item in report.inputs if not item.passed)
+    failed = sum(1 for item in report.inputs if not item.passed) + report.left_out_failed
+    total = len(report.inputs) + report.left_out
+    if report.left_out:
+        shown = (f"{report.left_out} more input(s) not shown here, {report.left_out_failed} of "
+                 "them failed or errored (the first failures and passes are shown; --report "
+                 "or --jsonl have every one)")  # fmt: skip
+        console.print(f"[dim]{shown}[/]")
     console.print(
-        f"{len(report.inputs)} input(s), {len(report.inputs) - failed} passed, "
+        f"{total} input(s), {total - failed} passed, "
         f"{failed} failed or errored; {written} file(s) written"
     )
 

@@ -354,14 +354,20 @@ class RunReport:
     command: str
     inputs: list[InputReport] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    # Entries a large run counted but did not keep (see run.Settings.keep); not in
+    # the JSON, which a run keeps whole.
+    left_out: int = 0
+    left_out_failed: int = 0
+    left_out_files: int = 0  # the files those inputs wrote
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.inputs)
+        return not self.left_out_failed and all(r.passed for r in self.inputs)
 
     @property
     def exit_code(self) -> int:
-        """The worst input's: its error's code, else 1 if a check failed, else 0."""
+        """The worst kept input's: its error's code, else 1 if a check failed, else 0
+        (a run that left entries out has its counts for the rest)."""
         codes = [item.exit_code for item in self.inputs if item.error]
         if codes:
             return max(codes)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import heapq
 import itertools
 import os
 import signal
@@ -79,9 +80,11 @@ class Settings:
     ``jobs`` worker processes (1: this process); ``skip_existing`` skips an
     input whose outputs all exist; ``fail_fast`` stops at the first failure;
     ``scheduler`` runs on a Dask cluster; ``maps`` keeps difference maps for
-    the visual report; ``keep`` keeps every input's entry in the report (a
-    batch that only streams them, with ``on_input``, keeps counts instead,
-    so that its memory does not grow with its inputs); ``sync_once`` syncs
+    the visual report; ``keep`` keeps every input's entry in the report
+    (True), none (False: a batch that only streams them, with ``on_input``,
+    keeps counts), or at most that many failing and that many passing ones,
+    the first in input order (what a table or a page shows of a large
+    batch), so that its memory does not grow with its inputs; ``sync_once`` syncs
     the file systems once at the end instead of each file as it is written
     (see :func:`~cnnfilters.outputs.synced_once`).
     """
@@ -93,7 +96,7 @@ class Settings:
     fail_fast: bool = False
     scheduler: str | None = None
     maps: bool = False
-    keep: bool = True
+    keep: bool | int = True
     sync_once: bool = False
 
     def folder_for(self, source: Source) -> Path | None:
@@ -409,6 +412,8 @@ def run(
         os.sync()
     for index in sorted(recorder.results):
         report.inputs.extend(recorder.results[index])
+    report.left_out, report.left_out_failed = recorder.left_out, recorder.left_out_failed
+    report.left_out_files = recorder.left_out_files
     recorder.summary.seconds = time.perf_counter() - started
     return report, recorder.summary
 
@@ -474,19 +479,23 @@ class _Pending:
 
 
 class _Recorder:
-    """Takes each input's entries as it finishes: keeps them, counts them, passes them on."""
+    """Takes each input's entries as it finishes: keeps them (all, none, or the first
+    ``keep`` failing and passing ones in input order), counts them, passes them on."""
 
     def __init__(
         self,
         on_input: Callable[[InputReport], None] | None,
         on_progress: Callable[[int, int | None], None] | None,
         *,
-        keep: bool = True,
+        keep: bool | int = True,
         on_entries: Callable[[int, list[InputReport]], None] | None = None,
     ) -> None:
         self.on_input, self.on_progress = on_input, on_progress
-        self.keep, self.on_entries = keep, on_entries
+        self.on_entries = on_entries
+        self.limit = None if keep is True else int(keep)  # None: every entry
         self.results: dict[int, list[InputReport]] = {}
+        self.kept: dict[bool, list[int]] = {True: [], False: []}  # heaps of -index, by passed
+        self.left_out = self.left_out_failed = self.left_out_files = 0
         self.summary = Summary()
         self.finished = 0
         self.total: int | None = None  # known once every folder has been read
@@ -495,10 +504,27 @@ class _Recorder:
         if self.on_progress is not None:
             self.on_progress(self.finished, self.total)
 
+    def _keep(self, index: int, items: list[InputReport]) -> None:
+        if self.limit is None:
+            self.results[index] = items
+            return
+        passed = all(item.passed for item in items)
+        heap = self.kept[passed]
+        if self.limit and len(heap) < self.limit:
+            heapq.heappush(heap, -index)
+            self.results[index] = items
+            return
+        if self.limit and -heap[0] > index:  # an earlier input: it takes the last one's place
+            dropped = -heapq.heapreplace(heap, -index)
+            self.results[index] = items
+            items = self.results.pop(dropped)
+        self.left_out += len(items)
+        self.left_out_failed += sum(1 for item in items if not item.passed)
+        self.left_out_files += sum(len(item.outputs) for item in items)
+
     def skip(self, index: int, item: InputReport) -> None:
         """An input skipped before any work (counted, not announced)."""
-        if self.keep:
-            self.results[index] = [item]
+        self._keep(index, [item])
         if self.on_entries is not None:
             self.on_entries(index, [item])
         self.summary.skipped += 1
@@ -506,8 +532,7 @@ class _Recorder:
 
     def record(self, index: int, items: list[InputReport]) -> bool:
         """A finished input; whether it failed."""
-        if self.keep:
-            self.results[index] = items
+        self._keep(index, items)
         self.finished += 1
         failed = False
         for item in items:

@@ -264,7 +264,7 @@ def test_a_quiet_batch_with_a_report_keeps_no_entries_in_memory(tmp_path, monkey
 
     def spy(self, *args, **kwargs):
         real(self, *args, **kwargs)
-        kept.append(self.keep)
+        kept.append(self.limit)
 
     monkeypatch.setattr(run_module._Recorder, "__init__", spy)
     folder = tmp_path / "in"
@@ -274,5 +274,5 @@ def test_a_quiet_batch_with_a_report_keeps_no_entries_in_memory(tmp_path, monkey
     result = CliRunner().invoke(app, ["grayscale", str(folder), "--out-dir", str(tmp_path / "o"),
                                       "--report", str(report), "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert kept == [False]
+    assert kept == [0]  # counts, no entry
     assert json.loads(report.read_text())["passed"] is True

@@ -184,3 +184,33 @@ def test_jobs_is_a_count_zero_or_auto(tmp_path, capsys, jobs, code):
         assert "(N, 0 or auto)" in err and not (tmp_path / "o").exists()
     else:
         assert len(list((tmp_path / "o").iterdir())) == 2
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_large_batch_keeps_its_first_failures_and_passes_and_counts_the_rest(tmp_path, jobs):
+    folder = tmp_path / "in"
+    for index in range(12):
+        _image(folder / f"p{index:02d}.png")
+    for broken in ("p03.png", "p07.png", "p09.png"):
+        (folder / broken).write_bytes(b"not an image")
+    settings = Settings(destination=Destination(out_dir=tmp_path / "out"), jobs=jobs, keep=2)
+    report, summary = run_module.run(GrayscaleOptions(), expand_inputs([folder]), settings)
+    kept = [Path(item.input).name for item in report.inputs]
+    # The first in input order, whichever finished first.
+    assert kept == ["p00.png", "p01.png", "p03.png", "p07.png"]
+    assert (report.left_out, report.left_out_failed, report.left_out_files) == (8, 1, 7)
+    assert not report.passed and report.exit_code == 3 == summary.exit_code
+
+
+def test_the_table_of_a_large_batch_says_what_it_left_out(tmp_path, capsys, monkeypatch):
+    from cnnfilters import html
+
+    monkeypatch.setattr(html, "MAX_ROWS", 4)  # keep 2 failing and 2 passing entries
+    folder = tmp_path / "in"
+    for index in range(6):
+        _image(folder / f"p{index}.png")
+    (folder / "p4.png").write_bytes(b"broken")
+    code, out, _ = run(capsys, "grayscale", folder, "--out-dir", tmp_path / "o", "-j", "1")
+    assert code == 3
+    assert "3 more input(s) not shown here, 0 of them failed or errored" in out
+    assert "6 input(s), 5 passed, 1 failed or errored; 5 file(s) written" in out
