@@ -198,18 +198,28 @@ class GrayscaleOptions(Command):
         rgb = _as_rgb(image, result.notices)
         height, width = image.size
         strips = _strips(height, 3 * width * 4)
-        luma_parts = [ops.grayscale(rgb, triple, rows=rows) for rows in strips]
+        kept: list[np.ndarray] | None = None  # the float strips, when they are kept
+
+        def luma_strips() -> Iterator[np.ndarray]:
+            if kept is not None:
+                return iter(kept)
+            return (ops.grayscale(rgb, triple, rows=rows) for rows in strips)
+
         if image.kind in ("uint8", "uint16"):
+            # Each float strip is quantized and let go: the checks and --raw compute
+            # it again (the same engine call, the same values) rather than keep 4
+            # bytes a pixel for the whole image (48 MB on 12 MP).
             levels = [
                 image.levels(part, exact=luma_exact(rgb[:, first:stop], triple, image.peak))
-                for (first, stop), part in zip(strips, luma_parts, strict=True)
+                for (first, stop), part in zip(strips, luma_strips(), strict=True)
             ]
             pixels = np.concatenate([part.pixels for part in levels], axis=1)
             clipped = sum(part.clipped for part in levels)
             if clipped:
                 result.notices.append(f"{clipped} values outside 0..{image.max_value} were clipped")
         else:  # a stated scale must be one scale for the whole image
-            whole = image.levels(np.concatenate(luma_parts, axis=1))
+            kept = list(luma_strips())
+            whole = image.levels(np.concatenate(kept, axis=1))
             pixels = whole.pixels
             result.notices.extend(whole.notes())
 
@@ -218,7 +228,7 @@ class GrayscaleOptions(Command):
             formula = Comparison(name="luma", reference="float64 formula",
                                  tolerance=float32_tolerance(peak), peak=peak,
                                  layout=(height, width))  # fmt: skip
-            for (first, stop), luma in zip(strips, luma_parts, strict=True):
+            for (first, stop), luma in zip(strips, luma_strips(), strict=True):
                 formula.update(luma, ref.luma(rgb[:, first:stop], triple), top=first)
             formula.add_shape((1, height, width))
             checks = [formula.check()]
@@ -230,7 +240,7 @@ class GrayscaleOptions(Command):
             return checks
 
         result.verify = verify
-        luma = Rows((1, height, width), np.float32, lambda: iter(luma_parts))
+        luma = Rows((1, height, width), np.float32, luma_strips)
         result.outputs["grayscale"] = Output(pixels, luma, f"luma, weights {triple}",
                                              alpha=_alpha_levels(image),
                                              colorimetric=True)  # fmt: skip
