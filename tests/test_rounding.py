@@ -80,10 +80,10 @@ def test_other_weights_round_from_their_decimal_value(weights, numerators, denom
 
 
 def test_weights_become_the_decimals_they_were_written_as():
-    assert as_fractions((0.299, 0.587, 0.114)) == ([299, 587, 114], 1000)
-    assert as_fractions((0.2126, 0.7152, 0.0722)) == ([1063, 3576, 361], 5000)  # reduced
+    assert as_fractions((0.299, 0.587, 0.114)) == ((299, 587, 114), 1000)
+    assert as_fractions((0.2126, 0.7152, 0.0722)) == ((1063, 3576, 361), 5000)  # reduced
     # 1/3 has no decimal: its shortest repr, 0.3333333333333333, is the value used.
-    assert as_fractions((1 / 3, 0.5)) == ([3333333333333333, 5 * 10**15], 10**16)
+    assert as_fractions((1 / 3, 0.5)) == ((3333333333333333, 5 * 10**15), 10**16)
 
 
 def test_gradient_works_on_the_same_gray_levels_as_grayscale():
