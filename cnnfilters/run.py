@@ -41,7 +41,7 @@ from .errors import (
     OutputError,
 )
 from .images import LoadedImage, ReadOptions, load_frames
-from .inputs import Found, InputStream, Source
+from .inputs import Found, InputStream, Names, Source
 from .outputs import (
     Destination,
     check_targets,
@@ -187,7 +187,7 @@ class _Planner:
     The checks that need to see several inputs at once are local to a folder:
     an output goes beside its input or to the mirror of its folder under
     --out-dir, and a name template cannot contain a separator. Only two folder
-    arguments mirrored into one --out-dir can meet, which :class:`_Claims` catches.
+    arguments mirrored into one --out-dir can meet, which the claims catch (:class:`_Claimed`).
     """
 
     def __init__(self, command: Command, settings: Settings, inputs: InputStream) -> None:
@@ -206,7 +206,7 @@ class _Planner:
                 if first != source.path:
                     raise CnnFiltersError(_both_write(first, source.path, target))
         self.identities = _identities(self.named)
-        self.claims = _Claims() if inputs.arguments > 1 else None
+        self.claims: _Claims | None = {} if inputs.arguments > 1 else None
 
     def plan(self, inputs: InputStream) -> Iterator[Planned]:
         for item in inputs.items():
@@ -218,7 +218,7 @@ class _Planner:
                     targets = self._targets(item, self.settings.folder_for(item))
                 yield Planned(item, targets or [])
             elif item.error is None:  # a found file on its own
-                yield from self._found(Found(item.path.parent, item.root, [item.path.name]))
+                yield from self._found(Found(item.path.parent, item.root, Names([item.path.name])))
             else:
                 yield Planned(item, [])  # a folder that cannot be read: its error
 
@@ -233,6 +233,7 @@ class _Planner:
             for source in found.sources():
                 yield Planned(source, self._targets(source, self.settings.folder_for(source)))
             return
+        # Where the folder's outputs go (any file name stands for all of them).
         folder = self.settings.folder_for(Source(found.folder / "-", found.root)) or found.folder
         here, place = self.absolute(found.folder) + os.sep, self.absolute(folder) + os.sep
         if self.inside is not None and here.startswith(self.inside):
@@ -318,15 +319,12 @@ def _claimed(source: Path, target: Path) -> str:
             "folder argument; use --name, or separate --out-dir runs")  # fmt: skip
 
 
-class _Claims:
-    """The outputs that earlier folders claimed, by output folder: two 64-bit hashes
-    (the output's name, its input's path) per output, sorted: 16 MB for a million
-    inputs, kept only when a run has several folder arguments. One whose outputs
-    another's already claimed (both mirrored into one --out-dir) is caught; the
-    same input met again through two arguments is not a clash."""
-
-    def __init__(self) -> None:
-        self.folders: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+# The outputs that earlier folders claimed, by output folder: two sorted arrays of
+# 64-bit hashes (each output's name, its input's path): 16 MB for a million inputs,
+# kept only when a run has several folder arguments. One whose outputs another's
+# already claimed (both mirrored into one --out-dir) is caught; the same input met
+# again through two arguments is not a clash.
+_Claims = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 class _Claimed:
@@ -335,7 +333,7 @@ class _Claimed:
 
     def __init__(self, claims: _Claims | None, place: str) -> None:
         self.claims, self.place = claims, place
-        self.earlier = None if claims is None else claims.folders.get(place)
+        self.earlier = None if claims is None else claims.get(place)
         self.names, self.owners = array("q"), array("q")
         self.clash: Path | None = None
 
@@ -367,7 +365,7 @@ class _Claimed:
             names = np.concatenate([self.earlier[0], names])
             owners = np.concatenate([self.earlier[1], owners])
         order = np.argsort(names, kind="stable")
-        self.claims.folders[self.place] = (names[order], owners[order])
+        self.claims[self.place] = (names[order], owners[order])
 
 
 def run(
