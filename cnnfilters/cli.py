@@ -483,12 +483,14 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     # table, --json, --report, --html. A quiet or --jsonl batch keeps counts.
     shows_table = not (quiet or shared.jsonl or shared.json_)
     # --json prints them all; the table and the page show a large batch's first
-    # failures and passes, as many as the page lists (their memory is bounded).
+    # failures and passes, as many as they list (their memory is bounded).
     keep: bool | int = bool(shared.json_)
-    if not shared.json_ and (shows_table or shared.html is not None):
+    if not shared.json_ and shared.html is not None:
         from .html import MAX_ROWS
 
         keep = MAX_ROWS // 2
+    elif not shared.json_ and shows_table:
+        keep = render.TABLE_ROWS // 2
     # A batch syncs its files once at the end rather than one by one.
     settings = dataclasses.replace(settings, keep=keep, sync_once=several)
     progress = render.Progress(enabled=several and not quiet and sys.stderr.isatty())
