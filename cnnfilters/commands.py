@@ -198,17 +198,22 @@ class GrayscaleOptions(Command):
         rgb = _as_rgb(image, result.notices)
         height, width = image.size
         strips = _strips(height, 3 * width * 4)
-        kept: list[np.ndarray] | None = None  # the float strips, when they are kept
+        integer = image.kind in ("uint8", "uint16")
+        # The float strips are kept for the checks and --raw up to _KEEP_BYTES (and
+        # always for float inputs, which are scaled as a whole). A larger image's
+        # strip is let go once quantized, and computed again when asked for (the
+        # same engine call, the same values) rather than keep 4 bytes a pixel
+        # (48 MB on 12 MP).
+        kept = None
+        if not integer or 4 * height * width <= _KEEP_BYTES:
+            kept = [ops.grayscale(rgb, triple, rows=rows) for rows in strips]
 
         def luma_strips() -> Iterator[np.ndarray]:
             if kept is not None:
                 return iter(kept)
             return (ops.grayscale(rgb, triple, rows=rows) for rows in strips)
 
-        if image.kind in ("uint8", "uint16"):
-            # Each float strip is quantized and let go: the checks and --raw compute
-            # it again (the same engine call, the same values) rather than keep 4
-            # bytes a pixel for the whole image (48 MB on 12 MP).
+        if integer:
             levels = [
                 image.levels(part, exact=luma_exact(rgb[:, first:stop], triple, image.peak))
                 for (first, stop), part in zip(strips, luma_strips(), strict=True)
@@ -218,8 +223,7 @@ class GrayscaleOptions(Command):
             if clipped:
                 result.notices.append(f"{clipped} values outside 0..{image.max_value} were clipped")
         else:  # a stated scale must be one scale for the whole image
-            kept = list(luma_strips())
-            whole = image.levels(np.concatenate(kept, axis=1))
+            whole = image.levels(np.concatenate(list(luma_strips()), axis=1))
             pixels = whole.pixels
             result.notices.extend(whole.notes())
 
