@@ -392,26 +392,14 @@ def _run_image_command(command: Command, inputs: list[Path], shared: Shared) -> 
 
 def _sources(inputs: list[Path], shared: Shared, scratch: Path) -> InputStream:
     """The run's inputs, streamed: a folder is read when the run gets to it."""
-    import itertools
+    from .inputs import stdin_source, stream_inputs
 
-    from .inputs import InputStream, stdin_source, stream_inputs
+    def stdin() -> Source:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise CnnFiltersError("-: no image on standard input (pipe one in)")
+        return stdin_source(sys.stdin.buffer.read(), scratch)
 
-    parts: list[Any] = []
-    named: list[Source] = []
-    arguments = 0
-    for spec in inputs:
-        if os.fsdecode(spec) == "-":
-            if sys.stdin is None or sys.stdin.isatty():
-                raise CnnFiltersError("-: no image on standard input (pipe one in)")
-            source = stdin_source(sys.stdin.buffer.read(), scratch)
-            parts.append([source])
-            named.append(source)
-        else:
-            found = stream_inputs([spec], recursive=shared.recursive)
-            parts.append(found.items())
-            named.extend(found.named)
-            arguments += found.arguments
-    return InputStream(itertools.chain.from_iterable(parts), named, arguments=arguments)
+    return stream_inputs(inputs, recursive=shared.recursive, stdin=stdin)
 
 
 def _check_outputs(command: Command, shared: Shared, several: bool) -> bool:

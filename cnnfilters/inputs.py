@@ -15,7 +15,7 @@ import itertools
 import os
 import sys
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -113,9 +113,6 @@ class Names(Sequence[str]):
 
     def __repr__(self) -> str:
         return f"Names({list(self)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
 
 
 # Names up to this many bytes are packed at a fixed width (a name as long as the
@@ -280,12 +277,17 @@ def _pattern(text: str) -> list[Source] | None:
     return [Source(m, root) for m in files]
 
 
-def stream_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False) -> InputStream:
+def stream_inputs(
+    specs: Sequence[str | os.PathLike],
+    *,
+    recursive: bool = False,
+    stdin: Callable[[], Source] | None = None,
+) -> InputStream:
     """Files as given; directories as the image files they hold (``recursive``: all
     below), read when the run gets there; glob patterns (``**`` included) expanded
     here, so that scripts behave the same in every shell. A pattern that matches
     nothing, or a path that does not exist, stays as it is and is reported as a
-    missing file.
+    missing file. ``-`` is ``stdin()`` when given (see :func:`stdin_source`).
     """
     parts: list[Iterable[Source | Found]] = []
     named: list[Source] = []
@@ -293,7 +295,11 @@ def stream_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False
     for spec in specs:
         text = os.fsdecode(spec)
         path = Path(text)
-        if text != "-" and _GLOB_CHARACTERS & set(text) and not path.exists():
+        if text == "-" and stdin is not None:
+            source = stdin()
+            parts.append([source])
+            named.append(source)
+        elif text != "-" and _GLOB_CHARACTERS & set(text) and not path.exists():
             matched = _pattern(text)
             if matched is None:
                 parts.append([Source(path)])

@@ -110,33 +110,14 @@ def check_template(template: str) -> None:
             )
 
 
-def output_path(
-    source: Path,
-    name: str,
-    destination: Destination,
-    *,
-    folder: Path | None,
-    single: bool,
-    frame: int | None = None,
-) -> Path:
-    """Where output ``name`` of ``source`` goes.
-
-    Default ``{stem}.{output}.png`` in ``folder`` (the input's own when
-    None); frame ``i`` of a multi-frame input is output ``frame{i}.{name}``;
-    ``destination.output`` is the file itself for a one-image command, else
-    the stem (a ``.png`` suffix is dropped) that ``.{name}.png`` is appended to.
-    """
-    if frame is not None:
-        name = f"frame{frame}.{name}"
-        single = False
-    output = destination.output
-    if output is not None:
-        if single:
-            return output
-        stem = output.with_suffix("") if output.suffix.lower() == ".png" else output
-        return stem.parent / f"{stem.name}.{name}.png"
-    filename = _filename(destination.template, source.stem, name, source.suffix)
-    return (folder if folder is not None else source.parent) / filename
+def _named_file(output: Path, name: str, *, single: bool) -> Path:
+    """Where output ``name`` goes with ``-o``: the file itself for a one-image
+    command, else the stem (a ``.png`` suffix is dropped) that ``.{name}.png`` is
+    appended to."""
+    if single:
+        return output
+    stem = output.with_suffix("") if output.suffix.lower() == ".png" else output
+    return stem.parent / f"{stem.name}.{name}.png"
 
 
 def _filename(template: str, stem: str, name: str, suffix: str) -> str:
@@ -152,9 +133,10 @@ def _filename(template: str, stem: str, name: str, suffix: str) -> str:
 
 
 def output_filenames(source: str, names: Sequence[str], destination: Destination) -> list[str]:
-    """The file names (no folder) of :func:`output_targets` for an input named
-    ``source``, without making a path: what planning a large folder asks for each
-    of its files. Not for ``destination.output`` (one input's own file name).
+    """The file names (no folder) of each output of an input named ``source``, in
+    order: its PNG from the name template, and with ``raw`` the ``.npy`` beside it.
+    Made from strings alone, since planning a large folder asks for each of its
+    files. The rule of :func:`output_targets` without ``destination.output``.
 
     >>> output_filenames("cat.jpg", ["dx", "dy"], Destination(raw=True))
     ['cat.dx.png', 'cat.dx.npy', 'cat.dy.png', 'cat.dy.npy']
@@ -181,13 +163,23 @@ def output_targets(
     folder: Path | None,
     frame: int | None = None,
 ) -> dict[str, list[Path]]:
-    """Each output name's file(s): its PNG, and with ``raw`` the ``.npy`` beside it."""
-    single = len(names) == 1
-    targets = {}
-    for name in names:
-        png = output_path(source, name, destination, folder=folder, single=single, frame=frame)
-        targets[name] = [png] + ([png.with_suffix(".npy")] if destination.raw else [])
-    return targets
+    """Each output name's file(s): its PNG, and with ``raw`` the ``.npy`` beside it.
+
+    Default ``{stem}.{output}.png`` in ``folder`` (the input's own when None);
+    frame ``i`` of a multi-frame input is output ``frame{i}.{name}``; with
+    ``destination.output`` (``-o``), see :func:`_named_file`.
+    """
+    labels = [name if frame is None else f"frame{frame}.{name}" for name in names]
+    output = destination.output
+    if output is not None:
+        single = len(names) == 1 and frame is None
+        pngs = [_named_file(output, label, single=single) for label in labels]
+        return {name: [png] + ([png.with_suffix(".npy")] if destination.raw else [])
+                for name, png in zip(names, pngs, strict=True)}  # fmt: skip
+    base = folder if folder is not None else source.parent
+    files = [base / file for file in output_filenames(source.name, labels, destination)]
+    each = 2 if destination.raw else 1
+    return {name: files[each * index : each * (index + 1)] for index, name in enumerate(names)}
 
 
 def make_folder(folder: Path) -> None:

@@ -623,7 +623,7 @@ def _run_on(
     with the number of inputs); whether a worker died."""
     futures: dict[Future, list[tuple[int, Source]]] = {}
     jobs = max(1, settings.jobs)
-    chunks = _Chunks(iter(pending), jobs)
+    chunks = _Chunks(iter(pending))
     died = False
     try:
         # Workers are forked at the first submission, before any folder is read: with
@@ -674,8 +674,8 @@ class _Chunks:
     input takes: one at a time to start with (16 photos go to both workers), up to
     :data:`_CHUNK_MAX` for small files."""
 
-    def __init__(self, pending: Iterator[tuple[int, Source]], jobs: int) -> None:
-        self.pending, self.jobs = pending, jobs
+    def __init__(self, pending: Iterator[tuple[int, Source]]) -> None:
+        self.pending = pending
         self.size = 1
         self.left = True  # inputs may be left (the pending inputs are not exhausted)
 

@@ -137,7 +137,7 @@ def test_a_stopped_run_counts_what_it_left_within_half_a_second(tree):
 
 def test_chunks_grow_for_small_files_and_stay_single_for_large_ones():
     sources = iter([(index, Source(Path(f"{index}.png"))) for index in range(100)])
-    chunks = run_module._Chunks(sources, jobs=2)
+    chunks = run_module._Chunks(sources)
     first = next(chunks)
     assert len(first) == 1  # one at a time until an input has been timed
 
