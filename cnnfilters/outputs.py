@@ -1,9 +1,10 @@
 """Writing outputs: names, the clobber rule, atomic writes, PNG encoding, ICC, stdout.
 
-Every file cnnfilters writes goes through :func:`atomic_write`: a temporary
-file in the target's folder, flushed and fsynced (a batch syncs once at its
-end instead: :func:`synced_once`), then renamed over the target, so a target
-is either untouched or whole. Output names come from one
+Every file cnnfilters writes goes through :func:`atomic_write`: an unnamed
+file in the target's folder (a named temporary one where the file system has
+none), flushed and fsynced (a batch syncs once at its end instead:
+:func:`synced_once`), then linked into place, so a target is either untouched
+or whole. Output names come from one
 rule (:func:`output_targets`), and :func:`check_targets` refuses to clobber
 an input or, without ``force``, an existing file. :func:`write_result`
 writes one :class:`~cnnfilters.commands.Result` while its checks run.
@@ -12,6 +13,7 @@ writes one :class:`~cnnfilters.commands.Result` while its checks run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
@@ -435,15 +437,89 @@ def output_complete(target: Path) -> bool:
 
 
 def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: bool = True) -> None:
-    """Write through a temporary file in ``target``'s folder, then rename it into place.
+    """Write a file that appears whole or not at all: ``target`` is either untouched or whole.
 
-    The target is either untouched or whole: the temporary file is flushed,
-    fsynced (unless :func:`synced_once`) and renamed, and removed on any
-    failure (Ctrl-C too). With
-    ``replace=False`` an existing target is never replaced, even one that
-    another process wrote a moment ago: the file is hard-linked into place,
-    which fails if the name exists (no check-then-rename race).
+    The data go to a file without a name in ``target``'s folder (Linux's
+    ``O_TMPFILE``), flushed and fsynced (unless :func:`synced_once`), which is
+    then linked into place: one change to the folder, and nothing is left
+    behind by a process killed on the way, not even by SIGKILL. Where the file
+    system has no unnamed files, a named temporary file is written and renamed
+    instead. With ``replace=False`` an existing target is never replaced, even
+    one that another process wrote a moment ago: linking fails if the name
+    exists (no check-then-rename race).
     """
+    folder = target.parent
+    fd = _open_unnamed(folder, target)
+    if fd is None:
+        _write_named(target, write, replace=replace)
+        return
+    with open(fd, "wb") as handle:
+        try:
+            write(handle)
+            handle.flush()
+            if _SYNC_EACH_FILE:
+                os.fsync(fd)
+            _link_unnamed(fd, target, replace=replace)
+        except OSError as exc:
+            raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+
+
+# Whether this system names open files in /proc: an unnamed file is linked into
+# place through its /proc/self/fd entry (linkat's AT_EMPTY_PATH needs privileges).
+_UNNAMED = (
+    hasattr(os, "O_TMPFILE") and os.link in os.supports_dir_fd and os.path.isdir("/proc/self/fd")
+)
+
+
+def _open_unnamed(folder: Path, target: Path) -> int | None:
+    """An unnamed file in ``folder``, open for writing; None where unnamed files are not
+    to be had (another system, a file system without them)."""
+    if not _UNNAMED:
+        return None
+    try:
+        # The mode as for any new file: 0o666 less the umask, applied by open itself.
+        return os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise _write_error(target, folder, exc) from None
+
+
+def _link_unnamed(fd: int, target: Path, *, replace: bool) -> None:
+    """Give the unnamed file ``fd`` the name ``target``; an existing file is replaced
+    only with ``replace``, through a temporary name renamed over it."""
+    source = f"/proc/self/fd/{fd}"
+    try:
+        # An absolute source ignores its folder descriptor, which only makes os.link
+        # call linkat() with AT_SYMLINK_FOLLOW (link() would link the /proc entry).
+        os.link(source, target, src_dir_fd=fd, follow_symlinks=True)
+        return
+    except FileExistsError:
+        if not replace:
+            raise OutputError(f"{target}: exists (use --force to overwrite)") from None
+    temp = _temporary_name(target.parent)
+    _TEMPORARY.add(temp)
+    try:
+        os.link(source, temp, src_dir_fd=fd, follow_symlinks=True)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    finally:
+        _TEMPORARY.discard(temp)
+
+
+def _write_error(target: Path, folder: Path, exc: OSError) -> OutputError:
+    if isinstance(exc, FileNotFoundError):
+        return OutputError(f"{target}: the folder {folder} does not exist")
+    if isinstance(exc, PermissionError):
+        return OutputError(f"{target}: permission denied in {folder}")
+    return OutputError(f"{target}: cannot write ({exc.strerror or exc})")
+
+
+def _write_named(target: Path, write: Callable[[IO[bytes]], None], *, replace: bool) -> None:
+    """:func:`atomic_write` through a named temporary file, renamed into place."""
     folder = target.parent
     # A short temporary name (the target's own may already be 255 bytes long),
     # registered before the file exists: a worker told to stop at once removes
@@ -455,11 +531,7 @@ def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: b
         handle = open(temp, "xb")  # noqa: SIM115 (closed below)
     except OSError as exc:
         _TEMPORARY.discard(temp)
-        if isinstance(exc, FileNotFoundError):
-            raise OutputError(f"{target}: the folder {folder} does not exist") from None
-        if isinstance(exc, PermissionError):
-            raise OutputError(f"{target}: permission denied in {folder}") from None
-        raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+        raise _write_error(target, folder, exc) from None
     try:
         with handle:
             write(handle)

@@ -498,7 +498,15 @@ def test_an_unwritable_folder_is_one_clear_error(tmp_path, capsys, monkeypatch):
             def refuse(*args, **kwargs):
                 raise PermissionError(13, "Permission denied")
 
-            # The temporary file is the first thing outputs.py opens for writing.
+            real_open = os.open
+
+            def refuse_in_locked(path, *args, **kwargs):
+                if Path(os.fsdecode(path)) == out:  # an unnamed file in the folder
+                    refuse()
+                return real_open(path, *args, **kwargs)
+
+            monkeypatch.setattr(os, "open", refuse_in_locked)
+            # A named temporary file, where unnamed ones are not to be had.
             monkeypatch.setattr("cnnfilters.outputs.open", refuse, raising=False)
         code, _, err = run(capsys, "grayscale", source, "--out-dir", out, "-q")
     finally:

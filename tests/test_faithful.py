@@ -20,6 +20,7 @@ from decoders import tiff_bytes
 from helpers import run_cli as run
 from PIL import Image
 
+from cnnfilters import outputs
 from cnnfilters.cli import main
 from cnnfilters.errors import InputError
 from cnnfilters.images import ReadOptions, load_frames, load_image
@@ -117,42 +118,52 @@ def test_workers_die_with_their_parent_and_a_rerun_completes(tmp_path):
                 image.load()  # every output whole
 
 
-# A batch whose writes pause once their temporary file has data, until the test lets go.
+# A batch whose writes pause once their file has data, until the test lets go
+# (argv[1] appears); each paused writer says so with a file named by its process
+# id beside argv[1]. argv[2] "named" turns unnamed files off (another file system).
 _PAUSING_BATCH = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from cnnfilters import cli, outputs
+go = Path(sys.argv[1])
+outputs._UNNAMED = outputs._UNNAMED and sys.argv[2] != "named"
 real = outputs.atomic_write
 def atomic_write(target, write, **kwargs):
     def slow(handle):
         write(handle)
         handle.flush()
-        while not Path(sys.argv[1]).exists():
+        go.with_name(f"writing-{os.getpid()}").touch()
+        while not go.exists():
             time.sleep(0.02)
     return real(target, slow, **kwargs)
 outputs.atomic_write = atomic_write
-sys.exit(cli.main(sys.argv[2:]))
+sys.exit(cli.main(sys.argv[3:]))
 """
 
 
-def test_the_temporary_file_of_a_killed_worker_is_removed(tmp_path):
+@pytest.mark.parametrize("files", ["unnamed", "named"])
+def test_a_killed_worker_leaves_no_file_behind(tmp_path, files):
+    if files == "unnamed" and not outputs._UNNAMED:
+        pytest.skip("no unnamed files here (O_TMPFILE and /proc)")
     folder, out, go = tmp_path / "in", tmp_path / "out", tmp_path / "go"
     folder.mkdir()
     for index in range(4):
         Image.fromarray(RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(
             folder / f"p{index}.png"
         )
-    command = [sys.executable, "-c", _PAUSING_BATCH, os.fsdecode(go), "grayscale",
+    command = [sys.executable, "-c", _PAUSING_BATCH, os.fsdecode(go), files, "grayscale",
                os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2", "-q"]  # fmt: skip
     batch = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        temps: list[Path] = []
-        while len(temps) < 2 and time.monotonic() < deadline:
+        writers: list[Path] = []
+        while len(writers) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-            temps = sorted(out.glob(".cnnfilters-*.tmp")) if out.exists() else []
-        assert len(temps) == 2, "the two workers never started writing"
-        victim = int(temps[0].name.split("-")[2])
+            writers = sorted(tmp_path.glob("writing-*"))
+        assert len(writers) == 2, "the two workers never started writing"
+        temps = sorted(out.glob(".cnnfilters-*.tmp"))
+        assert len(temps) == (2 if files == "named" else 0)
+        victim = int(writers[0].name.split("-")[1])
         os.kill(victim, signal.SIGKILL)  # as the OOM killer kills a worker
         deadline = time.monotonic() + 10
         while _running(victim) and time.monotonic() < deadline:
@@ -163,7 +174,8 @@ def test_the_temporary_file_of_a_killed_worker_is_removed(tmp_path):
         batch.kill()
     assert batch.returncode == 3
     assert "the worker failed" in err
-    assert not list(out.glob(".cnnfilters-*.tmp"))
+    # Only whole outputs: a named temporary file of the killed worker was removed.
+    assert all(name.endswith(".grayscale.png") for name in os.listdir(out))
     rerun = subprocess.run([*command, "--skip-existing"], capture_output=True, timeout=60)
     assert rerun.returncode == 0, rerun.stderr
     assert len(list(out.glob("*.grayscale.png"))) == 4

@@ -11,7 +11,7 @@ import pytest
 from helpers import run_cli as run
 from PIL import Image
 
-from cnnfilters import inputs
+from cnnfilters import inputs, outputs
 from cnnfilters.errors import OutputError
 from cnnfilters.outputs import atomic_write
 
@@ -54,7 +54,17 @@ def test_skip_existing_finishes_an_input_that_has_some_of_its_outputs(folder, ca
             image.load()
 
 
-def test_a_file_written_meanwhile_by_another_run_is_never_replaced(tmp_path):
+@pytest.fixture(params=["unnamed", "named"])
+def files(request, monkeypatch):
+    """atomic_write with unnamed files (O_TMPFILE), and with named temporary files
+    as on a file system that has none."""
+    if request.param == "unnamed" and not outputs._UNNAMED:
+        pytest.skip("no unnamed files here (O_TMPFILE and /proc)")
+    monkeypatch.setattr(outputs, "_UNNAMED", outputs._UNNAMED and request.param == "unnamed")
+    return request.param
+
+
+def test_a_file_written_meanwhile_by_another_run_is_never_replaced(tmp_path, files):
     target = tmp_path / "x.png"
 
     def write(handle):
@@ -67,6 +77,35 @@ def test_a_file_written_meanwhile_by_another_run_is_never_replaced(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary file left
     atomic_write(target, lambda handle: handle.write(b"forced"))
     assert target.read_bytes() == b"forced"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_a_failed_or_interrupted_write_leaves_the_target_as_it_was(tmp_path, files):
+    target = tmp_path / "x.png"
+    target.write_bytes(b"before")
+
+    def fail(handle):
+        handle.write(b"half")
+        raise OutputError("the encoder failed")
+
+    def interrupt(handle):
+        handle.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(OutputError, match="encoder"):
+        atomic_write(target, fail)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, interrupt)
+    assert target.read_bytes() == b"before"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    atomic_write(tmp_path / "new.png", lambda handle: handle.write(b"new"))
+    mode = (tmp_path / "new.png").stat().st_mode & 0o777
+    assert mode == 0o666 & ~outputs._UMASK  # as any new file's
+
+
+def test_a_missing_folder_is_named(tmp_path, files):
+    with pytest.raises(OutputError, match=r"the folder .*gone does not exist"):
+        atomic_write(tmp_path / "gone" / "x.png", lambda handle: handle.write(b"x"))
 
 
 def test_an_unreadable_subfolder_is_an_error_not_a_silent_skip(folder, capsys, monkeypatch):
