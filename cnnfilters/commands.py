@@ -214,12 +214,12 @@ class GrayscaleOptions(Command):
             return (ops.grayscale(rgb, triple, rows=rows) for rows in strips)
 
         if integer:
-            levels = [
-                image.levels(part, exact=luma_exact(rgb[:, first:stop], triple, image.peak))
-                for (first, stop), part in zip(strips, luma_strips(), strict=True)
-            ]
-            pixels = np.concatenate([part.pixels for part in levels], axis=1)
-            clipped = sum(part.clipped for part in levels)
+            pixels = np.empty((1, height, width), dtype=_LEVELS[image.bit_depth])
+            clipped = 0
+            for (first, stop), part in zip(strips, luma_strips(), strict=True):
+                level = image.levels(part, exact=luma_exact(rgb[:, first:stop], triple, image.peak))
+                pixels[:, first:stop] = level.pixels
+                clipped += level.clipped
             if clipped:
                 result.notices.append(f"{clipped} values outside 0..{image.max_value} were clipped")
         else:  # a stated scale must be one scale for the whole image
@@ -237,10 +237,7 @@ class GrayscaleOptions(Command):
             formula.add_shape((1, height, width))
             checks = [formula.check()]
             if triple == parse_grayscale_weights("bt601") and image.kind == "uint8":
-                checks.append(
-                    compare(pixels, ref.pillow_grayscale(image.pil), name="8-bit output",
-                            reference="Pillow convert('L')", tolerance=1, peak=peak)
-                )  # fmt: skip
+                checks.append(_pillow_grayscale_check(image, pixels, strips))
             return checks
 
         result.verify = verify
@@ -250,6 +247,25 @@ class GrayscaleOptions(Command):
                                              colorimetric=True)  # fmt: skip
         result.info["weights"] = list(triple)
         return result
+
+
+_LEVELS = {8: np.uint8, 16: np.uint16}
+
+
+def _pillow_grayscale_check(
+    image: LoadedImage, pixels: np.ndarray, strips: list[tuple[int, int]]
+) -> Check:
+    """The 8-bit output against Pillow's ``convert("L")`` of the decoded image, a strip
+    of rows at a time (Pillow's result is as large as the output)."""
+    height, width = image.size
+    pillow = Comparison(name="8-bit output", reference="Pillow convert('L')", tolerance=1,
+                        peak=image.peak, layout=(height, width))  # fmt: skip
+    source = image.pil
+    for first, stop in strips:
+        rows = source if (first, stop) == (0, height) else source.crop((0, first, width, stop))
+        pillow.update(pixels[:, first:stop], ref.pillow_grayscale(rows), top=first)
+    pillow.add_shape(pixels.shape)
+    return pillow.check()
 
 
 # ------------------------------------------------------------------ gradient

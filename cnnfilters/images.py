@@ -125,16 +125,24 @@ class LoadedImage:
     notices: list[str] = field(default_factory=list)
     damage: str | None = None  # what was wrong with data read anyway
     _pil: Image.Image | None = field(default=None, repr=False)
+    # The array ``pixels`` are a view of, in Pillow's layout (see _decode_into_array).
+    _decoded: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def pil(self) -> Image.Image | None:
-        """The pixels as a Pillow ``L`` or ``RGB`` image, 8-bit only.
+        """The pixels as a Pillow ``L``, ``RGB`` or ``RGBX`` image, 8-bit only.
 
-        The decoded image itself when it was small enough to keep, else made
+        ``RGBX`` is RGB as Pillow keeps it in memory, 4 bytes a pixel: a view
+        of the decoded array (no copy), with Pillow's own RGB arithmetic. Else
+        the decoded image itself when it was small enough to keep, or one made
         from ``pixels`` when asked for.
         """
         if self.kind != "uint8":
             return None
+        decoded = self._decoded
+        if decoded is not None and decoded.shape[:2] == self.size:
+            layout = "L" if decoded.ndim == 2 else "RGBX"
+            return Image.frombuffer(layout, self.size[::-1], decoded, "raw", layout, 0, 1)
         if self._pil is not None and self._pil.size == self.size[::-1]:
             return self._pil
         planes = self.pixels[0] if self.channels == 1 else np.moveaxis(self.pixels, 0, -1)
@@ -520,9 +528,13 @@ def _decode_frame(
         )
     frame.tiff = _TiffLayout.of(image)
     held = _hold_tiff_orientation(image, frame.notices)
-    image.load()  # the whole decode, before anything else reads the file
+    # The whole decode, before anything else reads the file: into an array of
+    # ours where Pillow allows it, else into Pillow's own memory.
+    decoded = _decode_into_array(image)
     orientation = held if held is not None else _orientation(image.getexif, frame.notices)
     frame.key = _colour_key(image, stream)
+    if decoded is not None:
+        return _array_frame(frame, image.mode, decoded, orientation)
     if getattr(image, "n_frames", 1) > 1:
         image = image.copy()  # detach this frame: the file object moves on to the next
     if orientation != 1 and options.auto_orient:
@@ -537,6 +549,64 @@ def _decode_frame(
 
 
 _SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N")
+# Pillow modes decoded straight into an array of ours, and the mode of that
+# array's layout: Pillow keeps RGB as 4 bytes a pixel (RGBX).
+_MAPPED = {"L": "L", "RGB": "RGBX", "RGBA": "RGBA"}
+
+
+def _decode_into_array(image: Image.Image) -> np.ndarray | None:
+    """Decode a single-frame 8-bit PNG or JPEG into a numpy array, in Pillow's own
+    layout, with no copy: ``(H, W)`` for ``L``, ``(H, W, 4)`` for ``RGB`` (a padding
+    byte) and ``RGBA``; read-only. Other files are decoded by ``image.load()``
+    into Pillow's memory, and None is returned.
+
+    Pillow decodes into the image memory it finds ready when mode and size
+    match, so that memory is made a view of ours (``Image.frombuffer``):
+    a 12 MP photo then needs its 48 MB once, where Pillow's image and a copy
+    of it needed 84 MB. Colour images over ``_KEEP_DECODED_BYTES`` in this
+    layout are copied out to 3 bytes a pixel instead (see :func:`_as_array`):
+    the padding byte would outweigh the copy over the rest of a long run.
+    """
+    mapped = _MAPPED.get(image.mode)
+    width, height = image.size
+    if (
+        mapped is None
+        or image.format not in ("PNG", "JPEG")
+        or getattr(image, "n_frames", 1) > 1
+        or (mapped != "L" and 4 * width * height > _KEEP_DECODED_BYTES)
+    ):
+        image.load()
+        return None
+    buffer = np.empty((height, width) if mapped == "L" else (height, width, 4), dtype=np.uint8)
+    target = Image.frombuffer(mapped, image.size, buffer, "raw", mapped, 0, 1).im
+    mode = image.mode
+    image._mode = mapped  # the decoder writes the layout of the memory it is given
+    image.im = target
+    try:
+        image.load()
+        if image.im is not target:  # a Pillow that made memory of its own: copy it over
+            buffer[...] = np.asarray(image)
+    finally:
+        image._mode = mode
+    buffer.flags.writeable = False
+    return buffer
+
+
+def _array_frame(frame: _Frame, mode: str, decoded: np.ndarray, orientation: int) -> LoadedImage:
+    """An 8-bit frame decoded by :func:`_decode_into_array`: ``pixels`` are a view of it,
+    and so is the Pillow image of :attr:`LoadedImage.pil`."""
+    if orientation != 1 and frame.options.auto_orient:
+        decoded = _orient_array(decoded, orientation)
+        decoded.flags.writeable = False
+    _orientation_notice(orientation, frame.options, frame.notices)
+    pixels = decoded[np.newaxis] if decoded.ndim == 2 else decoded[..., :3].transpose(2, 0, 1)
+    if mode == "RGBA":
+        alpha = np.ascontiguousarray(decoded[..., 3])
+    else:
+        alpha = frame.keyed_alpha(pixels, 255)
+    loaded = frame.loaded(mode, pixels, 8, "uint8")
+    loaded._decoded = decoded
+    return _apply_alpha_policy(loaded, alpha, frame.options)
 
 
 def _png16_frame(frame: _Frame, mode: str, facts: integrity.PngFacts | None) -> LoadedImage:
@@ -891,7 +961,7 @@ def _apply_alpha_policy(
     flat = image.pixels * weight + colour[:, np.newaxis, np.newaxis] * (1 - weight)
     # Round to the file's levels, so that the Pillow references see the same pixels.
     image.pixels = quantize(flat, image.bit_depth)
-    image._pil = None  # the decoded image no longer shows these pixels
+    image._pil = image._decoded = None  # the decoded image no longer shows these pixels
     background = ",".join(str(v) for v in options.background)
     image.notices.append(f"alpha flattened onto the background {background} (--alpha flatten)")
     return image

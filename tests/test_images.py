@@ -1,13 +1,13 @@
-"""The image layer: the streaming PNG writer, strips, levels."""
+"""The image layer: decoding into our own memory, the streaming PNG writer, strips, levels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile, ImageOps
 
-from cnnfilters import conv2d, gradients
-from cnnfilters.images import Rows, load_image, quantize, signed_to_image
+from cnnfilters import conv2d, gradients, reference
+from cnnfilters.images import ReadOptions, Rows, load_image, quantize, signed_to_image
 from cnnfilters.kernels import gradient_weight
 from cnnfilters.outputs import save_array, save_image
 
@@ -76,3 +76,74 @@ def test_signed_maps_put_zero_at_mid_gray_without_clipping():
     np.testing.assert_array_equal(pixels, [1, 128, 128, 129, 255])  # 127.5 and 128.5 round up
     same_scale, _ = signed_to_image(values[:2], units=units)
     np.testing.assert_array_equal(same_scale, pixels[:2])
+
+
+# ------------------------------------------------- decoding into our memory
+
+
+def _saved(tmp_path, mode: str, fmt: str, **info) -> tuple[Image.Image, object]:
+    shape = {"L": (23, 31), "RGB": (23, 31, 3), "RGBA": (23, 31, 4)}[mode]
+    image = Image.fromarray(RNG.integers(0, 256, shape, dtype=np.uint8), mode)
+    path = tmp_path / f"x-{mode}.{fmt}"
+    image.save(path, **info)
+    return image, path
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"), [("L", "png"), ("RGB", "png"), ("RGBA", "png"), ("L", "jpg"), ("RGB", "jpg")]
+)
+def test_png_and_jpeg_are_decoded_into_one_array_without_a_copy(mode, fmt, tmp_path):
+    _, path = _saved(tmp_path, mode, fmt)
+    with Image.open(path) as pillow:
+        expected = np.asarray(pillow.convert("RGB" if mode == "RGBA" else mode))
+        expected_alpha = np.asarray(pillow.getchannel("A")) if mode == "RGBA" else None
+    loaded = load_image(path, ReadOptions(alpha="keep"))
+    decoded = loaded._decoded
+    assert decoded is not None and np.shares_memory(loaded.pixels, decoded)
+    assert not loaded.pixels.flags.writeable  # the Pillow references see the same memory
+    planes = loaded.pixels[0] if mode == "L" else np.moveaxis(loaded.pixels, 0, -1)
+    np.testing.assert_array_equal(planes, expected)
+    if expected_alpha is not None:
+        np.testing.assert_array_equal(loaded.alpha, expected_alpha)
+    # Pillow's own arithmetic on a view of it: the references of grayscale and avgpool.
+    assert loaded.pil.mode == ("L" if mode == "L" else "RGBX")
+    with Image.open(path) as pillow:
+        rgb = pillow.convert("RGB" if mode == "RGBA" else mode)
+        np.testing.assert_array_equal(np.asarray(loaded.pil.convert("L")),
+                                      np.asarray(rgb.convert("L")))  # fmt: skip
+        np.testing.assert_array_equal(reference.pillow_reduce(loaded.pil, 3),
+                                      reference.pillow_reduce(rgb, 3))  # fmt: skip
+
+
+def test_an_oriented_jpeg_is_turned_as_pillow_turns_it(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _, path = _saved(tmp_path, "RGB", "jpg", exif=exif)
+    loaded = load_image(path)
+    with Image.open(path) as pillow:
+        expected = np.asarray(ImageOps.exif_transpose(pillow))
+    np.testing.assert_array_equal(np.moveaxis(loaded.pixels, 0, -1), expected)
+    assert loaded.size == (31, 23)
+    np.testing.assert_array_equal(np.asarray(loaded.pil.convert("L")),
+                                  np.asarray(Image.fromarray(expected).convert("L")))  # fmt: skip
+
+
+def test_a_colour_key_and_flattening_see_the_decoded_pixels(tmp_path):
+    image, path = _saved(tmp_path, "RGB", "png")
+    key = tuple(int(v) for v in np.asarray(image)[0, 0])
+    image.save(path, transparency=key)
+    loaded = load_image(path, ReadOptions(alpha="flatten"))
+    assert loaded._decoded is None and loaded._pil is None  # the pixels are new
+    assert tuple(loaded.pixels[:, 0, 0]) == (255, 255, 255)
+    np.testing.assert_array_equal(np.asarray(loaded.pil), np.moveaxis(loaded.pixels, 0, -1))
+
+
+def test_a_pillow_that_makes_memory_of_its_own_still_gives_the_pixels(tmp_path, monkeypatch):
+    image, path = _saved(tmp_path, "RGB", "png")
+
+    def load_prepare(self):
+        self.im = Image.core.new(self.mode, self.size)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load_prepare", load_prepare)
+    loaded = load_image(path)
+    np.testing.assert_array_equal(np.moveaxis(loaded.pixels, 0, -1), np.asarray(image))
