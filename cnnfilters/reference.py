@@ -196,6 +196,4 @@ def pillow_reduce(image, k: int) -> np.ndarray:
     Returns ``(C, H', W')`` uint8 for an 8-bit ``L``, ``RGB`` or ``RGBA`` image.
     """
     reduced = np.asarray(image.reduce(k))
-    if image.mode == "RGBX":  # RGB as Pillow keeps it: a padding byte a pixel
-        reduced = reduced[..., :3]
     return reduced[np.newaxis] if reduced.ndim == 2 else np.moveaxis(reduced, -1, 0)
