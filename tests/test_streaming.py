@@ -57,6 +57,18 @@ def test_a_folder_lists_its_files_then_its_subfolders_each_by_name(tree):
     assert [s.path.relative_to(tree).as_posix() for s in globbed] == found
 
 
+def test_a_pattern_orders_names_that_are_not_utf8_as_a_folder_does(tmp_path):
+    # U+E000 is b"\xee\x80\x80"; the undecodable byte 0xff is the string "\udcff",
+    # which sorts before U+E000 as a string but after it as bytes.
+    for name in ("\ue000.png", "\udcff.png", "a.png", "sub/\udcff.png", "sub/b.png"):
+        _image(tmp_path / name)
+    walked = [os.fsencode(s.path) for s in expand_inputs([tmp_path], recursive=True)]
+    globbed = [os.fsencode(s.path) for s in expand_inputs([f"{tmp_path}/**/*.png"])]
+    assert globbed == walked
+    expected = [b"a.png", b"\xee\x80\x80.png", b"\xff.png", b"sub/b.png", b"sub/\xff.png"]
+    assert [p[len(os.fsencode(tmp_path)) + 1 :] for p in walked] == expected
+
+
 def test_folders_are_read_only_when_the_run_gets_there(tree, monkeypatch):
     calls = _scandir_calls(monkeypatch)
     found = stream_inputs([tree], recursive=True)
