@@ -553,16 +553,17 @@ _SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N")
 # Pillow modes decoded straight into an array of ours, and the mode of that
 # array's layout: Pillow keeps RGB as 4 bytes a pixel (RGBX).
 _MAPPED = {"L": "L", "RGB": "RGBX", "RGBA": "RGBA"}
-# Decoded arrays from this size on are anonymous memory maps, whose unused
-# quarter (the padding byte of RGB) goes back to the system once compacted.
+# Images from this size on (in Pillow's layout) are decoded into an anonymous
+# memory map of ours, whose unused quarter (RGB's padding byte) goes back to
+# the system once compacted; smaller ones the plain way, which costs less.
 _MAPPED_MEMORY_BYTES = 4 << 20
 
 
 def _decode_into_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """Decode a single-frame 8-bit PNG or JPEG into arrays of ours: the colour,
-    ``(H, W)`` or ``(H, W, 3)`` C-contiguous uint8, and the alpha of ``RGBA``
-    (else None). Other files are decoded by ``image.load()`` into Pillow's
-    memory, and None is returned.
+    """Decode a single-frame 8-bit PNG or JPEG of 1 MP or more into arrays of ours:
+    the colour, ``(H, W)`` or ``(H, W, 3)`` C-contiguous uint8, and the alpha of
+    ``RGBA`` (else None). Other files are decoded by ``image.load()`` into
+    Pillow's memory, and None is returned.
 
     Pillow decodes into the image memory it finds ready when mode and size
     match, so that memory is made a view of ours (``Image.frombuffer``), in
@@ -573,12 +574,17 @@ def _decode_into_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | Non
     Pillow's image beside a copy of it needed 84 MB.
     """
     mapped = _MAPPED.get(image.mode)
-    if mapped is None or image.format not in ("PNG", "JPEG") or getattr(image, "n_frames", 1) > 1:
-        image.load()
-        return None
     width, height = image.size
     size = height * width * (1 if mapped == "L" else 4)
-    memory = mmap.mmap(-1, size) if size >= _MAPPED_MEMORY_BYTES else bytearray(size)
+    if (
+        mapped is None
+        or image.format not in ("PNG", "JPEG")
+        or getattr(image, "n_frames", 1) > 1
+        or size < _MAPPED_MEMORY_BYTES
+    ):
+        image.load()
+        return None
+    memory = mmap.mmap(-1, size)
     flat = np.frombuffer(memory, dtype=np.uint8)
     buffer = flat.reshape((height, width) if mapped == "L" else (height, width, 4))
     target = Image.frombuffer(mapped, image.size, buffer, "raw", mapped, 0, 1).im
@@ -602,7 +608,7 @@ def _decode_into_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | Non
             source = source.copy()
         for channel in range(3):  # one plane at a time: 4x faster than [..., :3] at once
             target[..., channel] = source[..., channel]
-    if isinstance(memory, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+    if hasattr(mmap, "MADV_DONTNEED"):
         used = -(-colour.nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
         if used < size:
             memory.madvise(mmap.MADV_DONTNEED, used, size - used)
