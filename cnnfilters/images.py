@@ -560,10 +560,11 @@ _MAPPED_MEMORY_BYTES = 4 << 20
 
 
 def _decode_into_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """Decode a single-frame 8-bit PNG or JPEG of 1 MP or more into arrays of ours:
-    the colour, ``(H, W)`` or ``(H, W, 3)`` C-contiguous uint8, and the alpha of
-    ``RGBA`` (else None). Other files are decoded by ``image.load()`` into
-    Pillow's memory, and None is returned.
+    """Decode a single-frame 8-bit PNG or JPEG of ``_MAPPED_MEMORY_BYTES`` or more in
+    Pillow's layout (1 MP of colour, 4 MP of gray) into arrays of ours: the colour,
+    ``(H, W)`` or ``(H, W, 3)`` C-contiguous uint8, and the alpha of ``RGBA`` (else
+    None). Other files are decoded by ``image.load()`` into Pillow's memory, and
+    None is returned.
 
     Pillow decodes into the image memory it finds ready when mode and size
     match, so that memory is made a view of ours (``Image.frombuffer``), in
@@ -603,11 +604,11 @@ def _decode_into_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | Non
     colour = flat[: height * width * 3].reshape(height, width, 3)
     step = max(1, (1 << 20) // (4 * width))
     for first in range(0, height, step):
-        source, target = buffer[first : first + step], colour[first : first + step]
-        if np.may_share_memory(source, target):  # the first blocks overlap their source
-            source = source.copy()
+        padded, packed = buffer[first : first + step], colour[first : first + step]
+        if np.may_share_memory(padded, packed):  # the first blocks overlap their source
+            padded = padded.copy()
         for channel in range(3):  # one plane at a time: 4x faster than [..., :3] at once
-            target[..., channel] = source[..., channel]
+            packed[..., channel] = padded[..., channel]
     if hasattr(mmap, "MADV_DONTNEED"):
         used = -(-colour.nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
         if used < size:
