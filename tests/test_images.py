@@ -123,15 +123,17 @@ def test_png_and_jpeg_are_decoded_into_an_array_of_ours(mode, fmt, size, tmp_pat
     np.testing.assert_array_equal(np.asarray(loaded.pil_rows(5, 9).convert("L")), gray[5:9])
 
 
-def test_an_oriented_jpeg_is_turned_as_pillow_turns_it(tmp_path):
+@pytest.mark.parametrize("size", [(23, 31), (1100, 1000)])  # Pillow's memory, then ours
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_an_oriented_jpeg_is_turned_as_pillow_turns_it(tmp_path, size, orientation):
     exif = Image.Exif()
-    exif[0x0112] = 6
-    _, path = _saved(tmp_path, "RGB", "jpg", exif=exif)
+    exif[0x0112] = orientation
+    _, path = _saved(tmp_path, "RGB", "jpg", size=size, exif=exif)
     loaded = load_image(path)
     with Image.open(path) as pillow:
         expected = np.asarray(ImageOps.exif_transpose(pillow))
     np.testing.assert_array_equal(np.moveaxis(loaded.pixels, 0, -1), expected)
-    assert loaded.size == (31, 23)
+    assert loaded.size == (size if orientation == 3 else size[::-1])
     np.testing.assert_array_equal(np.asarray(loaded.pil.convert("L")),
                                   np.asarray(Image.fromarray(expected).convert("L")))  # fmt: skip
 
