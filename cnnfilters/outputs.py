@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import os
 import re
@@ -48,6 +49,7 @@ __all__ = [
     "make_folder",
     "output_complete",
     "output_filenames",
+    "output_namer",
     "output_targets",
     "png_to_format",
     "remove_stale_temporary_files",
@@ -122,18 +124,6 @@ def _named_file(output: Path, name: str, *, single: bool) -> Path:
     return stem.parent / f"{stem.name}.{name}.png"
 
 
-def _filename(template: str, stem: str, name: str, suffix: str) -> str:
-    try:
-        filename = template.format(stem=stem, output=name, ext=suffix.lstrip("."))
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise CnnFiltersError(
-            f"name template {template!r} is not valid ({exc}); use {{stem}}, {{output}}, {{ext}}"
-        ) from None
-    if "/" in filename or not filename:
-        raise CnnFiltersError(f"name template {template!r} must give a file name, got {filename!r}")
-    return filename
-
-
 def output_filenames(source: str, names: Sequence[str], destination: Destination) -> list[str]:
     """The file names (no folder) of each output of an input named ``source``, in
     order: its PNG from the name template, and with ``raw`` the ``.npy`` beside it.
@@ -143,18 +133,50 @@ def output_filenames(source: str, names: Sequence[str], destination: Destination
     >>> output_filenames("cat.jpg", ["dx", "dy"], Destination(raw=True))
     ['cat.dx.png', 'cat.dx.npy', 'cat.dy.png', 'cat.dy.npy']
     """
-    # PurePath(source).stem and .suffix, without making a path (a file name has no
-    # separator): a dot that begins or ends the name starts no suffix.
-    dot = source.rfind(".")
-    stem, suffix = (source[:dot], source[dot:]) if 0 < dot < len(source) - 1 else (source, "")
-    files = []
-    for name in names:
-        png = _filename(destination.template, stem, name, suffix)
-        files.append(png)
-        if destination.raw:  # PurePath(png).with_suffix(".npy")
-            dot = png.rfind(".")
-            files.append((png[:dot] if 0 < dot < len(png) - 1 else png) + ".npy")
-    return files
+    return output_namer(names, destination)(source)
+
+
+def output_namer(names: Sequence[str], destination: Destination) -> Callable[[str], list[str]]:
+    """:func:`output_filenames` as a function of the input's name alone, for a planner
+    that asks for every file of a large folder."""
+    return _namer(destination.template, tuple(names), destination.raw)
+
+
+@functools.lru_cache(maxsize=16)
+def _namer(template: str, names: tuple[str, ...], raw: bool) -> Callable[[str], list[str]]:
+    """The template checked once and filled with each output's name, leaving the
+    stem and the extension as positional fields: a folder of 200,000 files then
+    pays for one short ``format`` a file name."""
+    try:
+        # NUL cannot be in a file name: it marks the stem and the extension while
+        # the braces of what is left are escaped again.
+        filled = [template.format(stem="\0s", output=name, ext="\0e") for name in names]
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise CnnFiltersError(
+            f"name template {template!r} is not valid ({exc}); use {{stem}}, {{output}}, {{ext}}"
+        ) from None
+    escaped = (text.replace("{", "{{").replace("}", "}}") for text in filled)
+    fills = [text.replace("\0s", "{0}").replace("\0e", "{1}").format for text in escaped]
+
+    def filenames(source: str) -> list[str]:
+        # PurePath(source).stem and .suffix, without making a path (a file name has
+        # no separator): a dot that begins or ends the name starts no suffix.
+        dot = source.rfind(".")
+        stem, ext = (source[:dot], source[dot + 1 :]) if 0 < dot < len(source) - 1 else (source, "")
+        files = []
+        for fill in fills:
+            png = fill(stem, ext)
+            if "/" in png or not png:
+                raise CnnFiltersError(
+                    f"name template {template!r} must give a file name, got {png!r}"
+                )
+            files.append(png)
+            if raw:  # PurePath(png).with_suffix(".npy")
+                dot = png.rfind(".")
+                files.append((png[:dot] if 0 < dot < len(png) - 1 else png) + ".npy")
+        return files
+
+    return filenames
 
 
 def output_targets(

@@ -47,7 +47,7 @@ from .outputs import (
     check_targets,
     make_folder,
     output_complete,
-    output_filenames,
+    output_namer,
     output_targets,
     remove_stale_temporary_files,
     remove_temporary_files,
@@ -193,6 +193,7 @@ class _Planner:
     def __init__(self, command: Command, settings: Settings, inputs: InputStream) -> None:
         self.names = command.outputs()
         self.settings = settings
+        self._filenames = output_namer(self.names, settings.destination)
         self.absolute = _absolute_paths()
         out_dir = settings.destination.out_dir
         self.inside = None if out_dir is None else self.absolute(out_dir) + os.sep
@@ -257,9 +258,6 @@ class _Planner:
                 refused = _refusal(source, _claimed(source.path, claimed.clash))
             yield Planned(source, targets, refused)
         claimed.close()
-
-    def _filenames(self, name: str) -> list[str]:
-        return output_filenames(name, self.names, self.settings.destination)
 
 
 class _Folder:
