@@ -595,7 +595,11 @@ def _decode_into_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | Non
     try:
         image.load()
         if image.im is not target:  # a Pillow that made memory of its own: copy it over
-            buffer[...] = np.asarray(image)
+            decoded = np.asarray(image)  # in our layout, or as RGB where it kept its mode
+            if buffer.ndim == 3:
+                buffer[..., : decoded.shape[-1]] = decoded
+            else:
+                buffer[...] = decoded
     finally:
         image._mode = mode
     if mapped == "L":

@@ -147,12 +147,25 @@ def test_a_colour_key_and_flattening_see_the_decoded_pixels(tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded.pil), np.moveaxis(loaded.pixels, 0, -1))
 
 
-def test_a_pillow_that_makes_memory_of_its_own_still_gives_the_pixels(tmp_path, monkeypatch):
-    image, path = _saved(tmp_path, "RGB", "png")
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+@pytest.mark.parametrize("keeps_its_mode", [False, True])
+def test_a_pillow_that_makes_memory_of_its_own_still_gives_the_pixels(
+    tmp_path, monkeypatch, mode, keeps_its_mode
+):
+    # A Pillow that decodes into memory of its own, in the layout asked for or (one
+    # whose mode cannot be set from outside) in the image's own mode.
+    image, path = _saved(tmp_path, mode, "png", size=(2100, 2000) if mode == "L" else (1100, 1000))
+    real_mode = image.mode
 
     def load_prepare(self):
+        if keeps_its_mode:
+            self._mode = real_mode
         self.im = Image.core.new(self.mode, self.size)
 
     monkeypatch.setattr(ImageFile.ImageFile, "load_prepare", load_prepare)
-    loaded = load_image(path)
-    np.testing.assert_array_equal(np.moveaxis(loaded.pixels, 0, -1), np.asarray(image))
+    loaded = load_image(path, ReadOptions(alpha="keep"))
+    expected = np.asarray(image)
+    planes = loaded.pixels[0] if mode == "L" else np.moveaxis(loaded.pixels, 0, -1)
+    np.testing.assert_array_equal(planes, expected[..., :3] if mode == "RGBA" else expected)
+    if mode == "RGBA":
+        np.testing.assert_array_equal(loaded.alpha, expected[..., 3])
