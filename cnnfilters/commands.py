@@ -214,10 +214,11 @@ class GrayscaleOptions(Command):
             return (ops.grayscale(rgb, triple, rows=rows) for rows in strips)
 
         if integer:
-            pixels = np.empty((1, height, width), dtype=_LEVELS[image.bit_depth])
-            clipped = 0
+            pixels, clipped = None, 0
             for (first, stop), part in zip(strips, luma_strips(), strict=True):
                 level = image.levels(part, exact=luma_exact(rgb[:, first:stop], triple, image.peak))
+                if pixels is None:  # the levels' type (uint8 or uint16) is theirs to say
+                    pixels = np.empty((1, height, width), dtype=level.pixels.dtype)
                 pixels[:, first:stop] = level.pixels
                 clipped += level.clipped
             if clipped:
@@ -247,9 +248,6 @@ class GrayscaleOptions(Command):
                                              colorimetric=True)  # fmt: skip
         result.info["weights"] = list(triple)
         return result
-
-
-_LEVELS = {8: np.uint8, 16: np.uint16}
 
 
 def _pillow_grayscale_check(

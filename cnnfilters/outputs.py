@@ -144,17 +144,12 @@ def output_namer(names: Sequence[str], destination: Destination) -> Callable[[st
 
 @functools.lru_cache(maxsize=16)
 def _namer(template: str, names: tuple[str, ...], raw: bool) -> Callable[[str], list[str]]:
-    """The template checked once and filled with each output's name, leaving the
-    stem and the extension as positional fields: a folder of 200,000 files then
-    pays for one short ``format`` a file name."""
-    try:
-        # NUL cannot be in a file name: it marks the stem and the extension while
-        # the braces of what is left are escaped again.
-        filled = [template.format(stem="\0s", output=name, ext="\0e") for name in names]
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise CnnFiltersError(
-            f"name template {template!r} is not valid ({exc}); use {{stem}}, {{output}}, {{ext}}"
-        ) from None
+    """The template (checked by :class:`Destination`) filled with each output's name,
+    leaving the stem and the extension as positional fields: a folder of 200,000
+    files then pays for one short ``format`` a file name."""
+    # NUL cannot be in a file name: it marks the stem and the extension while the
+    # braces of what is left are escaped again.
+    filled = [template.format(stem="\0s", output=name, ext="\0e") for name in names]
     escaped = (text.replace("{", "{{").replace("}", "}}") for text in filled)
     fills = [text.replace("\0s", "{0}").replace("\0e", "{1}").format for text in escaped]
 
