@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,7 +39,16 @@ from .defaults import (
 )
 from .engine import conv2d
 from .errors import CnnFiltersError, InputError
-from .images import LoadedImage, Rows, mosaic, quantize, signed_to_image, unsigned_to_image
+from .images import (
+    LoadedImage,
+    Rows,
+    level_dtype,
+    mosaic,
+    pil_image,
+    quantize,
+    signed_to_image,
+    unsigned_to_image,
+)
 from .kernels import (
     FORWARD_DIFF_X,
     FORWARD_DIFF_Y,
@@ -118,6 +128,10 @@ class Command:
     """An image command's options; subclasses add their fields and computation."""
 
     name: ClassVar[str]
+    # True when run() reads the image's pixels only through LoadedImage.rows, each
+    # row once, top to bottom (and --raw is not asked for, which reads them again):
+    # a large PNG can then be decoded while it is read (cnnfilters.pngrows).
+    rows_once: ClassVar[bool] = False
 
     def outputs(self) -> list[str]:
         """The names of the images it writes (``{stem}.{name}.png``)."""
@@ -176,6 +190,7 @@ class GrayscaleOptions(Command):
     """Luma as a 1x1 convolution: ``bt601``, ``bt709`` or ``R,G,B`` weights (SPEC section 3)."""
 
     name: ClassVar[str] = "grayscale"
+    rows_once: ClassVar[bool] = True
     weights: str = "bt601"
 
     def __post_init__(self) -> None:
@@ -190,59 +205,42 @@ class GrayscaleOptions(Command):
     def run(self, image: LoadedImage) -> Result:
         """Luma by a 1x1 conv; checked against the float64 formula and Pillow's ``convert("L")``.
 
-        Computed in strips of rows (in cache); the checks run while the output
-        is being written.
+        Computed in strips of rows (in cache), each checked as it is made, and
+        each row of the image read once, top to bottom (:attr:`rows_once`).
+        The output is :class:`Rows`: an 8/16-bit image is computed while it is
+        written (see :class:`_LumaStrips`).
         """
         result = Result()
         triple = parse_grayscale_weights(self.weights)
-        rgb = _as_rgb(image, result.notices)
+        if image.channels == 1:
+            result.notices.append("gray input: used as R = G = B")
         height, width = image.size
         strips = _strips(height, 3 * width * 4)
-        integer = image.kind in ("uint8", "uint16")
-        # The float strips are kept for the checks and --raw up to _KEEP_BYTES (and
-        # always for float inputs, which are scaled as a whole). A larger image's
-        # strip is let go once quantized, and computed again when asked for (the
-        # same engine call, the same values) rather than keep 4 bytes a pixel
-        # (48 MB on 12 MP).
-        kept = None
-        if not integer or 4 * height * width <= _KEEP_BYTES:
-            kept = [ops.grayscale(rgb, triple, rows=rows) for rows in strips]
 
         def luma_strips() -> Iterator[np.ndarray]:
-            if kept is not None:
-                return iter(kept)
-            return (ops.grayscale(rgb, triple, rows=rows) for rows in strips)
+            for first, stop in strips:
+                yield ops.grayscale(_rgb(image.rows(first, stop)), triple)
 
-        if integer:
-            pixels, clipped = None, 0
-            for (first, stop), part in zip(strips, luma_strips(), strict=True):
-                level = image.levels(part, exact=luma_exact(rgb[:, first:stop], triple, image.peak))
-                if pixels is None:  # the levels' type (uint8 or uint16) is theirs to say
-                    pixels = np.empty((1, height, width), dtype=level.pixels.dtype)
-                pixels[:, first:stop] = level.pixels
-                clipped += level.clipped
-            if clipped:
-                result.notices.append(f"{clipped} values outside 0..{image.max_value} were clipped")
-        else:  # a stated scale must be one scale for the whole image
-            whole = image.levels(np.concatenate(list(luma_strips()), axis=1))
-            pixels = whole.pixels
-            result.notices.extend(whole.notes())
-
-        def verify() -> list[Check]:
-            peak = image.peak
-            formula = Comparison(name="luma", reference="float64 formula",
-                                 tolerance=float32_tolerance(peak), peak=peak,
-                                 layout=(height, width))  # fmt: skip
-            for (first, stop), luma in zip(strips, luma_strips(), strict=True):
-                formula.update(luma, ref.luma(rgb[:, first:stop], triple), top=first)
-            formula.add_shape((1, height, width))
-            checks = [formula.check()]
-            if triple == parse_grayscale_weights("bt601") and image.kind == "uint8":
-                checks.append(_pillow_grayscale_check(image, pixels, strips))
-            return checks
-
-        result.verify = verify
         luma = Rows((1, height, width), np.float32, luma_strips)
+        if image.kind in ("uint8", "uint16"):
+            work = _LumaStrips(image, triple, strips, result.notices)
+            result.verify = work.checks
+            pixels = work.rows()
+        else:  # a stated scale must be one scale for the whole image
+            kept = list(luma.strips())
+            whole = image.levels(np.concatenate(kept, axis=1))
+            pixels = Rows(whole.pixels.shape, whole.pixels.dtype.type, lambda: iter([whole.pixels]))
+            result.notices.extend(whole.notes())
+            luma = Rows(luma.shape, luma.dtype, lambda: iter(kept))
+
+            def verify() -> list[Check]:
+                formula = _luma_comparison(image)
+                for (first, stop), part in zip(strips, kept, strict=True):
+                    formula.update(part, ref.luma(_rgb(image.rows(first, stop)), triple), top=first)
+                formula.add_shape((1, height, width))
+                return [formula.check()]
+
+            result.verify = verify
         result.outputs["grayscale"] = Output(pixels, luma, f"luma, weights {triple}",
                                              alpha=_alpha_levels(image),
                                              colorimetric=True)  # fmt: skip
@@ -250,19 +248,116 @@ class GrayscaleOptions(Command):
         return result
 
 
-def _pillow_grayscale_check(
-    image: LoadedImage, pixels: np.ndarray, strips: list[tuple[int, int]]
-) -> Check:
-    """The 8-bit output against Pillow's ``convert("L")`` of the decoded image, a strip
-    of rows at a time (Pillow's result is as large as the output)."""
-    height, width = image.size
-    pillow = Comparison(name="8-bit output", reference="Pillow convert('L')", tolerance=1,
-                        peak=image.peak, layout=(height, width))  # fmt: skip
-    for first, stop in strips:
-        rows = image.pil_rows(first, stop)
-        pillow.update(pixels[:, first:stop], ref.pillow_grayscale(rows), top=first)
-    pillow.add_shape(pixels.shape)
-    return pillow.check()
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    """Gray ``(1, H, W)`` pixels as R = G = B; RGB as they are."""
+    return pixels if pixels.shape[0] == 3 else np.repeat(pixels, 3, axis=0)
+
+
+def _luma_comparison(image: LoadedImage) -> Comparison:
+    peak = image.peak
+    return Comparison(name="luma", reference="float64 formula",
+                      tolerance=float32_tolerance(peak), peak=peak, layout=image.size)  # fmt: skip
+
+
+class _InOrder:
+    """Steps ``0..count - 1`` of some work, each done once and in order by whichever
+    thread asks for it first; a thread that needs a step another thread is on
+    waits for it. Two threads can so share a pipeline without either having to
+    know whether the other exists."""
+
+    def __init__(self, count: int, step: Callable[[int], None]) -> None:
+        self.count, self.step = count, step
+        self._done = 0  # steps 0.._done - 1 are done
+        self._busy = False  # a thread is on step _done
+        self._changed = threading.Condition()
+
+    def through(self, index: int) -> None:
+        """Make sure steps ``0..index`` are done."""
+        with self._changed:
+            while self._done <= index:
+                if self._busy:
+                    self._changed.wait()
+                    continue
+                self._busy = True
+                self._changed.release()
+                try:
+                    self.step(self._done)
+                finally:
+                    self._changed.acquire()
+                    self._busy = False
+                    self._changed.notify_all()
+                self._done += 1
+
+    def all(self) -> None:
+        """Every step, one at a time (another thread can take each as it is done)."""
+        for index in range(self.count):
+            self.through(index)
+
+
+class _LumaStrips:
+    """The luma of an 8/16-bit image as output levels, made and checked strip by strip.
+
+    Each strip is done once, in order, by whichever thread asks first
+    (:class:`_InOrder`): the writer, for the strip's levels to encode, or
+    :meth:`checks`. A strip's rows are read once; its luma is rounded
+    (exactly) to levels and compared, while in cache, with the float64
+    formula and, for 8-bit BT.601, the levels with Pillow's ``convert("L")``
+    of the same rows; then the float luma is let go. So there is no second
+    pass over the image, and the encoder, in its own thread, starts on the
+    first strip instead of after the last.
+    """
+
+    def __init__(self, image: LoadedImage, triple: tuple[float, float, float],
+                 strips: list[tuple[int, int]], notices: list[str]) -> None:  # fmt: skip
+        self.image, self.triple = image, triple
+        self.strips, self.notices = strips, notices
+        self.pixels = np.empty((1, *image.size), dtype=level_dtype(image.bit_depth))
+        self.formula = _luma_comparison(image)
+        self.pillow: Comparison | None = None
+        if triple == parse_grayscale_weights("bt601") and image.kind == "uint8":
+            self.pillow = Comparison(name="8-bit output", reference="Pillow convert('L')",
+                                     tolerance=1, peak=image.peak,
+                                     layout=image.size)  # fmt: skip
+        self.clipped = 0
+        self.done = _InOrder(len(strips), self._strip)
+
+    def _strip(self, index: int) -> None:
+        image = self.image
+        first, stop = self.strips[index]
+        pixels = image.rows(first, stop)
+        rgb = _rgb(pixels)
+        luma = ops.grayscale(rgb, self.triple)
+        level = image.levels(luma, exact=luma_exact(rgb, self.triple, image.peak))
+        self.pixels[:, first:stop] = level.pixels
+        self.formula.update(luma, ref.luma(rgb, self.triple), top=first)
+        if self.pillow is not None:
+            expected = ref.pillow_grayscale(pil_image(pixels))
+            self.pillow.update(level.pixels, expected, top=first)
+        self.clipped += level.clipped
+        if index == len(self.strips) - 1 and self.clipped:
+            top = image.max_value
+            self.notices.append(f"{self.clipped} values outside 0..{top} were clipped")
+
+    def rows(self) -> Rows:
+        """The levels as strips, each handed on as soon as it is done."""
+
+        def strips() -> Iterator[np.ndarray]:
+            for index, (first, stop) in enumerate(self.strips):
+                self.done.through(index)
+                yield self.pixels[:, first:stop]
+
+        return Rows(self.pixels.shape, self.pixels.dtype.type, strips)
+
+    def checks(self) -> list[Check]:
+        """Every strip done, then the figures of both comparisons."""
+        self.done.all()
+        shape = self.pixels.shape
+        self.formula.add_shape(shape)
+        checks = [self.formula.check()]
+        if self.pillow is not None:
+            self.pillow.add_shape(shape)
+            checks.append(self.pillow.check())
+        return checks
 
 
 # ------------------------------------------------------------------ gradient

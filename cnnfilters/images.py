@@ -43,6 +43,7 @@ from PIL import Image, ImageFile
 from . import _libtiff, integrity, rounding
 from .defaults import ALPHA_POLICIES, DEFAULT_MAX_PIXELS, FORMATS
 from .errors import CnnFiltersError, InputError
+from .pngrows import PngRows, streamable
 
 if TYPE_CHECKING:
     import tifffile
@@ -52,10 +53,12 @@ __all__ = [
     "LoadedImage",
     "ReadOptions",
     "Rows",
+    "level_dtype",
     "load_frames",
     "load_image",
     "mosaic",
     "parse_colour",
+    "pil_image",
     "quantize",
     "signed_to_image",
     "unsigned_to_image",
@@ -116,7 +119,7 @@ class LoadedImage:
     path: Path
     format: str
     mode: str
-    pixels: np.ndarray
+    pixels: np.ndarray  # or, loaded with rows_once, PngRows: read it with rows()
     bit_depth: int
     kind: str
     alpha: np.ndarray | None = None
@@ -145,9 +148,20 @@ class LoadedImage:
         only: for references computed a strip at a time, with no full-size copy."""
         if self.kind != "uint8":
             return None
-        rows = self.pixels[:, first:stop]
-        planes = rows[0] if self.channels == 1 else rows.transpose(1, 2, 0)
-        return Image.fromarray(np.ascontiguousarray(planes, dtype=np.uint8))
+        return pil_image(self.pixels[:, first:stop])
+
+    def rows(self, first: int, stop: int) -> np.ndarray:
+        """Rows ``first..stop`` of the pixels, ``(C, rows, W)``. An image loaded with
+        ``rows_once`` may be decoded as it is read (:class:`~cnnfilters.pngrows.PngRows`):
+        then each row is given once, top to bottom."""
+        if isinstance(self.pixels, PngRows):
+            return self.pixels.take(first, stop)
+        return self.pixels[:, first:stop]
+
+    def close(self) -> None:
+        """Let go of what decodes the rows of a streamed image (nothing for others)."""
+        if isinstance(self.pixels, PngRows):
+            self.pixels.close()
 
     @property
     def max_value(self) -> int:
@@ -204,6 +218,12 @@ class LoadedImage:
         if infinite:
             mapping += f"; {infinite} values are not finite (drawn at the ends of the scale)"
         return Levels(quantize(scaled, 16), mapping=mapping)
+
+
+def pil_image(pixels: np.ndarray) -> Image.Image:
+    """``(1 or 3, H, W)`` 8-bit pixels as a Pillow ``L`` or ``RGB`` image (a copy)."""
+    planes = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+    return Image.fromarray(np.ascontiguousarray(planes, dtype=np.uint8))
 
 
 @dataclass(frozen=True)
@@ -291,6 +311,7 @@ def load_frames(
     *,
     first_only: bool = False,
     parallel: bool = True,
+    rows_once: bool = False,
 ) -> list[LoadedImage]:
     """Read and decode an image file: every frame with ``options.all_frames``, else the first.
 
@@ -302,6 +323,11 @@ def load_frames(
     frame's ``damage`` says what was wrong. ``parallel`` checks the stream in
     a second thread while Pillow decodes (a batch worker, which has one core,
     checks first).
+
+    ``rows_once``: the caller reads the pixels once, top to bottom, through
+    :meth:`LoadedImage.rows`, and closes the images when done. A large PNG
+    that :mod:`cnnfilters.pngrows` reads exactly is then decoded as it is read
+    (in a thread of its own when ``parallel``), its damage found on the way.
     """
     options = options or ReadOptions()
     path = Path(path)
@@ -316,7 +342,7 @@ def load_frames(
         try:
             try:
                 ImageFile.LOAD_TRUNCATED_IMAGES = False
-                frames = _decode(path, options, first_only, parallel)
+                frames = _decode(path, options, first_only, parallel, rows_once)
             except InputError:
                 raise
             except (OSError, SyntaxError, ValueError, EOFError):
@@ -324,7 +350,7 @@ def load_frames(
                     raise
                 # Opted in: decode again, letting Pillow fill what is missing.
                 ImageFile.LOAD_TRUNCATED_IMAGES = True
-                frames = _decode(path, options, first_only, parallel)
+                frames = _decode(path, options, first_only, parallel, rows_once)
                 if frames[0].damage is None:
                     frames[0].damage = "the decoder stopped early"
             if frames[0].damage is not None:
@@ -351,7 +377,7 @@ def load_frames(
 
 
 def _decode(
-    path: Path, options: ReadOptions, first_only: bool, parallel: bool
+    path: Path, options: ReadOptions, first_only: bool, parallel: bool, rows_once: bool
 ) -> list[LoadedImage]:
     try:
         image = Image.open(path)
@@ -367,6 +393,10 @@ def _decode(
         if image.format == "TIFF":
             _libtiff.install()
         _check_size(image.size, path, options)
+        if rows_once and not options.allow_truncated and _streamed(image, path):
+            frame = _Frame(path, "PNG", options, image.info.get("icc_profile") or None)
+            rows = PngRows(path, image.mode, image.size, background=parallel)
+            return [frame.loaded(image.mode, rows, 8, "uint8")]
         # Pillow's decoders keep quiet about some damage: the stream is checked on
         # its own, beside the decode, and its verdict is in before any pixel is used.
         stream = integrity.StreamCheck(
@@ -387,6 +417,15 @@ def _decode(
         if damage is not None:
             frames[0].damage = damage.reason
         return frames
+
+
+def _streamed(image: Image.Image, path: Path) -> bool:
+    """Whether to decode ``image`` as its rows are read: a PNG that
+    :func:`~cnnfilters.pngrows.streamable` accepts, as large as the images
+    :func:`_decode_into_array` takes."""
+    width, height = image.size
+    size = height * width * (1 if image.mode == "L" else 4)
+    return size >= _MAPPED_MEMORY_BYTES and streamable(image, path)
 
 
 def _jpeg_starts(image: Image.Image, options: ReadOptions, first_only: bool) -> tuple[int, ...]:
@@ -503,10 +542,10 @@ class _Frame:
     key: tuple[int, ...] | None = None  # a tRNS colour key
     tiff: _TiffLayout | None = None
 
-    def loaded(self, mode: str, pixels: np.ndarray, depth: int, kind: str) -> LoadedImage:
+    def loaded(self, mode: str, pixels: np.ndarray | PngRows, depth: int, kind: str) -> LoadedImage:
         icc = self.icc if kind in ("uint8", "uint16") else None
-        return LoadedImage(self.path, self.fmt, mode, pixels, depth, kind, icc_profile=icc,
-                           notices=self.notices)  # fmt: skip
+        return LoadedImage(self.path, self.fmt, mode, pixels, depth, kind,  # type: ignore[arg-type]
+                           icc_profile=icc, notices=self.notices)  # fmt: skip
 
     def keyed_alpha(self, pixels: np.ndarray, top: int) -> np.ndarray | None:
         if self.key is None:
@@ -1026,6 +1065,11 @@ def _orient_array(array: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(transforms[orientation](array))
 
 
+def level_dtype(bit_depth: int) -> type:
+    """The sample type of output levels of ``bit_depth`` (8 or 16) bits."""
+    return np.uint8 if bit_depth == 8 else np.uint16
+
+
 def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     """Round half up (as Pillow) and clip to ``0..2^bits - 1``: uint8 or uint16.
 
@@ -1036,7 +1080,7 @@ def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     """
     values = np.asarray(values)
     top = (1 << bit_depth) - 1
-    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    dtype = level_dtype(bit_depth)
     work = np.float32 if values.dtype == np.float32 else np.float64
     out = np.empty(values.shape, dtype=dtype)
     flat_in, flat_out = values.reshape(-1), out.reshape(-1)
@@ -1120,3 +1164,7 @@ class Rows:
     shape: tuple[int, int, int]
     dtype: type
     strips: Callable[[], Iterator[np.ndarray]]
+
+    def whole(self) -> np.ndarray:
+        """Every strip, as one ``shape`` array (as large as the image)."""
+        return np.concatenate(list(self.strips()), axis=1)

@@ -30,12 +30,21 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-__all__ = ["Damage", "PngFacts", "StreamCheck", "check_file", "check_jpeg", "check_png"]
+__all__ = [
+    "Damage",
+    "Damaged",
+    "PngFacts",
+    "StreamCheck",
+    "check_file",
+    "check_jpeg",
+    "check_png",
+    "png_image_data",
+]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
@@ -90,10 +99,13 @@ def png_raw_size(
 
 
 class _Inflater:
-    """Inflates one zlib stream in pieces, keeping only its length."""
+    """Inflates one zlib stream in pieces, keeping only its length (and handing each
+    piece to ``sink``, if given)."""
 
-    def __init__(self, what: str, expected: int) -> None:
-        self.what, self.expected = what, expected
+    def __init__(
+        self, what: str, expected: int, sink: Callable[[bytes], None] | None = None
+    ) -> None:
+        self.what, self.expected, self.sink = what, expected, sink
         self.engine = zlib.decompressobj()
         self.length = 0
         self.extra = False
@@ -108,6 +120,8 @@ class _Inflater:
                 self.length += len(piece)
                 if self.length > self.expected:
                     return Damage(f"{self.what}: more pixel data than the image holds")
+                if self.sink is not None and piece:
+                    self.sink(piece)
                 data = self.engine.unconsumed_tail
                 if self.engine.eof:
                     self.extra = self.extra or bool(self.engine.unused_data)
@@ -160,8 +174,9 @@ def _chunks(handle: IO[bytes]) -> Iterator[tuple[int, bytes, bytes] | Damage]:
 class _PngWalk:
     """The state of a chunk walk: the facts so far and the image's zlib streams."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink: Callable[[bytes], None] | None = None) -> None:
         self.facts = PngFacts()
+        self.sink = sink  # takes the inflated IDAT data
         self.image: _Inflater | None = None  # the IDAT stream
         self.frames: list[_Inflater] = []  # one stream per APNG frame of fdAT chunks
         self.frame_size: tuple[int, int] | None = None  # the last fcTL's, until its data
@@ -176,7 +191,8 @@ class _PngWalk:
             self.frame_size = struct.unpack(">II", data[4:12])
         elif kind == b"IDAT":
             if self.image is None:
-                self.image = _Inflater("IDAT", facts.raw_size(facts.width, facts.height))
+                expected = facts.raw_size(facts.width, facts.height)
+                self.image = _Inflater("IDAT", expected, self.sink)
             self.frame_size = None  # an fcTL before IDAT describes the image itself
             return self.image.feed(data)
         elif kind == b"fdAT":
@@ -204,22 +220,59 @@ class _PngWalk:
 _KEPT = {b"eXIf": "exif", b"sBIT": "sbit", b"tRNS": "trns"}
 
 
+def _walk(handle: IO[bytes], walk: _PngWalk) -> Iterator[Damage | None]:
+    """Take a PNG's chunks into ``walk``, yielding after each (None), and the first
+    damage found as the last item."""
+    if handle.read(8) != _PNG_SIGNATURE:
+        yield Damage("not a PNG signature")
+        return
+    for chunk in _chunks(handle):
+        if isinstance(chunk, Damage):
+            yield chunk
+            return
+        _, kind, data = chunk
+        damage = walk.take(kind, data)
+        yield damage
+        if damage:
+            return
+    yield walk.finish()
+
+
 def check_png(handle: IO[bytes]) -> tuple[Damage | None, PngFacts]:
     """Walk a PNG's chunks: CRCs, the inflated length of every image stream, IEND.
 
     Returns the first damage found (or ``None``) and the facts gathered.
     """
     walk = _PngWalk()
-    if handle.read(8) != _PNG_SIGNATURE:
-        return Damage("not a PNG signature"), walk.facts
-    for chunk in _chunks(handle):
-        if isinstance(chunk, Damage):
-            return chunk, walk.facts
-        _, kind, data = chunk
-        damage = walk.take(kind, data)
+    damage = None
+    for damage in _walk(handle, walk):
         if damage:
-            return damage, walk.facts
-    return walk.finish(), walk.facts
+            break
+    return damage, walk.facts
+
+
+class Damaged(Exception):
+    """Raised by :func:`png_image_data` with the :class:`Damage` it found."""
+
+    def __init__(self, damage: Damage) -> None:
+        super().__init__(damage.reason)
+        self.damage = damage
+
+
+def png_image_data(handle: IO[bytes]) -> Iterator[bytes]:
+    """The inflated image data of a PNG (its filtered scanlines), piece by piece as
+    the file is read, with every check of :func:`check_png` made on the way.
+
+    Raises :class:`Damaged` at the first damage; the generator ends only once
+    the whole file has been checked, up to IEND, so a reader that holds back
+    its last rows until then never uses pixels of a damaged file.
+    """
+    pieces: list[bytes] = []
+    for damage in _walk(handle, _PngWalk(sink=pieces.append)):
+        if damage:
+            raise Damaged(damage)
+        yield from pieces
+        pieces.clear()
 
 
 def check_jpeg(data: bytes) -> Damage | None:

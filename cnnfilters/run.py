@@ -811,14 +811,20 @@ def _process(
     try:
         if folder is not None and settings.destination.out_dir is not None:
             make_folder(folder)
-        frames = load_frames(source.path, settings.read, parallel=threads != 1)
-        for image in frames:
-            label = name if len(frames) == 1 else f"{name}[frame {image.frame}]"
-            item = InputReport(label)
-            items.append(item)
-            _describe(item, image)
-            frame = image.frame if len(frames) > 1 else None
-            _process_image(command, image, item, settings, folder, frame, threads)
+        rows_once = command.rows_once and not settings.destination.raw
+        frames = load_frames(source.path, settings.read, parallel=threads != 1,
+                             rows_once=rows_once)  # fmt: skip
+        try:
+            for image in frames:
+                label = name if len(frames) == 1 else f"{name}[frame {image.frame}]"
+                item = InputReport(label)
+                items.append(item)
+                _describe(item, image)
+                frame = image.frame if len(frames) > 1 else None
+                _process_image(command, image, item, settings, folder, frame, threads)
+        finally:
+            for image in frames:
+                image.close()
     except CnnFiltersError as exc:
         _record_error(items, name, str(exc), max(exc.exit_code, EXIT_IO))
     except MemoryError:
@@ -851,6 +857,7 @@ def _process_image(
         warnings.simplefilter("always")
         result = command.run(image)
     item.notices.extend(result.notices)
+    noted = len(result.notices)
     item.info.update(result.info)
     destination = settings.destination
     targets = output_targets(image.path, list(result.outputs), destination, folder=folder,
@@ -863,6 +870,9 @@ def _process_image(
                            threads=threads, replace=replace)  # fmt: skip
     item.outputs.extend(written.files)
     item.checks.extend(written.checks)
+    # A command that computes while its outputs are written adds its notices
+    # (values clipped, ...) on the way.
+    item.notices.extend(result.notices[noted:])
     if written.error is not None:
         raise written.error
     item.notices.extend(f"warning: {w.message}" for w in caught)

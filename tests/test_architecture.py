@@ -18,7 +18,11 @@ RULES = {
     "defaults": (set(), {"numpy", "PIL", "typer", "rich"}),
     "errors": (set(), {"numpy", "PIL", "typer", "rich"}),
     "integrity": (set(), {"typer", "rich"}),
-    "images": ({"_libtiff", "integrity", "rounding", "defaults", "errors"}, {"typer", "rich"}),
+    "images": (
+        {"_libtiff", "integrity", "pngrows", "rounding", "defaults", "errors"},
+        {"typer", "rich"},
+    ),
+    "pngrows": ({"integrity", "errors"}, {"typer", "rich"}),
     "inputs": ({"errors"}, {"typer", "rich"}),
     "commands": (
         CORE | {"reference", "report", "images", "defaults", "errors"},

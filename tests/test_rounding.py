@@ -50,19 +50,19 @@ def test_every_rgb_colour_gets_its_correctly_rounded_luma():
     v = np.arange(1 << 24, dtype=np.uint32)
     rgb = np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255]).astype(np.uint8)
     rgb = rgb.reshape(3, 4096, 4096)
-    pixels = GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels
+    pixels = GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels.whole()
     np.testing.assert_array_equal(pixels[0], exact_luma(rgb))
 
 
 def test_the_tie_colour_of_the_report_rounds_up():
     rgb = np.array([4, 40, 16], dtype=np.uint8).reshape(3, 1, 1)  # luma exactly 26.5
-    assert GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels.item() == 27
+    assert GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels.whole().item() == 27
 
 
 def test_sixteen_bit_luma_is_correctly_rounded():
     rgb = RNG.integers(0, 65536, (3, 300, 1400)).astype(np.uint16)
     rgb[:, 0, 0] = (33808, 63993, 42044)  # luma 52465.499: float32 says 52465.5
-    pixels = GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels
+    pixels = GrayscaleOptions().run(loaded(rgb)).outputs["grayscale"].pixels.whole()
     assert pixels.dtype == np.uint16
     assert pixels[0, 0, 0] == 52465
     np.testing.assert_array_equal(pixels[0], exact_luma(rgb))
@@ -75,7 +75,7 @@ def test_sixteen_bit_luma_is_correctly_rounded():
 ])  # fmt: skip
 def test_other_weights_round_from_their_decimal_value(weights, numerators, denominator):
     rgb = RNG.integers(0, 256, (3, 200, 300)).astype(np.uint8)
-    pixels = GrayscaleOptions(weights=weights).run(loaded(rgb)).outputs["grayscale"].pixels
+    pixels = GrayscaleOptions(weights=weights).run(loaded(rgb)).outputs["grayscale"].pixels.whole()
     np.testing.assert_array_equal(pixels[0], exact_luma(rgb, numerators, denominator))
 
 

@@ -1,0 +1,254 @@
+"""A large PNG decoded band by band as grayscale reads it (cnnfilters.pngrows).
+
+The streamed pixels must be exactly Pillow's decode of the whole file, the
+damage the plain path refuses must be refused the same way (exit 3, one
+line, nothing written), and nothing may be left running. Small images are
+streamed here by lowering the size from which it is done.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+from decoders import encoded
+from helpers import run_cli as run
+from PIL import Image
+from test_integrity import DAMAGED, chunk, chunks, photo, rebuild
+
+from cnnfilters import images, pngrows
+from cnnfilters.errors import InputError
+from cnnfilters.images import ReadOptions, load_frames
+
+RNG = np.random.default_rng(20)
+
+
+@pytest.fixture
+def stream_all(monkeypatch):
+    """Every PNG that can be streamed is, in bands of a few rows."""
+    monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", 0)
+    monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)  # the smallest band: 8 rows
+
+
+def random_filters_png(width: int, height: int, channels: int) -> bytes:
+    """A PNG whose scanlines are random bytes behind random filter types (0-4): any
+    such data is a valid image, and every filter refers to the row above or the
+    pixel to the left, across band boundaries too."""
+    row = channels * width
+    lines = [bytes([int(RNG.integers(0, 5))]) + RNG.integers(0, 256, row, dtype=np.uint8).tobytes()
+             for _ in range(height)]  # fmt: skip
+    colour = {1: 0, 3: 2}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"".join(lines))) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def taken(rows: pngrows.PngRows, step: int) -> np.ndarray:
+    height = rows.shape[1]
+    return np.concatenate([rows.take(first, min(first + step, height))
+                           for first in range(0, height, step)], axis=1)  # fmt: skip
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("background", [True, False])
+@pytest.mark.parametrize("step", [1, 7, 8, 50, 101])
+def test_streamed_rows_are_pillows_decode_of_the_whole_file(
+    channels, background, step, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)
+    path = tmp_path / "random.png"
+    path.write_bytes(random_filters_png(37, 101, channels))
+    with Image.open(path) as image:
+        assert pngrows.streamable(image, path)
+        expected = np.asarray(image)
+        mode, size = image.mode, image.size
+    rows = pngrows.PngRows(path, mode, size, background=background)
+    got = taken(rows, step)
+    expected = expected[np.newaxis] if channels == 1 else expected.transpose(2, 0, 1)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_rows_are_given_once_in_order(tmp_path):
+    path = tmp_path / "a.png"
+    photo(20, 30).save(path)
+    rows = pngrows.PngRows(path, "RGB", (20, 30), background=False)
+    rows.take(0, 10)
+    with pytest.raises(ValueError, match="the next row is 10"):
+        rows.take(0, 10)
+    with pytest.raises(ValueError):
+        rows.take(10, 31)
+
+
+@pytest.mark.parametrize(("name", "make"), [
+    ("interlaced", lambda: adam7(photo())),
+    ("palette", lambda: encoded(photo().convert("P"), "PNG")),
+    ("one-bit", lambda: encoded(photo().convert("1"), "PNG")),
+    ("rgba", lambda: encoded(photo().convert("RGBA"), "PNG")),
+    ("colour-key", lambda: encoded(photo(), "PNG", transparency=(1, 2, 3))),
+    ("sixteen-bit", lambda: encoded(Image.fromarray(np.zeros((4, 4), np.uint16)), "PNG")),
+    ("apng", lambda: encoded(photo(), "PNG", save_all=True,
+                             append_images=[Image.new("RGB", (48, 40))], duration=10)),
+])  # fmt: skip
+def test_only_what_decodes_exactly_is_streamed(name, make, tmp_path):
+    path = tmp_path / f"{name}.png"
+    path.write_bytes(make())
+    with Image.open(path) as image:
+        assert not pngrows.streamable(image, path)
+
+
+def adam7(image: Image.Image) -> bytes:
+    import png  # pypng writes interlaced files; Pillow does not
+
+    buffer = io.BytesIO()
+    values = np.asarray(image).reshape(image.height, -1)
+    png.Writer(image.width, image.height, greyscale=False, interlace=True).write(
+        buffer, values.tolist()
+    )
+    return buffer.getvalue()
+
+
+def with_exif_after_idat(orientation: int) -> bytes:
+    data = encoded(photo(30, 20), "PNG")
+    parts = [(k, b) for _, k, b in chunks(data)]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    body = exif.tobytes()
+    parts.insert(-1, (b"eXIf", body[6:] if body.startswith(b"Exif\0\0") else body))
+    return rebuild(data, parts)
+
+
+@pytest.mark.parametrize(("orientation", "streamed"), [(1, True), (6, False)])
+def test_an_exif_orientation_after_the_image_data_is_seen_first(orientation, streamed, tmp_path):
+    path = tmp_path / "exif.png"
+    path.write_bytes(with_exif_after_idat(orientation))
+    with Image.open(path) as image:
+        assert pngrows.streamable(image, path) is streamed
+
+
+def test_only_a_command_that_reads_rows_once_gets_them_streamed(tmp_path, stream_all):
+    path = tmp_path / "a.png"
+    photo().save(path)
+    (streamed,) = load_frames(path, rows_once=True)
+    (plain,) = load_frames(path)
+    assert isinstance(streamed.pixels, pngrows.PngRows)
+    assert isinstance(plain.pixels, np.ndarray)
+    np.testing.assert_array_equal(streamed.rows(0, 40), plain.pixels)
+    (truncated_ok,) = load_frames(path, ReadOptions(allow_truncated=True), rows_once=True)
+    assert isinstance(truncated_ok.pixels, np.ndarray)  # damage read anyway: the plain path
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_grayscale_writes_the_same_file_streamed_or_not(mode, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "in.png"
+    photo(300, 211, mode).save(path)
+    results = {}
+    for name, limit in (("plain", 1 << 40), ("streamed", 0)):
+        monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", limit)
+        monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)
+        out = tmp_path / f"{name}.png"
+        code, stdout, err = run(capsys, "grayscale", path, "-o", out, "--json")
+        assert code == 0, err
+        item = json.loads(stdout)["inputs"][0]
+        results[name] = (np.asarray(Image.open(out)), item["checks"], item["notices"])
+    plain, streamed = results["plain"], results["streamed"]
+    np.testing.assert_array_equal(streamed[0], plain[0])
+    assert streamed[1:] == plain[1:]
+    assert [c["name"] for c in streamed[1]] == ["luma", "8-bit output"]
+
+
+def test_values_clipped_while_streaming_are_told(tmp_path, capsys, stream_all):
+    path = tmp_path / "white.png"
+    Image.new("RGB", (40, 30), (255, 255, 255)).save(path)
+    code, stdout, err = run(capsys, "grayscale", path, "--weights", "1,1,1", "--json")
+    assert code == 0, err
+    item = json.loads(stdout)["inputs"][0]
+    assert "1200 values outside 0..255 were clipped" in item["notices"]
+
+
+PNG_DAMAGE = [name for name in DAMAGED if name.endswith(".png")]
+
+
+@pytest.mark.parametrize("name", PNG_DAMAGE)
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_damage_found_while_streaming_is_refused_as_before(name, jobs, tmp_path, capsys,
+                                                          stream_all):  # fmt: skip
+    make, words = DAMAGED[name]
+    bad = tmp_path / name
+    bad.write_bytes(make())
+    good = tmp_path / "good.png"
+    photo(64, 50).save(good)
+    code, _, err = run(capsys, "grayscale", bad, good, "-q", "-j", jobs)
+    assert code == 3, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cnnfilters: error: {bad}: "), err
+    assert words in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [name, "good.png", "good.grayscale.png"]
+    )
+
+
+def test_damage_after_the_last_row_keeps_the_last_rows_back(tmp_path, stream_all):
+    """A CRC error in a chunk after the image data: every row but the last band is
+    given, then the error, and no more rows."""
+    data = encoded(photo(20, 64), "PNG")
+    parts = [(k, b) for _, k, b in chunks(data)]
+    parts.insert(-1, (b"tEXt", b"Comment\0fine"))
+    damaged = bytearray(rebuild(data, parts))
+    damaged[-20] ^= 1  # inside the tEXt chunk: its CRC no longer matches
+    path = tmp_path / "late.png"
+    path.write_bytes(bytes(damaged))
+    (image,) = load_frames(path, rows_once=True)
+    image.rows(0, 48)  # the bands before the last one
+    with pytest.raises(InputError, match="CRC error in the 'tEXt' chunk"):
+        image.rows(48, 64)
+    with pytest.raises(InputError, match="CRC error"):  # and again: the error stays
+        image.rows(48, 64)
+
+
+def test_a_bad_filter_type_fails_as_pillows_decode_does(tmp_path, capsys, monkeypatch):
+    lines = b"".join(b"\x07" + bytes(30) for _ in range(20))  # filter type 7 does not exist
+    header = struct.pack(">IIBBBBB", 10, 20, 8, 2, 0, 0, 0)
+    path = tmp_path / "filter.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(lines)) + chunk(b"IEND", b""))  # fmt: skip
+    errors = {}
+    for name, limit in (("plain", 1 << 40), ("streamed", 0)):
+        monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", limit)
+        code, _, err = run(capsys, "grayscale", path, "-q")
+        assert code == 3, err
+        errors[name] = err
+    assert errors["streamed"] == errors["plain"]
+    assert not (tmp_path / "filter.grayscale.png").exists()
+
+
+def test_a_reader_that_stops_early_lets_the_thread_go(tmp_path, monkeypatch):
+    monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)
+    monkeypatch.setattr(pngrows, "_POLL_SECONDS", 0.01)
+    path = tmp_path / "tall.png"
+    photo(16, 400).save(path)
+    rows = pngrows.PngRows(path, "RGB", (16, 400), background=True)
+    rows.take(0, 8)
+    deadline = time.monotonic() + 5
+    while rows._queue.qsize() < pngrows._AHEAD and time.monotonic() < deadline:
+        time.sleep(0.01)  # the thread fills the queue and waits for room
+    rows.close()
+    rows._thread.join(timeout=5)
+    assert not rows._thread.is_alive()
+    assert not [t for t in threading.enumerate() if t.name == "cnnfilters-png-rows"]
+
+
+def test_an_output_that_exists_starts_no_decoding(tmp_path, capsys, stream_all):
+    path = tmp_path / "a.png"
+    photo().save(path)
+    (tmp_path / "a.grayscale.png").write_bytes(b"mine")
+    before = threading.active_count()
+    code, _, err = run(capsys, "grayscale", path, "-q")
+    assert code != 0 and "exists" in err
+    assert (tmp_path / "a.grayscale.png").read_bytes() == b"mine"
+    assert threading.active_count() == before
