@@ -245,7 +245,9 @@ class Comparison:
                 continue  # the common case of an exact check: nothing more to count
             self.max_abs = max(self.max_abs, float(largest))
             self.sum_abs += float(diff.sum())
-            self.sum_sq += float(np.dot(diff, diff))
+            # Not np.dot: OpenBLAS would split it over threads that then spin,
+            # taking a core from the decoder and the encoder for a while.
+            self.sum_sq += float(np.einsum("i,i->", diff, diff))
             self.differing += int(np.count_nonzero(diff))
             if largest > self.tolerance:
                 self.exceeding += int(np.count_nonzero(diff > self.tolerance))

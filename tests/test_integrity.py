@@ -256,6 +256,18 @@ def test_apng_frames_are_checked(tmp_path):
         load_frames(path, ReadOptions(all_frames=True))
 
 
+@pytest.mark.parametrize("name", [name for name in DAMAGED if name.endswith(".png")])
+def test_zlib_finds_the_same_damage_where_isal_cannot_be_had(name, monkeypatch):
+    data = DAMAGED[name][0]()
+    found = integrity.check_png(io.BytesIO(data))[0]
+    monkeypatch.setattr(integrity, "_inflating", zlib)
+    with_zlib = integrity.check_png(io.BytesIO(data))[0]
+    assert found is not None and with_zlib is not None
+    # The same damage; only the library's own words in brackets may differ.
+    assert with_zlib.reason.partition(" (")[0] == found.reason.partition(" (")[0]
+    assert with_zlib.truncated == found.truncated
+
+
 def test_the_expected_length_matches_what_pillow_writes():
     for mode, options in (("1", {}), ("L", {}), ("P", {"bits": 2}), ("P", {"bits": 4}),
                           ("RGB", {}), ("RGBA", {}), ("LA", {}), ("I;16", {})):  # fmt: skip
