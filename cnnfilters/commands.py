@@ -263,15 +263,17 @@ class _InOrder:
     """Steps ``0..count - 1`` of some work, each done once and in order by whichever
     thread asks for it first; a thread that needs a step another thread is on
     waits for it. Two threads can so share a pipeline without either having to
-    know whether the other exists."""
+    know whether the other exists. (The step is passed in, not kept: a bound
+    method kept here would make its object a reference cycle, freed only by a
+    garbage collection, with its arrays.)"""
 
-    def __init__(self, count: int, step: Callable[[int], None]) -> None:
-        self.count, self.step = count, step
+    def __init__(self, count: int) -> None:
+        self.count = count
         self._done = 0  # steps 0.._done - 1 are done
         self._busy = False  # a thread is on step _done
         self._changed = threading.Condition()
 
-    def through(self, index: int) -> None:
+    def through(self, index: int, step: Callable[[int], None]) -> None:
         """Make sure steps ``0..index`` are done."""
         with self._changed:
             while self._done <= index:
@@ -281,17 +283,17 @@ class _InOrder:
                 self._busy = True
                 self._changed.release()
                 try:
-                    self.step(self._done)
+                    step(self._done)
                 finally:
                     self._changed.acquire()
                     self._busy = False
                     self._changed.notify_all()
                 self._done += 1
 
-    def all(self) -> None:
+    def all(self, step: Callable[[int], None]) -> None:
         """Every step, one at a time (another thread can take each as it is done)."""
         for index in range(self.count):
-            self.through(index)
+            self.through(index, step)
 
 
 class _LumaStrips:
@@ -319,7 +321,7 @@ class _LumaStrips:
                                      tolerance=1, peak=image.peak,
                                      layout=image.size)  # fmt: skip
         self.clipped = 0
-        self.done = _InOrder(len(strips), self._strip)
+        self.done = _InOrder(len(strips))
 
     def _strip(self, index: int) -> None:
         image = self.image
@@ -343,14 +345,14 @@ class _LumaStrips:
 
         def strips() -> Iterator[np.ndarray]:
             for index, (first, stop) in enumerate(self.strips):
-                self.done.through(index)
+                self.done.through(index, self._strip)
                 yield self.pixels[:, first:stop]
 
         return Rows(self.pixels.shape, self.pixels.dtype.type, strips)
 
     def checks(self) -> list[Check]:
         """Every strip done, then the figures of both comparisons."""
-        self.done.all()
+        self.done.all(self._strip)
         shape = self.pixels.shape
         self.formula.add_shape(shape)
         checks = [self.formula.check()]
