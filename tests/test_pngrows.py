@@ -252,3 +252,34 @@ def test_an_output_that_exists_starts_no_decoding(tmp_path, capsys, stream_all):
     assert code != 0 and "exists" in err
     assert (tmp_path / "a.grayscale.png").read_bytes() == b"mine"
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("threads", [1, None])
+@pytest.mark.parametrize("size", [(32, 32), (300, 211)])
+def test_an_images_work_is_freed_when_it_is_done(size, threads, tmp_path, monkeypatch):
+    """No reference cycle per input: what an image holds (its strips, levels and
+    comparisons) goes when it is done, not at some later garbage collection."""
+    import gc
+
+    from cnnfilters.commands import GrayscaleOptions
+    from cnnfilters.inputs import Source
+    from cnnfilters.outputs import Destination
+    from cnnfilters.run import Settings, process_source
+
+    monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", 40_000)  # 300 x 211 RGB is streamed
+    sources = []
+    for index in range(5):
+        path = tmp_path / f"in{index}.png"
+        photo(*size).save(path)
+        sources.append(Source(path))
+    settings = Settings(destination=Destination(out_dir=tmp_path / "out"), keep=False)
+    process_source(GrayscaleOptions(), sources[0], settings, threads)  # imports, caches
+    gc.collect()
+    gc.disable()
+    try:
+        for source in sources[1:]:
+            (item,) = process_source(GrayscaleOptions(), source, settings, threads)
+            assert item.error is None, item.error
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
