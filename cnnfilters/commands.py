@@ -495,6 +495,7 @@ class AvgpoolOptions(Command):
     """k x k average pooling as a stride-k convolution (SPEC section 2)."""
 
     name: ClassVar[str] = "avgpool"
+    rows_once: ClassVar[bool] = True
     kernel_size: int = 2
     edge: str = "drop"
 
@@ -516,7 +517,12 @@ class AvgpoolOptions(Command):
         return [(f"{k}x{k} average, stride {k}", np.full((k, k), 1.0 / (k * k)))]
 
     def run(self, image: LoadedImage) -> Result:
-        """Stride-k conv; checked against reshape-mean and Pillow's ``Image.reduce``."""
+        """Stride-k conv; checked against reshape-mean and Pillow's ``Image.reduce``.
+
+        An 8/16-bit image is pooled and checked in strips of whole windows,
+        its rows read once, top to bottom (:attr:`rows_once`), while the
+        output is written (see :class:`_PoolStrips`).
+        """
         result = Result()
         k, edge = self.kernel_size, self.edge
         height, width = image.size
@@ -525,73 +531,170 @@ class AvgpoolOptions(Command):
             k = max(height, width)
             result.notices.append(f"the {self.kernel_size}x{self.kernel_size} window holds "
                                   "the whole image: one block")  # fmt: skip
-        pooled = ops.avgpool(image.pixels, k, edge)
-        levels = image.levels(pooled, block_mean_exact(image.pixels, k, pooled.shape, image.peak))
-        result.notices.extend(levels.notes())
-        pixels = levels.pixels
-        alpha_levels = self._pooled_alpha(image, k)
-
-        def verify() -> list[Check]:
-            checks = [self._mean_check(image, pooled, k)]
-            if image.kind == "uint8":
-                checks.append(self._pillow_check(image, pixels, alpha_levels, k))
-            return checks
-
-        result.verify = verify
+        shape = (image.channels, *ops.avgpool_shape(height, width, k, edge))
         if edge == "drop" and (height % k or width % k):
             result.notices.append(
                 f"dropped the last {height % k} rows and {width % k} columns (not a whole window)"
             )
         size = self.kernel_size  # as asked for (k is the window actually used)
-        result.outputs[f"avgpool{size}"] = Output(
-            pixels, pooled, f"{size}x{size} average pooling, edge={edge}", alpha=alpha_levels,
-            colorimetric=True,
-        )  # fmt: skip
+        what = f"{size}x{size} average pooling, edge={edge}"
+        if image.kind in ("uint8", "uint16"):
+            work = _PoolStrips(image, k, edge, shape, result.notices)
+            result.verify = work.checks
+            output = Output(work.rows(), work.values(), what, alpha=work.alpha, colorimetric=True)
+        else:  # a stated scale must be one scale for the whole image
+            output = self._whole(image, k, result)
+        result.outputs[f"avgpool{size}"] = output
         result.info.update(kernel_size=size, stride=size, edge=edge)
         return result
 
-    def _pooled_alpha(self, image: LoadedImage, k: int) -> np.ndarray | None:
+    def _whole(self, image: LoadedImage, k: int, result: Result) -> Output:
+        """Float and 32-bit images: pooled whole, then mapped onto 16-bit levels."""
+        pooled = ops.avgpool(image.pixels, k, self.edge)
+        levels = image.levels(pooled)
+        result.notices.extend(levels.notes())
+
+        def verify() -> list[Check]:
+            mean = Comparison(name="block mean", reference="reshape-mean (float64)",
+                              tolerance=float32_tolerance(image.peak), peak=image.peak,
+                              layout=tuple(pooled.shape[-2:]))  # fmt: skip
+            # In strips of whole windows: output rows first..stop read input rows k*first..k*stop.
+            out_rows = pooled.shape[1]
+            for first, stop in _strips(out_rows, image.channels * image.size[1] * 8 * k):
+                rows = image.pixels[:, k * first : k * stop if stop < out_rows else None]
+                mean.update(pooled[:, first:stop], ref.block_mean(rows, k, self.edge), top=first)
+            mean.add_shape(pooled.shape)
+            return [mean.check()]
+
+        result.verify = verify
+        size = self.kernel_size
+        pixels = Rows(levels.pixels.shape, levels.pixels.dtype.type, lambda: iter([levels.pixels]))
+        return Output(pixels, pooled, f"{size}x{size} average pooling, edge={self.edge}",
+                      alpha=_PoolStrips.pooled_alpha(image, k, self.edge, image.alpha),
+                      colorimetric=True)  # fmt: skip
+
+
+class _PoolStrips:
+    """k x k average pooling of an 8/16-bit image, made and checked a strip of whole
+    windows at a time, each strip once, by whichever thread asks first (as
+    :class:`_LumaStrips`).
+
+    A strip's rows are read once: pooled by the engine, rounded exactly to
+    levels, compared with the reshape-mean and (8-bit) with Pillow's
+    ``reduce`` of the same rows. With ``--edge drop`` the last rows that make
+    no whole window are read all the same (a streamed file is checked to its
+    end) and dropped.
+    """
+
+    def __init__(self, image: LoadedImage, k: int, edge: str, shape: tuple[int, int, int],
+                 notices: list[str]) -> None:  # fmt: skip
+        self.image, self.k, self.edge, self.notices = image, k, edge, notices
+        height, width = image.size
+        self.pixels = np.empty(shape, dtype=level_dtype(image.bit_depth))
+        # An image with alpha is never decoded as it is read: its alpha is whole here.
+        self.alpha = self.pooled_alpha(image, k, edge, image.alpha)
+        # Input strips of whole windows (about _STRIP_BYTES of float32 each). A last
+        # strip of fewer than k rows (a partial window, or rows to drop) joins the
+        # one before: every strip then holds a window's height, as the image does.
+        windows = max(1, _STRIP_BYTES // max(1, 4 * image.channels * width * k))
+        self.strips = [(a, min(a + k * windows, height)) for a in range(0, height, k * windows)]
+        if len(self.strips) > 1 and self.strips[-1][1] - self.strips[-1][0] < k:
+            self.strips[-2:] = [(self.strips[-2][0], height)]
+        peak = image.peak
+        self.mean = Comparison(name="block mean", reference="reshape-mean (float64)",
+                               tolerance=float32_tolerance(peak), peak=peak,
+                               layout=shape[1:])  # fmt: skip
+        self.pillow: Comparison | None = None
+        if image.kind == "uint8":
+            self.pillow = Comparison(name="8-bit output", reference=f"Pillow reduce({k})",
+                                     tolerance=1, peak=peak, layout=shape[1:])  # fmt: skip
+        self.clipped = 0
+        self.done = _InOrder(len(self.strips))
+
+    def _used(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The strip's rows (those of whole windows with --edge drop) and its alpha."""
+        rows = self.image.rows(first, stop)
+        alpha = None if self.image.alpha is None else self.image.alpha[first:stop]
+        if self.edge == "drop":
+            whole = (stop - first) // self.k * self.k
+            width = self.image.size[1] // self.k * self.k
+            rows = rows[:, :whole, :width]
+            alpha = None if alpha is None else alpha[:whole, :width]
+        return rows, alpha
+
+    def _strip(self, index: int) -> None:
+        image, k = self.image, self.k
+        first, stop = self.strips[index]
+        rows, alpha = self._used(first, stop)
+        top = first // k
+        pooled = ops.avgpool(rows, k, self.edge)
+        level = image.levels(pooled, block_mean_exact(rows, k, pooled.shape, image.peak))
+        bottom = top + pooled.shape[1]
+        self.pixels[:, top:bottom] = level.pixels
+        self.mean.update(pooled, ref.block_mean(rows, k, self.edge), top=top)
+        ours = level.pixels
+        if self.alpha is not None:
+            ours = np.concatenate([ours, self.alpha[np.newaxis, top:bottom]])
+        if self.pillow is not None:
+            # Pillow's reduce premultiplies RGBA by its alpha; the engine pools every
+            # channel alike, so alpha is reduced by Pillow as an image of its own.
+            sources = [pil_image(rows)]
+            if alpha is not None:
+                sources.append(Image.fromarray(quantize(alpha, 8)))
+            expected = np.concatenate([ref.pillow_reduce(source, k) for source in sources])
+            self.pillow.update(ours, expected, top=top)
+        self.clipped += level.clipped
+        if index == len(self.strips) - 1 and self.clipped:
+            top_level = image.max_value
+            self.notices.append(f"{self.clipped} values outside 0..{top_level} were clipped")
+
+    @staticmethod
+    def pooled_alpha(
+        image: LoadedImage, k: int, edge: str, alpha: np.ndarray | None
+    ) -> np.ndarray | None:
         """Alpha, pooled by the same convolution as the colour channels and rounded exactly."""
-        if image.alpha is None:
+        if alpha is None:
             return None
-        alpha = ops.avgpool(image.alpha[np.newaxis], k, self.edge)
-        levels = quantize(alpha, image.bit_depth)
-        exact = block_mean_exact(image.alpha[np.newaxis], k, alpha.shape, image.peak)
-        correct_ties(levels, alpha, exact, image.max_value)
+        pooled = ops.avgpool(alpha[np.newaxis], k, edge)
+        levels = quantize(pooled, image.bit_depth)
+        exact = block_mean_exact(alpha[np.newaxis], k, pooled.shape, image.peak)
+        correct_ties(levels, pooled, exact, image.max_value)
         return levels[0]
 
-    def _mean_check(self, image: LoadedImage, pooled: np.ndarray, k: int) -> Check:
-        peak = image.peak
-        mean = Comparison(name="block mean", reference="reshape-mean (float64)",
-                          tolerance=float32_tolerance(peak), peak=peak,
-                          layout=tuple(pooled.shape[-2:]))  # fmt: skip
-        # In strips of whole windows: output rows first..stop read input rows k*first..k*stop.
-        out_rows = pooled.shape[1]
-        for first, stop in _strips(out_rows, image.channels * image.size[1] * 8 * k):
-            rows = image.pixels[:, k * first : k * stop if stop < out_rows else None]
-            mean.update(pooled[:, first:stop], ref.block_mean(rows, k, self.edge), top=first)
-        mean.add_shape(pooled.shape)
-        return mean.check()
+    def rows(self) -> Rows:
+        """The levels as strips, each handed on as soon as it is done."""
 
-    def _pillow_check(
-        self, image: LoadedImage, pixels: np.ndarray, alpha_levels: np.ndarray | None, k: int
-    ) -> Check:
-        # Pillow's reduce premultiplies RGBA by its alpha; the engine pools every
-        # channel alike, so alpha is reduced by Pillow as an image of its own.
-        sources = [image.pil]
-        ours = pixels
-        if alpha_levels is not None:
-            sources.append(Image.fromarray(quantize(image.alpha, 8)))
-            ours = np.concatenate([pixels, alpha_levels[np.newaxis]])
-        height, width = image.size
-        # With --edge drop Pillow sees the whole blocks only (no copy when that is all).
-        whole = (width - width % k, height - height % k)
-        box = (0, 0, *whole) if self.edge == "drop" and whole != (width, height) else None
-        expected = np.concatenate(
-            [ref.pillow_reduce(source.crop(box) if box else source, k) for source in sources]
-        )
-        return compare(ours, expected, name="8-bit output", reference=f"Pillow reduce({k})",
-                       tolerance=1, peak=image.peak)  # fmt: skip
+        def strips() -> Iterator[np.ndarray]:
+            for index, (first, stop) in enumerate(self.strips):
+                self.done.through(index, self._strip)
+                top = first // self.k
+                yield self.pixels[:, top : top + self._out_rows(first, stop)]
+
+        return Rows(self.pixels.shape, self.pixels.dtype.type, strips)
+
+    def _out_rows(self, first: int, stop: int) -> int:
+        rows = stop - first
+        return rows // self.k if self.edge == "drop" else -(-rows // self.k)
+
+    def values(self) -> Rows:
+        """The pooled float values (--raw), computed again a strip at a time."""
+
+        def strips() -> Iterator[np.ndarray]:
+            for first, stop in self.strips:
+                yield ops.avgpool(self._used(first, stop)[0], self.k, self.edge)
+
+        return Rows(self.pixels.shape, np.float32, strips)
+
+    def checks(self) -> list[Check]:
+        """Every strip done, then the figures of both comparisons."""
+        self.done.all(self._strip)
+        self.mean.add_shape(self.pixels.shape)
+        checks = [self.mean.check()]
+        if self.pillow is not None:
+            planes = self.pixels.shape[0] + (self.alpha is not None)
+            self.pillow.add_shape((planes, *self.pixels.shape[1:]))
+            checks.append(self.pillow.check())
+        return checks
 
 
 # ------------------------------------------------------------------- commute

@@ -19,6 +19,7 @@ from .kernels import gradient_weight, grayscale_weight
 __all__ = [
     "CommuteResult",
     "avgpool",
+    "avgpool_shape",
     "commute",
     "find_counterexample",
     "gradients",
@@ -68,6 +69,20 @@ def gradients(
     return both[..., 0::2, :, :], both[..., 1::2, :, :]
 
 
+def avgpool_shape(height: int, width: int, k: int, edge: EdgeMode = "drop") -> tuple[int, int]:
+    """The ``(rows, columns)`` :func:`avgpool` makes of a ``height x width`` image; an
+    error, as it gives, when ``edge="drop"`` leaves no whole window."""
+    if edge == "drop":
+        if k > min(height, width):  # k may be huge: say so before any weights exist
+            raise CnnFiltersError(
+                f"kernel size {k} is larger than the padded input ({height} x {width} pixels, "
+                f"from {height} x {width})"
+            )
+        return height // k, width // k
+    k = min(k, max(height, width))
+    return -(-height // k), -(-width // k)
+
+
 def avgpool(x: np.ndarray, k: int, edge: EdgeMode = "drop") -> np.ndarray:
     """k x k average pooling as a stride-k convolution (SPEC section 2).
 
@@ -84,12 +99,7 @@ def avgpool(x: np.ndarray, k: int, edge: EdgeMode = "drop") -> np.ndarray:
     x = np.asarray(x)
     height, width = x.shape[-2:]
     if edge == "drop":
-        # Checked here, before the k x k weights exist (k may be huge).
-        if k > min(height, width):
-            raise CnnFiltersError(
-                f"kernel size {k} is larger than the padded input ({height} x {width} pixels, "
-                f"from {height} x {width})"
-            )
+        avgpool_shape(height, width, k, edge)  # checked before the k x k weights exist
         return avg_pool2d(x, k)
     # A window larger than the image holds the whole image, whatever its size:
     # the same single partial block, without k x k weights or padding.

@@ -1,6 +1,7 @@
 """The rows of a large PNG, decoded band by band while a command reads them once.
 
-A command that reads an image's rows once, top to bottom (``grayscale``),
+A command that reads an image's rows once, top to bottom (``grayscale``,
+``avgpool``),
 need not hold the whole decoded image: :class:`PngRows` reads the file as the
 rows are asked for. Its zlib stream is inflated here, with every check of
 :mod:`cnnfilters.integrity` made on the way (:func:`~cnnfilters.integrity.png_image_data`),

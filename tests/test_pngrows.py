@@ -9,11 +9,13 @@ streamed here by lowering the size from which it is done.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import struct
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +24,7 @@ from helpers import run_cli as run
 from PIL import Image
 from test_integrity import DAMAGED, chunk, chunks, photo, rebuild
 
-from cnnfilters import images, pngrows
+from cnnfilters import commands, images, ops, pngrows
 from cnnfilters.errors import InputError
 from cnnfilters.images import ReadOptions, load_frames
 
@@ -143,23 +145,53 @@ def test_only_a_command_that_reads_rows_once_gets_them_streamed(tmp_path, stream
     assert isinstance(truncated_ok.pixels, np.ndarray)  # damage read anyway: the plain path
 
 
+COMMANDS = [
+    ("grayscale",),
+    ("avgpool", "-k", "4"),
+    ("avgpool", "-k", "3", "--edge", "partial"),
+    ("avgpool", "-k", "7"),
+    ("avgpool", "-k", "400", "--edge", "partial"),  # one window holds the whole image
+]
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_grayscale_writes_the_same_file_streamed_or_not(mode, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_command_writes_the_same_file_streamed_or_not(mode, command, tmp_path, capsys,
+                                                        monkeypatch):  # fmt: skip
     path = tmp_path / "in.png"
-    photo(300, 211, mode).save(path)
+    photo(301, 211, mode).save(path)
     results = {}
     for name, limit in (("plain", 1 << 40), ("streamed", 0)):
         monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", limit)
         monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)
+        monkeypatch.setattr(commands, "_STRIP_BYTES", 1)  # strips of one window's rows
         out = tmp_path / f"{name}.png"
-        code, stdout, err = run(capsys, "grayscale", path, "-o", out, "--json")
+        code, stdout, err = run(capsys, *command, path, "-o", out, "--json")
         assert code == 0, err
         item = json.loads(stdout)["inputs"][0]
-        results[name] = (np.asarray(Image.open(out)), item["checks"], item["notices"])
+        checks = [{k: v for k, v in c.items() if k not in ("rmse", "psnr_db", "mean_abs")}
+                  for c in item["checks"]]  # fmt: skip
+        results[name] = (np.asarray(Image.open(out)), checks, item["notices"])
     plain, streamed = results["plain"], results["streamed"]
     np.testing.assert_array_equal(streamed[0], plain[0])
     assert streamed[1:] == plain[1:]
-    assert [c["name"] for c in streamed[1]] == ["luma", "8-bit output"]
+    assert len(streamed[1]) == 2 and all(c["passed"] for c in streamed[1])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("edge", ["drop", "partial"])
+def test_avgpool_strips_are_whole_windows_covering_every_row(k, edge, monkeypatch):
+    from cnnfilters.commands import _PoolStrips
+
+    monkeypatch.setattr(commands, "_STRIP_BYTES", 1)
+    for height in range(k, 4 * k + 3):
+        image = images.LoadedImage(Path("x.png"), "PNG", "L",
+                                   np.zeros((1, height, 9), np.uint8), 8, "uint8")  # fmt: skip
+        shape = (1, *ops.avgpool_shape(height, 9, k, edge))
+        strips = _PoolStrips(image, k, edge, shape, []).strips
+        assert strips[0][0] == 0 and strips[-1][1] == height
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(strips))
+        assert all(first % k == 0 and stop - first >= k for first, stop in strips)
 
 
 def test_values_clipped_while_streaming_are_told(tmp_path, capsys, stream_all):
@@ -176,21 +208,35 @@ PNG_DAMAGE = [name for name in DAMAGED if name.endswith(".png")]
 
 @pytest.mark.parametrize("name", PNG_DAMAGE)
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_damage_found_while_streaming_is_refused_as_before(name, jobs, tmp_path, capsys,
+@pytest.mark.parametrize("command", [("grayscale",), ("avgpool", "-k", "3")], ids=" ".join)
+def test_damage_found_while_streaming_is_refused_as_before(name, jobs, command, tmp_path, capsys,
                                                           stream_all):  # fmt: skip
     make, words = DAMAGED[name]
     bad = tmp_path / name
     bad.write_bytes(make())
     good = tmp_path / "good.png"
     photo(64, 50).save(good)
-    code, _, err = run(capsys, "grayscale", bad, good, "-q", "-j", jobs)
+    code, _, err = run(capsys, *command, bad, good, "-q", "-j", jobs)
     assert code == 3, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"cnnfilters: error: {bad}: "), err
     assert words in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [name, "good.png", "good.grayscale.png"]
-    )
+    written = {p.name for p in tmp_path.iterdir()} - {name, "good.png"}
+    assert len(written) == 1 and written.pop().startswith("good.")
+
+
+def test_the_rows_avgpool_drops_are_still_read_to_the_end_of_the_file(tmp_path, capsys, stream_all):
+    """--edge drop leaves the last rows out of the result, not out of the damage check."""
+    data = encoded(photo(20, 66), "PNG")  # 66 = 16 windows of 4, and 2 rows dropped
+    parts = [(k, b) for _, k, b in chunks(data)]
+    parts.insert(-1, (b"tEXt", b"Comment\0fine"))
+    damaged = bytearray(rebuild(data, parts))
+    damaged[-20] ^= 1  # inside the tEXt chunk after the image data
+    path = tmp_path / "late.png"
+    path.write_bytes(bytes(damaged))
+    code, _, err = run(capsys, "avgpool", "-k", "4", path, "-q")
+    assert code == 3 and "CRC error in the 'tEXt' chunk" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.png"]
 
 
 def test_damage_after_the_last_row_keeps_the_last_rows_back(tmp_path, stream_all):
