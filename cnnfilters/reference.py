@@ -45,7 +45,9 @@ def forward_differences(
     def edge(source: np.ndarray, axis: int, size: int) -> np.ndarray:
         """The row (column) the padding puts after the last one."""
         index = beyond[padding_mode]
-        picked = np.take(source, [size - 1 if index is None else index % size], axis=axis)
+        at = size - 1 if index is None else index % size
+        # A slice, not np.take, which copies a non-contiguous source whole first.
+        picked = source[..., at : at + 1, :] if axis == -2 else source[..., at : at + 1]
         return np.zeros_like(picked, dtype=dtype) if index is None else picked.astype(dtype)
 
     here = x[..., first:stop, :].astype(dtype)
