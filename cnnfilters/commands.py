@@ -60,7 +60,7 @@ from .kernels import (
 )
 from .learn import Layer, Problem, Training, train
 from .report import Check, Comparison, compare
-from .rounding import block_mean_exact, correct_ties, luma_exact
+from .rounding import Exact, block_mean_exact, correct_ties, luma_exact
 
 __all__ = [
     "COMMANDS",
@@ -296,32 +296,78 @@ class _InOrder:
             self.through(index, step)
 
 
-class _LumaStrips:
-    """The luma of an 8/16-bit image as output levels, made and checked strip by strip.
+class _Strips:
+    """A command's output levels, made and checked a strip of rows at a time.
 
     Each strip is done once, in order, by whichever thread asks first
     (:class:`_InOrder`): the writer, for the strip's levels to encode, or
-    :meth:`checks`. A strip's rows are read once; its luma is rounded
-    (exactly) to levels and compared, while in cache, with the float64
-    formula and, for 8-bit BT.601, the levels with Pillow's ``convert("L")``
-    of the same rows; then the float luma is let go. So there is no second
-    pass over the image, and the encoder, in its own thread, starts on the
-    first strip instead of after the last.
+    :meth:`checks`. A subclass's ``_strip`` reads the strip's rows once,
+    computes it, rounds it to levels (:meth:`_levels`) and updates its
+    comparisons while the rows are in cache. So there is no second pass over
+    the image, and the encoder, in its own thread, starts on the first strip
+    instead of after the last.
     """
+
+    def __init__(self, image: LoadedImage, shape: tuple[int, int, int],
+                 strips: list[tuple[int, int]], out: list[tuple[int, int]],
+                 notices: list[str]) -> None:  # fmt: skip
+        self.image, self.strips, self.out, self.notices = image, strips, out, notices
+        self.pixels = np.empty(shape, dtype=level_dtype(image.bit_depth))
+        self.comparisons: list[Comparison] = []
+        self.clipped = 0
+        self.done = _InOrder(len(strips))
+
+    def _strip(self, index: int) -> None:
+        raise NotImplementedError
+
+    def _levels(self, index: int, values: np.ndarray, exact: Exact) -> np.ndarray:
+        """Strip ``index``'s values as output levels, put in place; the clipped ones
+        counted (and told of after the last strip)."""
+        level = self.image.levels(values, exact=exact)
+        top, bottom = self.out[index]
+        self.pixels[:, top:bottom] = level.pixels
+        self.clipped += level.clipped
+        if index == len(self.strips) - 1 and self.clipped:
+            top_level = self.image.max_value
+            self.notices.append(f"{self.clipped} values outside 0..{top_level} were clipped")
+        return level.pixels
+
+    def rows(self) -> Rows:
+        """The levels as strips, each handed on as soon as it is done."""
+
+        def strips() -> Iterator[np.ndarray]:
+            for index, (top, bottom) in enumerate(self.out):
+                self.done.through(index, self._strip)
+                yield self.pixels[:, top:bottom]
+
+        return Rows(self.pixels.shape, self.pixels.dtype.type, strips)
+
+    def checks(self) -> list[Check]:
+        """Every strip done, then the figures of the comparisons."""
+        self.done.all(self._strip)
+        return [comparison.check() for comparison in self.comparisons]
+
+
+class _LumaStrips(_Strips):
+    """The luma of an 8/16-bit image: each strip's luma rounded (exactly) to levels and
+    compared with the float64 formula and, for 8-bit BT.601, the levels with
+    Pillow's ``convert("L")`` of the same rows; then the float luma is let go."""
 
     def __init__(self, image: LoadedImage, triple: tuple[float, float, float],
                  strips: list[tuple[int, int]], notices: list[str]) -> None:  # fmt: skip
-        self.image, self.triple = image, triple
-        self.strips, self.notices = strips, notices
-        self.pixels = np.empty((1, *image.size), dtype=level_dtype(image.bit_depth))
+        shape = (1, *image.size)
+        super().__init__(image, shape, strips, strips, notices)
+        self.triple = triple
         self.formula = _luma_comparison(image)
+        self.comparisons.append(self.formula)
         self.pillow: Comparison | None = None
         if triple == parse_grayscale_weights("bt601") and image.kind == "uint8":
             self.pillow = Comparison(name="8-bit output", reference="Pillow convert('L')",
                                      tolerance=1, peak=image.peak,
                                      layout=image.size)  # fmt: skip
-        self.clipped = 0
-        self.done = _InOrder(len(strips))
+            self.comparisons.append(self.pillow)
+        for comparison in self.comparisons:
+            comparison.add_shape(shape)
 
     def _strip(self, index: int) -> None:
         image = self.image
@@ -329,37 +375,10 @@ class _LumaStrips:
         pixels = image.rows(first, stop)
         rgb = _rgb(pixels)
         luma = ops.grayscale(rgb, self.triple)
-        level = image.levels(luma, exact=luma_exact(rgb, self.triple, image.peak))
-        self.pixels[:, first:stop] = level.pixels
+        levels = self._levels(index, luma, luma_exact(rgb, self.triple, image.peak))
         self.formula.update(luma, ref.luma(rgb, self.triple), top=first)
         if self.pillow is not None:
-            expected = ref.pillow_grayscale(pil_image(pixels))
-            self.pillow.update(level.pixels, expected, top=first)
-        self.clipped += level.clipped
-        if index == len(self.strips) - 1 and self.clipped:
-            top = image.max_value
-            self.notices.append(f"{self.clipped} values outside 0..{top} were clipped")
-
-    def rows(self) -> Rows:
-        """The levels as strips, each handed on as soon as it is done."""
-
-        def strips() -> Iterator[np.ndarray]:
-            for index, (first, stop) in enumerate(self.strips):
-                self.done.through(index, self._strip)
-                yield self.pixels[:, first:stop]
-
-        return Rows(self.pixels.shape, self.pixels.dtype.type, strips)
-
-    def checks(self) -> list[Check]:
-        """Every strip done, then the figures of both comparisons."""
-        self.done.all(self._strip)
-        shape = self.pixels.shape
-        self.formula.add_shape(shape)
-        checks = [self.formula.check()]
-        if self.pillow is not None:
-            self.pillow.add_shape(shape)
-            checks.append(self.pillow.check())
-        return checks
+            self.pillow.update(levels, ref.pillow_grayscale(pil_image(pixels)), top=first)
 
 
 # ------------------------------------------------------------------ gradient
@@ -570,46 +589,58 @@ class AvgpoolOptions(Command):
         size = self.kernel_size
         pixels = Rows(levels.pixels.shape, levels.pixels.dtype.type, lambda: iter([levels.pixels]))
         return Output(pixels, pooled, f"{size}x{size} average pooling, edge={self.edge}",
-                      alpha=_PoolStrips.pooled_alpha(image, k, self.edge, image.alpha),
+                      alpha=_pooled_alpha(image, k, self.edge),
                       colorimetric=True)  # fmt: skip
 
 
-class _PoolStrips:
-    """k x k average pooling of an 8/16-bit image, made and checked a strip of whole
-    windows at a time, each strip once, by whichever thread asks first (as
-    :class:`_LumaStrips`).
+def _pooled_alpha(image: LoadedImage, k: int, edge: str) -> np.ndarray | None:
+    """Alpha, pooled by the same convolution as the colour channels and rounded exactly."""
+    if image.alpha is None:
+        return None
+    alpha = ops.avgpool(image.alpha[np.newaxis], k, edge)
+    levels = quantize(alpha, image.bit_depth)
+    exact = block_mean_exact(image.alpha[np.newaxis], k, alpha.shape, image.peak)
+    correct_ties(levels, alpha, exact, image.max_value)
+    return levels[0]
 
-    A strip's rows are read once: pooled by the engine, rounded exactly to
-    levels, compared with the reshape-mean and (8-bit) with Pillow's
-    ``reduce`` of the same rows. With ``--edge drop`` the last rows that make
-    no whole window are read all the same (a streamed file is checked to its
-    end) and dropped.
+
+class _PoolStrips(_Strips):
+    """k x k average pooling of an 8/16-bit image, a strip of whole windows at a time:
+    pooled by the engine, rounded exactly to levels, compared with the
+    reshape-mean and (8-bit) with Pillow's ``reduce`` of the same rows. With
+    ``--edge drop`` the last rows that make no whole window are read all the
+    same (a streamed file is checked to its end) and dropped.
     """
 
     def __init__(self, image: LoadedImage, k: int, edge: str, shape: tuple[int, int, int],
                  notices: list[str]) -> None:  # fmt: skip
-        self.image, self.k, self.edge, self.notices = image, k, edge, notices
         height, width = image.size
-        self.pixels = np.empty(shape, dtype=level_dtype(image.bit_depth))
-        # An image with alpha is never decoded as it is read: its alpha is whole here.
-        self.alpha = self.pooled_alpha(image, k, edge, image.alpha)
         # Input strips of whole windows (about _STRIP_BYTES of float32 each). A last
         # strip of fewer than k rows (a partial window, or rows to drop) joins the
         # one before: every strip then holds a window's height, as the image does.
         windows = max(1, _STRIP_BYTES // max(1, 4 * image.channels * width * k))
-        self.strips = [(a, min(a + k * windows, height)) for a in range(0, height, k * windows)]
-        if len(self.strips) > 1 and self.strips[-1][1] - self.strips[-1][0] < k:
-            self.strips[-2:] = [(self.strips[-2][0], height)]
+        strips = [(a, min(a + k * windows, height)) for a in range(0, height, k * windows)]
+        if len(strips) > 1 and strips[-1][1] - strips[-1][0] < k:
+            strips[-2:] = [(strips[-2][0], height)]
+        whole = edge == "drop"
+        out = [(first // k, (stop // k) if whole else -(-stop // k)) for first, stop in strips]
+        super().__init__(image, shape, strips, out, notices)
+        self.k, self.edge = k, edge
+        # An image with alpha is never decoded as it is read: its alpha is whole here.
+        self.alpha = _pooled_alpha(image, k, edge)
         peak = image.peak
         self.mean = Comparison(name="block mean", reference="reshape-mean (float64)",
                                tolerance=float32_tolerance(peak), peak=peak,
                                layout=shape[1:])  # fmt: skip
+        self.mean.add_shape(shape)
+        self.comparisons.append(self.mean)
         self.pillow: Comparison | None = None
         if image.kind == "uint8":
             self.pillow = Comparison(name="8-bit output", reference=f"Pillow reduce({k})",
                                      tolerance=1, peak=peak, layout=shape[1:])  # fmt: skip
-        self.clipped = 0
-        self.done = _InOrder(len(self.strips))
+            planes = shape[0] + (self.alpha is not None)
+            self.pillow.add_shape((planes, *shape[1:]))
+            self.comparisons.append(self.pillow)
 
     def _used(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The strip's rows (those of whole windows with --edge drop) and its alpha."""
@@ -624,57 +655,22 @@ class _PoolStrips:
 
     def _strip(self, index: int) -> None:
         image, k = self.image, self.k
-        first, stop = self.strips[index]
-        rows, alpha = self._used(first, stop)
-        top = first // k
+        rows, alpha = self._used(*self.strips[index])
+        top, bottom = self.out[index]
         pooled = ops.avgpool(rows, k, self.edge)
-        level = image.levels(pooled, block_mean_exact(rows, k, pooled.shape, image.peak))
-        bottom = top + pooled.shape[1]
-        self.pixels[:, top:bottom] = level.pixels
+        ours = self._levels(index, pooled, block_mean_exact(rows, k, pooled.shape, image.peak))
         self.mean.update(pooled, ref.block_mean(rows, k, self.edge), top=top)
-        ours = level.pixels
-        if self.alpha is not None:
+        if self.pillow is None:
+            return
+        # Pillow's reduce premultiplies RGBA by its alpha; the engine pools every
+        # channel alike, so alpha is reduced by Pillow as an image of its own.
+        sources = [pil_image(rows)]
+        if alpha is not None:
+            assert self.alpha is not None
+            sources.append(Image.fromarray(quantize(alpha, 8)))
             ours = np.concatenate([ours, self.alpha[np.newaxis, top:bottom]])
-        if self.pillow is not None:
-            # Pillow's reduce premultiplies RGBA by its alpha; the engine pools every
-            # channel alike, so alpha is reduced by Pillow as an image of its own.
-            sources = [pil_image(rows)]
-            if alpha is not None:
-                sources.append(Image.fromarray(quantize(alpha, 8)))
-            expected = np.concatenate([ref.pillow_reduce(source, k) for source in sources])
-            self.pillow.update(ours, expected, top=top)
-        self.clipped += level.clipped
-        if index == len(self.strips) - 1 and self.clipped:
-            top_level = image.max_value
-            self.notices.append(f"{self.clipped} values outside 0..{top_level} were clipped")
-
-    @staticmethod
-    def pooled_alpha(
-        image: LoadedImage, k: int, edge: str, alpha: np.ndarray | None
-    ) -> np.ndarray | None:
-        """Alpha, pooled by the same convolution as the colour channels and rounded exactly."""
-        if alpha is None:
-            return None
-        pooled = ops.avgpool(alpha[np.newaxis], k, edge)
-        levels = quantize(pooled, image.bit_depth)
-        exact = block_mean_exact(alpha[np.newaxis], k, pooled.shape, image.peak)
-        correct_ties(levels, pooled, exact, image.max_value)
-        return levels[0]
-
-    def rows(self) -> Rows:
-        """The levels as strips, each handed on as soon as it is done."""
-
-        def strips() -> Iterator[np.ndarray]:
-            for index, (first, stop) in enumerate(self.strips):
-                self.done.through(index, self._strip)
-                top = first // self.k
-                yield self.pixels[:, top : top + self._out_rows(first, stop)]
-
-        return Rows(self.pixels.shape, self.pixels.dtype.type, strips)
-
-    def _out_rows(self, first: int, stop: int) -> int:
-        rows = stop - first
-        return rows // self.k if self.edge == "drop" else -(-rows // self.k)
+        expected = np.concatenate([ref.pillow_reduce(source, k) for source in sources])
+        self.pillow.update(ours, expected, top=top)
 
     def values(self) -> Rows:
         """The pooled float values (--raw), computed again a strip at a time."""
@@ -684,17 +680,6 @@ class _PoolStrips:
                 yield ops.avgpool(self._used(first, stop)[0], self.k, self.edge)
 
         return Rows(self.pixels.shape, np.float32, strips)
-
-    def checks(self) -> list[Check]:
-        """Every strip done, then the figures of both comparisons."""
-        self.done.all(self._strip)
-        self.mean.add_shape(self.pixels.shape)
-        checks = [self.mean.check()]
-        if self.pillow is not None:
-            planes = self.pixels.shape[0] + (self.alpha is not None)
-            self.pillow.add_shape((planes, *self.pixels.shape[1:]))
-            checks.append(self.pillow.check())
-        return checks
 
 
 # ------------------------------------------------------------------- commute
