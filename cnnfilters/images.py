@@ -65,9 +65,9 @@ __all__ = [
 ]
 
 
-# Decoded 8-bit images up to this size keep Pillow's copy beside ours (for the
-# Pillow references); larger ones are copied out in strips and let go.
-_KEEP_DECODED_BYTES = 64 << 20
+# Decoded 8-bit images up to this size are copied out of Pillow at once; larger
+# ones in strips (a whole tobytes() and its pieces would double the peak).
+_WHOLE_COPY_BYTES = 64 << 20
 _EXIF_ORIENTATION = 0x0112
 # Float images with larger magnitudes are computed in float64: float32 holds
 # up to 3.4e38, so a square of 1.9e19 or a sum of a few 1e38 overflows.
@@ -110,10 +110,11 @@ class LoadedImage:
     engine converts it to float one block of rows at a time, so no full-size
     float copy is made. ``bit_depth`` (8 or 16) is the depth outputs are
     written with; ``kind`` says what the samples were (``uint8``, ``uint16``,
-    ``int32`` or ``float32``). :attr:`pil` is the 8-bit ``L``/``RGB`` image
-    the Pillow references see: exactly ``pixels`` (``None`` for other
-    depths, which Pillow's 8-bit operations would clip). ``alpha`` is
-    ``(H, W)`` on the same scale, or ``None``.
+    ``int32`` or ``float32``). :attr:`pil` is ``pixels`` as an 8-bit
+    ``L``/``RGB`` Pillow image (``None`` for other depths, which Pillow's
+    8-bit operations would clip); the Pillow references see the same pixels,
+    a strip at a time (:func:`pil_image`). ``alpha`` is ``(H, W)`` on the
+    same scale, or ``None``.
     """
 
     path: Path
@@ -128,27 +129,11 @@ class LoadedImage:
     frames: int = 1
     notices: list[str] = field(default_factory=list)
     damage: str | None = None  # what was wrong with data read anyway
-    _pil: Image.Image | None = field(default=None, repr=False)
 
     @property
     def pil(self) -> Image.Image | None:
-        """The pixels as a Pillow ``L`` or ``RGB`` image, 8-bit only.
-
-        The decoded image itself when it was kept, else made from ``pixels``
-        when asked for.
-        """
-        if self.kind != "uint8":
-            return None
-        if self._pil is not None and self._pil.size == self.size[::-1]:
-            return self._pil
-        return self.pil_rows(0, self.size[0])
-
-    def pil_rows(self, first: int, stop: int) -> Image.Image | None:
-        """Rows ``first..stop`` of the pixels as a Pillow ``L`` or ``RGB`` image, 8-bit
-        only: for references computed a strip at a time, with no full-size copy."""
-        if self.kind != "uint8":
-            return None
-        return pil_image(self.pixels[:, first:stop])
+        """The pixels as a Pillow ``L`` or ``RGB`` image (a copy), 8-bit only."""
+        return pil_image(self.pixels) if self.kind == "uint8" else None
 
     def rows(self, first: int, stop: int) -> np.ndarray:
         """Rows ``first..stop`` of the pixels, ``(C, rows, W)``. An image loaded with
@@ -920,10 +905,6 @@ def _eight_bit_frame(frame: _Frame, image: Image.Image) -> LoadedImage:
     if alpha is None and original_mode in ("1", "L", "RGB"):
         alpha = frame.keyed_alpha(pixels, 255)
     loaded = frame.loaded(original_mode, pixels, 8, "uint8")
-    if values.nbytes <= _KEEP_DECODED_BYTES:
-        # Small enough to keep Pillow's own copy for the Pillow references;
-        # a large image lets it go, to bound memory.
-        loaded._pil = image
     return _apply_alpha_policy(loaded, alpha, frame.options)
 
 
@@ -992,7 +973,7 @@ def _as_array(image: Image.Image) -> np.ndarray:
     """
     width, height = image.size
     bands = len(image.getbands())
-    if width * height * bands <= _KEEP_DECODED_BYTES:
+    if width * height * bands <= _WHOLE_COPY_BYTES:
         return np.asarray(image)
     shape = (height, width) if bands == 1 else (height, width, bands)
     values = np.empty(shape, dtype=np.uint8)
@@ -1032,7 +1013,6 @@ def _apply_alpha_policy(
     flat = image.pixels * weight + colour[:, np.newaxis, np.newaxis] * (1 - weight)
     # Round to the file's levels, so that the Pillow references see the same pixels.
     image.pixels = quantize(flat, image.bit_depth)
-    image._pil = None  # the decoded image no longer shows these pixels
     background = ",".join(str(v) for v in options.background)
     image.notices.append(f"alpha flattened onto the background {background} (--alpha flatten)")
     return image
