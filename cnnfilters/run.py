@@ -13,17 +13,27 @@ to a callback, and returns the report in input order.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import heapq
 import itertools
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -588,74 +598,240 @@ def _run_pending(
     executor = _executor(settings, ahead)
     if executor is None:
         tune_malloc()  # this process decodes and encodes: see the workers' start
+        for index, source in pending:
+            try:
+                failed = recorder.record(index, process_source(command, source, settings, threads))
+            except KeyboardInterrupt:
+                recorder.summary.interrupted = True
+                pending.not_done()
+                break
+            if failed and settings.fail_fast:
+                pending.not_done()
+                break
+        return False
+    pool = _Pool(executor, settings, ahead)
     try:
-        if executor is None:
-            for index, source in pending:
-                try:
-                    failed = recorder.record(index, process_source(command, source, settings,
-                                                                   threads))  # fmt: skip
-                except KeyboardInterrupt:
-                    recorder.summary.interrupted = True
-                    pending.not_done()
-                    break
-                if failed and settings.fail_fast:
-                    pending.not_done()
-                    break
-            return False
-        return _run_on(executor, command, pending, settings, threads, recorder)
+        _run_on(pool, command, pending, settings, threads, recorder)
     finally:
-        if executor is not None:
-            _close(executor)
+        _close(pool.executor)
+    return pool.died
+
+
+class _Pool:
+    """The run's executor, made anew when one of its worker processes dies (killed
+    from outside: the kernel's out-of-memory killer, a user's ``kill``). A process
+    pool that has lost a worker fails every task in it; the inputs it was running
+    are run again, one at a time, and the rest of the batch goes on."""
+
+    def __init__(self, executor: Executor, settings: Settings, ahead: int) -> None:
+        self.executor = executor
+        self.settings, self.ahead = settings, ahead
+        self.died = False  # a worker died (its temporary files may be left)
+        self.held: list[list[tuple[int, Source]]] = []  # chunks a broken pool refused
+        self._processes: list[Any] = []
+
+    def start(self) -> None:
+        """Fork the workers (a process pool's), with the signals blocked, so that none of
+        them meets Ctrl-C before its own handler is in place (it unblocks them then);
+        a signal meanwhile is delivered right after."""
+        if isinstance(self.executor, ProcessPoolExecutor):
+            with _signals_blocked():
+                self.executor.submit(int)
+            self._processes = list((getattr(self.executor, "_processes", None) or {}).values())
+
+    @property
+    def broken(self) -> bool:
+        return bool(getattr(self.executor, "_broken", False))
+
+    def restart(self) -> str:
+        """A new pool for a broken one; what ended the worker that died."""
+        self.died = True
+        _close(self.executor)
+        cause = _death_of(self._processes)
+        executor = _executor(self.settings, self.ahead)
+        assert executor is not None  # a pool has more than one worker
+        self.executor = executor
+        self.start()
+        return cause
+
+
+def _death_of(processes: Iterable[Any]) -> str:
+    """What ended the worker of a broken pool that died first, from the exit codes
+    (the pool ends its other workers with SIGTERM)."""
+    codes = [p.exitcode for p in processes if p.exitcode not in (None, 0, EXIT_TERMINATED)]
+    codes = [code for code in codes if code != -signal.SIGTERM] or codes
+    died = "the worker process running it"
+    if not codes:
+        return f"{died} died"
+    code = codes[0]
+    if code == -signal.SIGKILL:
+        return f"{died} was killed by SIGKILL (as the kernel does when memory runs out)"
+    if code < 0:
+        try:
+            return f"{died} was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"{died} was killed by signal {-code}"
+    return f"{died} exited with code {code}"
 
 
 def _run_on(
-    executor: Executor,
+    pool: _Pool,
     command: Command,
     pending: _Pending,
     settings: Settings,
     threads: int | None,
     recorder: _Recorder,
-) -> bool:
+) -> None:
     """The tasks on a pool of workers, in chunks of inputs (one round trip for several
     small files), a bounded window of chunks in flight (so that memory does not grow
-    with the number of inputs); whether a worker died."""
+    with the number of inputs)."""
     futures: dict[Future, list[tuple[int, Source]]] = {}
-    jobs = max(1, settings.jobs)
     chunks = _Chunks(iter(pending))
-    died = False
+    deferred = _SignalsDeferred()
     try:
-        # Workers are forked at the first submission, before any folder is read: with
-        # the signals blocked, so that none of them meets Ctrl-C before its own handler
-        # is in place (it unblocks them then); a signal meanwhile is delivered right after.
-        with _signals_blocked():
-            if isinstance(executor, ProcessPoolExecutor):
-                executor.submit(int)
-            else:
-                _submit(executor, chunks, futures, command, settings, threads, 1)
-        _submit(executor, chunks, futures, command, settings, threads, jobs * _WINDOW_PER_JOB)
-        stop = False
-        while futures and not stop:
-            ready, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for future in ready:
-                chunk = futures.pop(future)
-                died = died or _died(future)
-                for (index, _), items in zip(chunk, chunks.outcomes(future, chunk), strict=True):
-                    failed = recorder.record(index, items)
-                    stop = stop or (failed and settings.fail_fast)
-            if stop:
-                for other in futures:
-                    other.cancel()
-            else:
-                _submit(executor, chunks, futures, command, settings, threads, len(ready))
+        with deferred:
+            _run_chunks(pool, _Tasks(command, settings, threads), chunks, futures, recorder,
+                        deferred)  # fmt: skip
+        deferred.deliver()  # to the handler in place before: KeyboardInterrupt, Terminated, ...
     except KeyboardInterrupt:
         recorder.summary.interrupted = True
-        _stop(executor, futures)
+        _stop(pool.executor, futures)
     except BaseException:  # SIGTERM (the command line's Terminated), or anything else
-        _stop(executor, futures)
+        _stop(pool.executor, futures)
         raise
-    if futures or recorder.summary.interrupted or chunks.left:
+    if futures or recorder.summary.interrupted or chunks.left or pool.held:
         pending.not_done()
-    return died
+
+
+class _Tasks(NamedTuple):
+    """What every task of a run is given besides its inputs."""
+
+    command: Command
+    settings: Settings
+    threads: int | None
+
+    def submit(self, executor: Executor, chunk: list[tuple[int, Source]]) -> Future:
+        sources = [source for _, source in chunk]
+        return executor.submit(process_sources, self.command, sources, self.settings,
+                               self.threads)  # fmt: skip
+
+    def again(self) -> _Tasks:
+        """The tasks of inputs run a second time: they replace what their dead worker
+        wrote (the outputs of an input are not there when it is planned, or are
+        replaced anyway with --force or --skip-existing; an input is never replaced)."""
+        destination = dataclasses.replace(self.settings.destination, force=True)
+        return self._replace(settings=dataclasses.replace(self.settings, destination=destination))
+
+
+def _run_chunks(
+    pool: _Pool,
+    tasks: _Tasks,
+    chunks: _Chunks,
+    futures: dict[Future, list[tuple[int, Source]]],
+    recorder: _Recorder,
+    deferred: _SignalsDeferred,
+) -> None:
+    """:func:`_run_on`'s loop, until the inputs are done, ``--fail-fast`` stops it or
+    a signal is noted."""
+    window = max(1, tasks.settings.jobs) * _WINDOW_PER_JOB
+    fail_fast = tasks.settings.fail_fast
+    retries = _Retries()
+    pool.start()
+    if not isinstance(pool.executor, ProcessPoolExecutor):
+        with _signals_blocked():  # a cluster's first task: no process of ours is forked
+            _submit(pool, tasks, chunks, futures, 1)
+    stop = False
+    while not stop and deferred.signum is None:
+        for index, source in _replenish(pool, tasks, chunks, futures, retries, window):
+            failed = recorder.record(index, _failed(source, retries.cause))
+            stop = stop or (failed and fail_fast)
+        if not futures:
+            break
+        until = ALL_COMPLETED if pool.broken else FIRST_COMPLETED  # a broken pool fails them all
+        ready, _ = wait(futures, timeout=_SIGNAL_POLL, return_when=until)
+        if deferred.signum is not None:
+            break  # what is ready may be the work of workers the same Ctrl-C ended
+        for future in ready:
+            if _died(future):
+                continue  # its inputs run again once the pool is made anew
+            chunk = futures.pop(future)
+            outcomes = retries.noted(future, chunks.outcomes(future, chunk))
+            for (index, _), items in zip(chunk, outcomes, strict=True):
+                failed = recorder.record(index, items)
+                stop = stop or (failed and fail_fast)
+    if stop:
+        for other in futures:
+            other.cancel()
+
+
+def _replenish(
+    pool: _Pool,
+    tasks: _Tasks,
+    chunks: _Chunks,
+    futures: dict[Future, list[tuple[int, Source]]],
+    retries: _Retries,
+    window: int,
+) -> list[tuple[int, Source]]:
+    """Make the pool anew once a worker has died and its tasks have failed, and submit
+    more work; the inputs to report as failed (each killed its worker alone)."""
+    failed = []
+    if pool.broken and all(future.done() for future in futures):
+        failed = retries.after_death(futures, pool.restart())
+    if not pool.broken:
+        if retries.waiting:
+            retries.submit_next(pool, tasks, futures)
+        else:
+            _submit(pool, tasks, chunks, futures, window - len(futures))
+    return failed
+
+
+class _Retries:
+    """The inputs of the tasks in flight when a worker died.
+
+    A process pool that loses a worker fails every task in it. Any of their
+    inputs may be what killed it (an image too large for the memory left), so
+    each runs again on the new pool alone, nothing else in flight: one that kills
+    its worker a second time is the only input to fail, and the batch goes on.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: deque[tuple[int, Source]] = deque()
+        self.alone: Future | None = None  # the one running now
+        self.cause = ""  # what ended the last worker that died
+
+    def after_death(
+        self, futures: dict[Future, list[tuple[int, Source]]], cause: str
+    ) -> list[tuple[int, Source]]:
+        """Take the failed tasks out of ``futures`` (those done before the death stay);
+        the inputs that failed alone, to report as failed."""
+        self.cause = cause
+        failed = []
+        for future, chunk in list(futures.items()):
+            if _died(future):
+                del futures[future]
+                if future is self.alone:
+                    failed.extend(chunk)
+                else:
+                    self.waiting.extend(chunk)
+        self.alone = None
+        return failed
+
+    def submit_next(
+        self, pool: _Pool, tasks: _Tasks, futures: dict[Future, list[tuple[int, Source]]]
+    ) -> None:
+        """Run the next input again, once nothing else is in flight."""
+        if not futures:
+            chunk = [self.waiting.popleft()]
+            self.alone = tasks.again().submit(pool.executor, chunk)
+            futures[self.alone] = chunk
+
+    def noted(self, future: Future, outcomes: list[list[InputReport]]) -> list[list[InputReport]]:
+        """``outcomes``, with a notice on an input that ran a second time."""
+        if future is self.alone:
+            self.alone = None
+            for item in outcomes[0]:
+                item.notices.append(f"run a second time: {self.cause}")
+        return outcomes
 
 
 # Chunks in flight per worker: enough to keep every worker busy, few enough to bound memory.
@@ -699,8 +875,11 @@ class _Chunks:
         return results
 
 
-def _failed(source: Source, exc: Exception) -> list[InputReport]:
+def _failed(source: Source, exc: Exception | str) -> list[InputReport]:
+    """An input's error entry: its task's exception, or what ended its worker."""
     name = os.fsdecode(source.path)
+    if isinstance(exc, str):
+        return [InputReport(name, error=f"{source.path}: {exc}", exit_code=EXIT_IO)]
     if isinstance(exc, CnnFiltersError):
         return [InputReport(name, error=str(exc), exit_code=exc.exit_code)]
     message = f"{source.path}: the worker failed ({type(exc).__name__}: {exc})"
@@ -708,18 +887,22 @@ def _failed(source: Source, exc: Exception) -> list[InputReport]:
 
 
 def _submit(
-    executor: Executor,
+    pool: _Pool,
+    tasks: _Tasks,
     chunks: Iterator[list[tuple[int, Source]]],
     futures: dict[Future, list[tuple[int, Source]]],
-    command: Command,
-    settings: Settings,
-    threads: int | None,
     count: int,
 ) -> None:
-    """Submit up to ``count`` more of the waiting chunks."""
-    for chunk in itertools.islice(chunks, count):
-        sources = [source for _, source in chunk]
-        futures[executor.submit(process_sources, command, sources, settings, threads)] = chunk
+    """Submit up to ``count`` more of the waiting chunks (first those a broken pool
+    refused); a chunk the pool refuses is held for the next one."""
+    waiting = itertools.chain(pool.held, chunks)
+    pool.held = []
+    for chunk in itertools.islice(waiting, max(0, count)):
+        try:
+            futures[tasks.submit(pool.executor, chunk)] = chunk
+        except BrokenProcessPool:
+            pool.held = [chunk, *waiting]  # the held chunks not yet tried, and this one
+            return
 
 
 def process_sources(
@@ -733,6 +916,7 @@ def process_sources(
 
 
 def _died(future: Future) -> bool:
+    """Whether ``future`` failed because a worker of its pool died."""
     if not future.done() or future.cancelled():
         return False
     return isinstance(future.exception(), BrokenProcessPool)
@@ -987,19 +1171,78 @@ def _close(executor: Executor) -> None:
             client.close()
         elif getattr(executor, "_cnnfilters_stopped", False):
             processes = list((getattr(executor, "_processes", None) or {}).values())
+            manager = getattr(executor, "_executor_manager_thread", None)
             executor.shutdown(wait=False, cancel_futures=True)
             for process in processes:
                 process.join(timeout=1.0)
                 if process.is_alive():
                     process.kill()
                     process.join(timeout=1.0)
+            _forget_manager(manager)
         else:
             executor.shutdown(wait=True, cancel_futures=True)
         if getattr(executor, "_cnnfilters_unfreeze", False):
             gc.unfreeze()
 
 
+def _forget_manager(manager: threading.Thread | None) -> None:
+    """Let a stopped pool's manager thread end before the interpreter's exit hook runs.
+
+    CPython 3.11's hook wakes each pool's manager thread through a pipe that the
+    thread closes as it ends, with no lock between the two: an exit while it is
+    ending may print "OSError: Bad file descriptor" after the run's last line. The
+    thread ends soon once its workers are gone; should it not, the hook is told to
+    leave it alone (it is not waited for either way: the process is ending).
+    """
+    if manager is None:
+        return
+    manager.join(timeout=2.0)
+    if manager.is_alive():
+        from concurrent.futures import process
+
+        process._threads_wakeups.pop(manager, None)
+
+
 _STOPPING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# How often, in seconds, the loop over a pool's results looks for a noted signal.
+_SIGNAL_POLL = 0.1
+
+
+class _SignalsDeferred:
+    """SIGINT and SIGTERM noted, not raised, for the duration (main thread only;
+    a signal that was ignored stays ignored); :meth:`deliver` then raises the
+    first one noted through the handler that was in place before.
+
+    ``concurrent.futures.wait`` takes the lock of each future in a loop: an
+    exception raised by a signal handler between two of them leaves the first
+    locks held, and the pool's manager thread, cancelling those futures, then
+    waits for them for ever (a Ctrl-C that hangs the run at its exit).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalsDeferred:
+        if threading.current_thread() is threading.main_thread():
+            for sig in _STOPPING_SIGNALS:
+                handler = signal.getsignal(sig)
+                if handler not in (signal.SIG_IGN, None):
+                    self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def deliver(self) -> None:
+        if self.signum is not None:
+            signal.raise_signal(self.signum)
 
 
 @contextlib.contextmanager
@@ -1015,8 +1258,6 @@ def _signals_blocked() -> Iterator[None]:
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Ignore SIGINT and SIGTERM for the duration (main thread only; elsewhere nothing)."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -172,13 +172,71 @@ def test_a_killed_worker_leaves_no_file_behind(tmp_path, files):
         _, err = batch.communicate(timeout=60)
     finally:
         batch.kill()
-    assert batch.returncode == 3
-    assert "the worker failed" in err
-    # Only whole outputs: a named temporary file of the killed worker was removed.
-    assert all(name.endswith(".grayscale.png") for name in os.listdir(out))
-    rerun = subprocess.run([*command, "--skip-existing"], capture_output=True, timeout=60)
-    assert rerun.returncode == 0, rerun.stderr
-    assert len(list(out.glob("*.grayscale.png"))) == 4
+    # Its input ran again on a new worker; a named temporary file of the killed
+    # worker was removed: only whole outputs.
+    assert batch.returncode == 0, err
+    assert sorted(os.listdir(out)) == [f"p{index}.grayscale.png" for index in range(4)]
+    for path in out.iterdir():
+        with Image.open(path) as image:
+            image.load()
+
+
+# A batch in which the worker running an input named "kill*" dies by SIGKILL, as by
+# the out-of-memory killer: each time ("always"), or once, after writing the
+# input's outputs ("once": a file beside argv[1] remembers it).
+_KILLING_BATCH = """
+import os, signal, sys
+from pathlib import Path
+from cnnfilters import cli, run
+marker, mode = Path(sys.argv[1]), sys.argv[2]
+real = run.process_source
+def process_source(command, source, *args, **kwargs):
+    if not source.path.name.startswith("kill"):
+        return real(command, source, *args, **kwargs)
+    if mode == "always":
+        os.kill(os.getpid(), signal.SIGKILL)
+    items = real(command, source, *args, **kwargs)
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return items
+run.process_source = process_source
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["always", "once"])
+def test_a_worker_killed_in_a_batch_fails_only_its_own_input(tmp_path, mode):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    names = [f"p{index:02}.png" for index in range(40)]
+    names[7] = "kill.png"
+    for name in names:
+        Image.fromarray(RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(folder / name)
+    marker = os.fsdecode(tmp_path / "killed")
+    command = [sys.executable, "-c", _KILLING_BATCH, marker, mode, "grayscale",
+               os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    written = sorted(os.listdir(out))
+    expected = sorted(name.replace(".png", ".grayscale.png") for name in names)
+    if mode == "always":
+        # The other inputs in flight with it ran again, each alone; the batch went on.
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.splitlines() == [
+            f"cnnfilters: error: {folder / 'kill.png'}: the worker process running it was "
+            "killed by SIGKILL (as the kernel does when memory runs out)"
+        ]
+        expected.remove("kill.grayscale.png")
+    else:
+        # Run a second time, it replaced the outputs its dead worker had written.
+        assert done.returncode == 0, done.stderr
+        assert (
+            "kill.png: run a second time: the worker process running it was killed" in done.stdout
+        )
+    assert written == expected
+    for name in written:
+        with Image.open(out / name) as image:
+            image.load()
 
 
 def test_a_rerun_removes_only_the_temporary_files_of_dead_writers(tmp_path, capsys):
