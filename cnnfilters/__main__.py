@@ -1,6 +1,41 @@
-"""``python -m cnnfilters``: the same as the ``cnnfilters`` command."""
+"""``python -m cnnfilters`` and the ``cnnfilters`` command.
 
-from .cli import main
+:func:`main` runs :func:`cnnfilters.cli.main`. A Ctrl-C or SIGTERM that comes
+while the command line is being imported (its first tenth of a second) ends
+the run as one that comes later does: one line on stderr, 130 or 143, and
+no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, stop_behind
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)  # the command line puts its own in place
+    try:
+        from .cli import main as run
+    except BaseException as exc:
+        stop = stop_behind(exc)
+        if stop is None:
+            raise
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        interrupted = isinstance(stop, KeyboardInterrupt)
+        sys.stderr.write(f"cnnfilters: error: {'interrupted' if interrupted else 'terminated'}\n")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED)
+    run()
+
 
 if __name__ == "__main__":
     main()

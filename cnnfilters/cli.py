@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -50,6 +50,8 @@ from .errors import (
     EXIT_OK,
     EXIT_TERMINATED,
     CnnFiltersError,
+    Terminated,
+    stop_behind,
 )
 
 if TYPE_CHECKING:
@@ -228,10 +230,6 @@ CompressOpt = Annotated[
 ]
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised like Ctrl-C so that temporary files are removed on the way out."""
-
-
 def _declared(annotation: Any) -> dict[str, Any]:
     """A shared option's field metadata: the Typer annotation that declares it."""
     return {"annotation": annotation}
@@ -309,13 +307,9 @@ def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
         except CnnFiltersError as exc:
             render.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated) as exc:
             # Outputs are atomic: what was finished stays whole, nothing partial is left.
-            render.error("interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-        except Terminated:
-            render.error("terminated")
-            raise typer.Exit(EXIT_TERMINATED) from None
+            raise typer.Exit(_stopped(exc)) from None
 
     return wrapper
 
@@ -1034,7 +1028,13 @@ def _usage_line(exc: Exception) -> str:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
+    _ignore_signals()  # the run is ending: a second signal must not cut its unwinding short
     raise Terminated
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _ignore_signals()  # (a KeyboardInterrupt raised in a finalizer would be swallowed)
+    raise KeyboardInterrupt
 
 
 def _ignore_signals() -> None:
@@ -1053,19 +1053,24 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stdout is None:  # started with standard output closed (>&-)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
         sys.stdout.closed_at_start = True  # type: ignore[attr-defined]
-    command = typer.main.get_command(startup.lean_app(app, sys.argv[1:] if argv is None else argv))
     previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}  # fmt: skip
+    if previous[signal.SIGINT] is signal.default_int_handler:  # not ignored (a background job)
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
+        lean = startup.lean_app(app, sys.argv[1:] if argv is None else argv)
+        command = typer.main.get_command(lean)
         code = command.main(args=argv, prog_name="cnnfilters", standalone_mode=False)
     except (KeyboardInterrupt, Terminated) as exc:
-        _ignore_signals()  # a second signal must not cut the goodbye short
-        render.error("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
-        code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
+        code = _stopped(exc)
     except Exception as exc:
-        if os.environ.get("CNNFILTERS_DEBUG") and _is_internal(exc):
+        stop = stop_behind(exc)
+        if stop is not None:
+            code = _stopped(stop)
+        elif os.environ.get("CNNFILTERS_DEBUG") and _is_internal(exc):
             raise
-        code = _exit_for(exc)
+        else:
+            code = _exit_for(exc)
     finally:
         if argv is None:
             _ignore_signals()  # the process ends now, with this code
@@ -1074,8 +1079,31 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(sig, handler)
     code = EXIT_OK if code is None else int(code)
     if argv is None:
+        if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            _end_at_once(code)
         startup.exit_now(code)
     return code
+
+
+def _stopped(exc: BaseException) -> int:
+    """The goodbye of a run that Ctrl-C or SIGTERM stopped, and its exit code."""
+    _ignore_signals()  # a second signal must not cut the goodbye short
+    render.error("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
+    return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
+
+
+def _end_at_once(code: int) -> NoReturn:
+    """End a stopped run now, without waiting for any thread: one still encoding an
+    output leaves nothing (the output is an unnamed file until it is whole; a named
+    temporary file is removed here), and the interpreter's exit hooks, which join
+    threads and pools, can neither hang nor print on the way out."""
+    outputs = sys.modules.get(f"{__package__}.outputs")
+    if outputs is not None:
+        outputs.remove_temporary_files()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _is_internal(exc: Exception) -> bool:

@@ -35,3 +35,20 @@ class OutputError(CnnFiltersError):
     """An output file could not be written (or would clobber something)."""
 
     exit_code = EXIT_IO
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that temporary files are removed on the way out."""
+
+
+def stop_behind(exc: BaseException | None) -> KeyboardInterrupt | Terminated | None:
+    """The Ctrl-C (``KeyboardInterrupt``) or SIGTERM (:class:`Terminated`) behind
+    ``exc``, if any: Python wraps an exception raised in some places (a class
+    being made during an import) in another one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

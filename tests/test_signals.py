@@ -188,3 +188,62 @@ def test_ctrl_c_at_any_moment_of_a_batch_ends_it_with_one_line(tmp_path):
             continue  # it finished first
         assert process.returncode == 130, lines
         assert len(lines) == 1 and lines[0].startswith("cnnfilters: error: interrupted"), lines
+
+
+# Ctrl-C while the command line is being imported: a finder that raises it (bare, or
+# wrapped by Python as a class is made) on the import of cnnfilters.cli.
+_STOPPED_IMPORT = """
+import sys
+from cnnfilters import __main__ as entry
+from cnnfilters.errors import Terminated
+which, how = sys.argv[1:3]
+class Stop:
+    def find_spec(self, name, path=None, target=None):
+        if name == "cnnfilters.cli":
+            stop = {"int": KeyboardInterrupt(), "term": Terminated()}[which]
+            if how == "wrapped":
+                raise RuntimeError("Error calling __set_name__") from stop
+            raise stop
+sys.meta_path.insert(0, Stop())
+sys.argv[1:] = ["grayscale", "x.png"]
+entry.main()
+"""
+
+
+@pytest.mark.parametrize("how", ["bare", "wrapped"])
+@pytest.mark.parametrize(("which", "code", "word"), [("int", 130, "interrupted"),
+                                                     ("term", 143, "terminated")])  # fmt: skip
+def test_a_stop_while_the_command_line_is_imported_is_one_line(how, which, code, word):
+    done = subprocess.run([sys.executable, "-c", _STOPPED_IMPORT, which, how],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == code, done.stderr
+    assert done.stderr == f"cnnfilters: error: {word}\n"
+
+
+# A run stopped while a thread of it cannot end (an encoder waiting on work that will
+# never come): the process ends at once all the same, with its one line.
+_STOPPED_WITH_A_THREAD = """
+import sys, threading
+from cnnfilters import cli, run
+never = threading.Event()
+how = sys.argv[1]
+def stuck(*args, **kwargs):
+    threading.Thread(target=never.wait).start()  # not a daemon: the exit would join it
+    error = KeyboardInterrupt() if how == "bare" else RuntimeError("wrapped")
+    if how == "wrapped":
+        error.__cause__ = KeyboardInterrupt()
+    raise error
+run.run = stuck
+sys.argv[1:] = ["grayscale", sys.argv[2], "-q"]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("how", ["bare", "wrapped"])
+def test_a_stopped_run_ends_at_once_whatever_its_threads_do(tmp_path, how):
+    source = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(source)
+    command = [sys.executable, "-c", _STOPPED_WITH_A_THREAD, how, os.fsdecode(source)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "cnnfilters: error: interrupted\n"
