@@ -492,7 +492,7 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
                    quiet=quiet or shared.jsonl, errors_shown=True)  # fmt: skip
     if stream is not None:
         try:
-            stream.close()
+            stream.close(report.stopped)
         except CnnFiltersError as exc:
             render.error(str(exc))
             code = max(code, exc.exit_code)
@@ -503,8 +503,9 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
         code = max(code, _write_html(shared.html, [(report, command.kernels())],
                                      title=f"cnnfilters {command.name}"))  # fmt: skip
     if summary.interrupted:
-        render.error(f"interrupted; {summary.not_done_text}")
-        code = EXIT_INTERRUPTED
+        render.error(f"{'terminated' if summary.terminated else 'interrupted'}; "
+                     f"{summary.not_done_text}")  # fmt: skip
+        code = EXIT_TERMINATED if summary.terminated else EXIT_INTERRUPTED
     if to_stdout and output.exists():
         _image_to_stdout(output, shared.out_format.value, quiet=shared.quiet)
     return code

@@ -327,9 +327,16 @@ def _run_section(run: RunReport, kernels: Sequence[tuple[str, np.ndarray]], pref
                     f"<td class=num>{_number(worst)}</td></tr>")  # fmt: skip
     failed = sum(1 for item in run.inputs if not item.passed) + run.left_out_failed
     total = len(run.inputs) + run.left_out
+    verdict = _badge(run.passed)
+    if run.stopped is not None:
+        stopped = run.stopped
+        count = ("at least " if stopped["at_least"] else "") + str(stopped["not_done"])
+        verdict = (f"{_badge(False, 'STOPPED')}</p><p>The run was stopped by "
+                   f"{escape(stopped['by'])} before its end: {count} input(s) "
+                   "not done.")  # fmt: skip
     summary = (
         f"<p>{total} input(s): {total - failed} passed, {failed} failed "
-        f"or errored. {_badge(run.passed)}</p><table class=summary><tr><th>input</th>"
+        f"or errored. {verdict}</p><table class=summary><tr><th>input</th>"
         f"<th>result</th><th>checks</th><th>largest difference</th></tr>{''.join(rows)}</table>"
     )
     if total > min(MAX_ROWS, len(run.inputs)):

@@ -615,13 +615,16 @@ class ReportStream:
             self.handle.write(("\n    " if self.first else ",\n    ") + entry)
             self.first = False
 
-    def close(self) -> None:
-        """Write what is left (inputs never run leave gaps) and put the report in place."""
+    def close(self, stopped: dict[str, Any] | None = None) -> None:
+        """Write what is left (inputs never run leave gaps) and put the report in place;
+        ``stopped``: what stopped the run before its end (see ``RunReport.stopped``)."""
         for index in sorted(self.waiting):
             self._write(self.waiting.pop(index))
+        passed = self.passed and stopped is None
         try:
             end = "\n  ]" if not self.first else "]"
-            self.handle.write(f'{end},\n  "passed": {"true" if self.passed else "false"}\n}}\n')
+            self.handle.write(f'{end},\n  "stopped": {to_json(stopped)},\n  '
+                              f'"passed": {"true" if passed else "false"}\n}}\n')  # fmt: skip
             self.handle.flush()
             os.fsync(self.handle.fileno())
             self.handle.close()
@@ -647,6 +650,12 @@ class ReportStream:
 # The temporary files of the writes under way in this process, for a worker
 # that is told to stop at once (see remove_temporary_files).
 _TEMPORARY: set[Path] = set()
+
+
+def forget_temporary_files() -> None:
+    """In a process just forked from a writer: the temporary files registered are the
+    parent's (a report it is writing), not this process's to remove when it stops."""
+    _TEMPORARY.clear()
 
 
 def remove_temporary_files() -> None:

@@ -361,9 +361,15 @@ class RunReport:
     left_out: int = 0
     left_out_failed: int = 0
     left_out_files: int = 0  # the files those inputs wrote
+    # A run stopped before its end (Ctrl-C, SIGTERM): by what, and the inputs not
+    # done ({"by": "Ctrl-C", "not_done": 12, "at_least": false}); None: it ran to its end.
+    stopped: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
+        """Every input ran and passed: a stopped run has not passed, whatever it did."""
+        if self.stopped is not None:
+            return False
         return not self.left_out_failed and all(r.passed for r in self.inputs)
 
     @property
@@ -381,6 +387,7 @@ class RunReport:
             "command": self.command,
             "version": __version__,
             "passed": self.passed,
+            "stopped": self.stopped,
             "options": self.options,
             "inputs": [r.to_dict() for r in self.inputs],
         }

@@ -49,12 +49,14 @@ from .errors import (
     EXIT_USAGE,
     CnnFiltersError,
     OutputError,
+    Terminated,
 )
 from .images import LoadedImage, ReadOptions, load_frames
 from .inputs import Found, InputStream, Names, Source
 from .outputs import (
     Destination,
     check_targets,
+    forget_temporary_files,
     make_folder,
     output_complete,
     output_namer,
@@ -128,9 +130,23 @@ class Summary:
     not_counted: bool = False  # inputs of folders never read are left out of not_done
     seconds: float = 0.0
     megapixels: float = 0.0
-    interrupted: bool = False
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM
+    terminated: bool = False  # stopped by SIGTERM
     worst_error: int = 0  # the largest exit code of an input's error
     check_failed: bool = False
+
+    def stopped(self, exc: BaseException) -> None:
+        """The run was stopped by ``exc``: Ctrl-C's KeyboardInterrupt or SIGTERM's
+        :class:`~cnnfilters.errors.Terminated`."""
+        self.interrupted = True
+        self.terminated = isinstance(exc, Terminated)
+
+    def stopped_dict(self) -> dict[str, Any] | None:
+        """What the report says of a stopped run (None: it ran to its end)."""
+        if not self.interrupted:
+            return None
+        by = "SIGTERM" if self.terminated else "Ctrl-C"
+        return {"by": by, "not_done": self.not_done, "at_least": self.not_counted}
 
     @property
     def exit_code(self) -> int:
@@ -150,7 +166,7 @@ class Summary:
         text = (f"{self.done} done, {self.skipped} skipped, {self.failed} failed in "
                 f"{self.seconds:.1f} s ({rate:.1f} MP/s)")  # fmt: skip
         if self.not_done or self.not_counted:
-            text += f"; {self.not_done_text} (interrupted)"
+            text += f"; {self.not_done_text} ({'terminated' if self.terminated else 'interrupted'})"
         return text
 
 
@@ -420,6 +436,7 @@ def run(
         report.inputs.extend(recorder.results[index])
     report.left_out, report.left_out_failed = recorder.left_out, recorder.left_out_failed
     report.left_out_files = recorder.left_out_files
+    report.stopped = recorder.summary.stopped_dict()
     recorder.summary.seconds = time.perf_counter() - started
     return report, recorder.summary
 
@@ -601,8 +618,8 @@ def _run_pending(
         for index, source in pending:
             try:
                 failed = recorder.record(index, process_source(command, source, settings, threads))
-            except KeyboardInterrupt:
-                recorder.summary.interrupted = True
+            except (KeyboardInterrupt, Terminated) as exc:
+                recorder.summary.stopped(exc)
                 pending.not_done()
                 break
             if failed and settings.fail_fast:
@@ -693,10 +710,10 @@ def _run_on(
             _run_chunks(pool, _Tasks(command, settings, threads), chunks, futures, recorder,
                         deferred)  # fmt: skip
         deferred.deliver()  # to the handler in place before: KeyboardInterrupt, Terminated, ...
-    except KeyboardInterrupt:
-        recorder.summary.interrupted = True
+    except (KeyboardInterrupt, Terminated) as exc:
+        recorder.summary.stopped(exc)
         _stop(pool.executor, futures)
-    except BaseException:  # SIGTERM (the command line's Terminated), or anything else
+    except BaseException:
         _stop(pool.executor, futures)
         raise
     if futures or recorder.summary.interrupted or chunks.left or pool.held:
@@ -1277,6 +1294,8 @@ def _worker_start(parent: int | None = None) -> None:
     that gets SIGTERM or SIGINT removes the temporary files of its writes under
     way and exits at once.
     """
+    # The parent's temporary files (its report under way) are not this worker's.
+    forget_temporary_files()
     # Ctrl-C reaches the whole group: the parent reports it; workers just stop.
     signal.signal(signal.SIGTERM, _on_worker_signal)
     signal.signal(signal.SIGINT, _on_worker_signal)

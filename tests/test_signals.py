@@ -3,6 +3,7 @@ no worker left, no temporary file, and a rerun finishes the job."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -49,7 +50,7 @@ def _alive(pid: int) -> bool:
 )
 @pytest.mark.parametrize("to_group", [True, False])
 def test_two_signals_end_the_batch_at_once(photos, tmp_path, sig, code, word, to_group):
-    out = tmp_path / "out"
+    out, report = tmp_path / "out", tmp_path / "report.json"
     command = [sys.executable, "-m", "cnnfilters", "gradient", os.fsdecode(photos),
                "--out-dir", os.fsdecode(out), "-j", "2", "-q"]  # fmt: skip
 
@@ -57,8 +58,8 @@ def test_two_signals_end_the_batch_at_once(photos, tmp_path, sig, code, word, to
     def default_sigint() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True,
-                               preexec_fn=default_sigint)  # fmt: skip
+    process = subprocess.Popen([*command, "--report", os.fsdecode(report)], stderr=subprocess.PIPE,
+                               start_new_session=True, preexec_fn=default_sigint)  # fmt: skip
     deadline = time.monotonic() + 30
     workers: list[int] = []
     while time.monotonic() < deadline and (len(workers) < 2 or not out.exists()):
@@ -89,6 +90,15 @@ def test_two_signals_end_the_batch_at_once(photos, tmp_path, sig, code, word, to
         time.sleep(0.05)
     assert not any(_alive(w) for w in workers)
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    # The report of what was done is whole: the workers, stopped by the same signal,
+    # left the parent's report alone.
+    written = json.loads(report.read_text())
+    by = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
+    assert written["stopped"]["by"] == by and written["stopped"]["not_done"] > 0
+    assert written["passed"] is False  # what ran passed, but the run did not end
+    for entry in written["inputs"]:
+        assert entry["passed"] and all(Path(name).exists() for name in entry["outputs"])
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     rerun = subprocess.run([*command, "--skip-existing"], capture_output=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert len(list(out.glob("*.png"))) == 24 * 3
