@@ -645,7 +645,7 @@ class _Pool:
         self.settings, self.ahead = settings, ahead
         self.died = False  # a worker died (its temporary files may be left)
         self.held: list[list[tuple[int, Source]]] = []  # chunks a broken pool refused
-        self._processes: list[Any] = []
+        self._processes: dict[int, Any] = {}  # the pool's own (it adds what it starts)
 
     def start(self) -> None:
         """Fork the workers (a process pool's), with the signals blocked, so that none of
@@ -654,7 +654,7 @@ class _Pool:
         if isinstance(self.executor, ProcessPoolExecutor):
             with _signals_blocked():
                 self.executor.submit(int)
-            self._processes = list((getattr(self.executor, "_processes", None) or {}).values())
+            self._processes = getattr(self.executor, "_processes", None) or {}
 
     @property
     def broken(self) -> bool:
@@ -664,7 +664,7 @@ class _Pool:
         """A new pool for a broken one; what ended the worker that died."""
         self.died = True
         _close(self.executor)
-        cause = _death_of(self._processes)
+        cause = _death_of(self._processes.values())
         executor = _executor(self.settings, self.ahead)
         assert executor is not None  # a pool has more than one worker
         self.executor = executor
