@@ -271,19 +271,30 @@ class _InOrder:
         self.count = count
         self._done = 0  # steps 0.._done - 1 are done
         self._busy = False  # a thread is on step _done
+        self._stopped: type[BaseException] | None = None  # Ctrl-C or SIGTERM in a step
         self._changed = threading.Condition()
 
     def through(self, index: int, step: Callable[[int], None]) -> None:
-        """Make sure steps ``0..index`` are done."""
+        """Make sure steps ``0..index`` are done.
+
+        A step stopped by Ctrl-C or SIGTERM stops the work: the other thread
+        raises the same, instead of doing the steps that are left.
+        """
         with self._changed:
             while self._done <= index:
+                if self._stopped is not None:
+                    raise self._stopped
                 if self._busy:
                     self._changed.wait()
                     continue
                 self._busy = True
-                self._changed.release()
                 try:
+                    self._changed.release()  # inside the try: a signal may come right after
                     step(self._done)
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):
+                        self._stopped = type(exc)
+                    raise
                 finally:
                     self._changed.acquire()
                     self._busy = False

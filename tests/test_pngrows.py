@@ -329,3 +329,37 @@ def test_an_images_work_is_freed_when_it_is_done(size, threads, tmp_path, monkey
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_a_step_stopped_by_ctrl_c_stops_the_other_thread_too():
+    """The writer and the checks share the strips (commands._InOrder): after Ctrl-C in
+    one of them, the other does not go on computing the strips that are left."""
+    from cnnfilters.commands import _InOrder
+
+    order = _InOrder(6)
+    done, seen = [], []
+    started = threading.Event()
+
+    def step(index: int) -> None:
+        if index == 2 and not started.is_set():  # the first time only
+            started.set()
+            time.sleep(0.2)  # the other thread waits for this step meanwhile
+            raise KeyboardInterrupt
+        done.append(index)
+
+    def other() -> None:
+        started.wait()
+        try:
+            order.through(5, step)
+        except BaseException as exc:
+            seen.append(type(exc))
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with pytest.raises(KeyboardInterrupt):
+        order.all(step)
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert done == [0, 1] and seen == [KeyboardInterrupt]
+    with pytest.raises(KeyboardInterrupt):  # and so does any later call
+        order.through(3, step)
