@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, stop_behind
+from .errors import Terminated, stop_behind, stop_outcome
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -30,10 +30,10 @@ def main() -> None:
             raise
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        interrupted = isinstance(stop, KeyboardInterrupt)
-        sys.stderr.write(f"cnnfilters: error: {'interrupted' if interrupted else 'terminated'}\n")
+        word, code = stop_outcome(isinstance(stop, Terminated))
+        sys.stderr.write(f"cnnfilters: error: {word}\n")
         sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED)
+        os._exit(code)
     run()
 
 

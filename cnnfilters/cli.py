@@ -52,6 +52,7 @@ from .errors import (
     CnnFiltersError,
     Terminated,
     stop_behind,
+    stop_outcome,
 )
 
 if TYPE_CHECKING:
@@ -503,9 +504,8 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
         code = max(code, _write_html(shared.html, [(report, command.kernels())],
                                      title=f"cnnfilters {command.name}"))  # fmt: skip
     if summary.interrupted:
-        render.error(f"{'terminated' if summary.terminated else 'interrupted'}; "
-                     f"{summary.not_done_text}")  # fmt: skip
-        code = EXIT_TERMINATED if summary.terminated else EXIT_INTERRUPTED
+        word, code = stop_outcome(summary.terminated)
+        render.error(f"{word}; {summary.not_done_text}")
     if to_stdout and output.exists():
         _image_to_stdout(output, shared.out_format.value, quiet=shared.quiet)
     return code
@@ -1089,8 +1089,9 @@ def main(argv: list[str] | None = None) -> int:
 def _stopped(exc: BaseException) -> int:
     """The goodbye of a run that Ctrl-C or SIGTERM stopped, and its exit code."""
     _ignore_signals()  # a second signal must not cut the goodbye short
-    render.error("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
-    return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
+    word, code = stop_outcome(isinstance(exc, Terminated))
+    render.error(word)
+    return code
 
 
 def _end_at_once(code: int) -> NoReturn:

@@ -41,6 +41,11 @@ class Terminated(BaseException):
     """SIGTERM, raised like Ctrl-C so that temporary files are removed on the way out."""
 
 
+def stop_outcome(terminated: bool) -> tuple[str, int]:
+    """The word and the exit code of a run that SIGTERM (``terminated``) or Ctrl-C stopped."""
+    return ("terminated", EXIT_TERMINATED) if terminated else ("interrupted", EXIT_INTERRUPTED)
+
+
 def stop_behind(exc: BaseException | None) -> KeyboardInterrupt | Terminated | None:
     """The Ctrl-C (``KeyboardInterrupt``) or SIGTERM (:class:`Terminated`) behind
     ``exc``, if any: Python wraps an exception raised in some places (a class

@@ -50,6 +50,7 @@ from .errors import (
     CnnFiltersError,
     OutputError,
     Terminated,
+    stop_outcome,
 )
 from .images import LoadedImage, ReadOptions, load_frames
 from .inputs import Found, InputStream, Names, Source
@@ -166,7 +167,7 @@ class Summary:
         text = (f"{self.done} done, {self.skipped} skipped, {self.failed} failed in "
                 f"{self.seconds:.1f} s ({rate:.1f} MP/s)")  # fmt: skip
         if self.not_done or self.not_counted:
-            text += f"; {self.not_done_text} ({'terminated' if self.terminated else 'interrupted'})"
+            text += f"; {self.not_done_text} ({stop_outcome(self.terminated)[0]})"
         return text
 
 
@@ -1099,7 +1100,6 @@ def _executor(settings: Settings, tasks: int) -> Executor | None:
     if jobs <= 1:
         return None
     import multiprocessing
-    import threading
 
     for name, value in _SINGLE_THREAD_ENV.items():
         os.environ.setdefault(name, value)
@@ -1166,7 +1166,6 @@ def _quiet_manager_thread() -> None:
     ``terminate_broken``) and print a traceback; that thread's news is no
     longer of interest. Other threads' exceptions still print.
     """
-    import threading
     from concurrent.futures import process
 
     manager = getattr(process, "_ExecutorManagerThread", None)
@@ -1304,7 +1303,6 @@ def _worker_start(parent: int | None = None) -> None:
     # read before the fork, so that a parent killed before this line is seen.
     parent = os.getppid() if parent is None else parent
     if sys.platform.startswith("linux"):
-        import contextlib
         import ctypes
 
         # Without prctl (another libc), workers may outlive a parent killed by SIGKILL.
