@@ -26,6 +26,7 @@ other TIFF layouts        float16/32/64 gray or RGB, planar or not, integers of
 
 from __future__ import annotations
 
+import io
 import math
 import mmap
 import os
@@ -255,8 +256,9 @@ def parse_colour(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def _check_readable_file(path: Path) -> None:
-    """Refuse what is not a regular, non-empty file before opening it (a FIFO would hang)."""
+def _check_readable_file(path: Path) -> int:
+    """Refuse what is not a regular, non-empty file before opening it (a FIFO would hang);
+    its size."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -273,6 +275,7 @@ def _check_readable_file(path: Path) -> None:
         raise InputError(f"{path}: empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: permission denied")
+    return info.st_size
 
 
 def _rawmode(image: Image.Image) -> str:
@@ -316,7 +319,7 @@ def load_frames(
     """
     options = options or ReadOptions()
     path = Path(path)
-    _check_readable_file(path)
+    data = _small_file_data(path, _check_readable_file(path))
     _libtiff.take()  # forget what an earlier file left
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -327,7 +330,7 @@ def load_frames(
         try:
             try:
                 ImageFile.LOAD_TRUNCATED_IMAGES = False
-                frames = _decode(path, options, first_only, parallel, rows_once)
+                frames = _decode(path, data, options, first_only, parallel, rows_once)
             except InputError:
                 raise
             except (OSError, SyntaxError, ValueError, EOFError):
@@ -335,7 +338,7 @@ def load_frames(
                     raise
                 # Opted in: decode again, letting Pillow fill what is missing.
                 ImageFile.LOAD_TRUNCATED_IMAGES = True
-                frames = _decode(path, options, first_only, parallel, rows_once)
+                frames = _decode(path, data, options, first_only, parallel, rows_once)
                 if frames[0].damage is None:
                     frames[0].damage = "the decoder stopped early"
             if frames[0].damage is not None:
@@ -361,11 +364,39 @@ def load_frames(
     return frames
 
 
+# PNG and JPEG files up to this size are read once, whole: Pillow decodes the same
+# bytes the integrity check walks (a file changed meanwhile cannot give a check of
+# one content and pixels of another), and each small file costs one open and one
+# read instead of two opens and Pillow's many small reads and seeks.
+_READ_WHOLE_BYTES = 1 << 20
+_WHOLE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+
+def _small_file_data(path: Path, size: int) -> bytes | None:
+    """The content of a PNG or JPEG file of at most :data:`_READ_WHOLE_BYTES`; None for
+    any other (read by Pillow from the file)."""
+    if size > _READ_WHOLE_BYTES:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(size + 1)  # not more: a larger buffer costs a page fault a page
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) != size or not data.startswith(_WHOLE_SIGNATURES):
+        return None  # changed since its size was read, or another format: Pillow reads it
+    return data
+
+
 def _decode(
-    path: Path, options: ReadOptions, first_only: bool, parallel: bool, rows_once: bool
+    path: Path,
+    data: bytes | None,
+    options: ReadOptions,
+    first_only: bool,
+    parallel: bool,
+    rows_once: bool,
 ) -> list[LoadedImage]:
     try:
-        image = Image.open(path)
+        image = Image.open(path if data is None else io.BytesIO(data))
     except Image.UnidentifiedImageError:
         if _is_tiff(path):
             return _decode_tiff_pages(path, options, first_only)
@@ -384,9 +415,9 @@ def _decode(
             return [frame.loaded(image.mode, rows, 8, "uint8")]
         # Pillow's decoders keep quiet about some damage: the stream is checked on
         # its own, beside the decode, and its verdict is in before any pixel is used.
-        stream = integrity.StreamCheck(
-            path, image.format, background=parallel, starts=_jpeg_starts(image, options, first_only)
-        )
+        starts = _jpeg_starts(image, options, first_only)
+        stream = integrity.StreamCheck(path, image.format, background=parallel, starts=starts,
+                                       data=data)  # fmt: skip
         try:
             frames = _decode_frames(image, path, options, first_only, stream)
         except Exception:

@@ -31,6 +31,7 @@ cannot be told from an intended one.
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import threading
@@ -303,19 +304,23 @@ def check_jpeg(data: bytes) -> Damage | None:
 
 
 def check_file(
-    path: Path, fmt: str, starts: tuple[int, ...] = (0,)
+    path: Path, fmt: str, starts: tuple[int, ...] = (0,), data: bytes | None = None
 ) -> tuple[Damage | None, PngFacts | None]:
     """The checks above for a file Pillow identified as ``fmt``; other formats pass.
 
     An MPO file (a camera's JPEG with more images after the first, as its MPF
     index says) holds one JPEG stream per image: ``starts`` are the byte
     offsets of the ones that are read, and each is checked on its own.
+    ``data``, when given, is the file's content, already read (the bytes
+    Pillow decodes): the file is not read again.
     """
     if fmt == "PNG":
+        if data is not None:
+            return check_png(io.BytesIO(data))
         with open(path, "rb") as handle:
             return check_png(handle)
     if fmt in ("JPEG", "MPO"):
-        data = path.read_bytes()
+        data = path.read_bytes() if data is None else data
         for number, start in enumerate(starts):
             damage = check_jpeg(memoryview(data)[start:] if start else data)
             if damage is not None and number:
@@ -342,6 +347,7 @@ class StreamCheck:
         *,
         background: bool = True,
         starts: tuple[int, ...] = (0,),
+        data: bytes | None = None,
     ) -> None:
         self._outcome: tuple[Damage | None, PngFacts | None] = (None, None)
         self._error: BaseException | None = None
@@ -349,14 +355,15 @@ class StreamCheck:
         if fmt not in ("PNG", "JPEG", "MPO"):
             return
         if background:
-            self._thread = threading.Thread(target=self._run, args=(path, fmt, starts), daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(path, fmt, starts, data),
+                                            daemon=True)  # fmt: skip
             self._thread.start()
         else:
-            self._run(path, fmt, starts)
+            self._run(path, fmt, starts, data)
 
-    def _run(self, path: Path, fmt: str, starts: tuple[int, ...]) -> None:
+    def _run(self, path: Path, fmt: str, starts: tuple[int, ...], data: bytes | None) -> None:
         try:
-            self._outcome = check_file(path, fmt, starts)
+            self._outcome = check_file(path, fmt, starts, data)
         except BaseException as exc:  # handed to the caller's thread by result()
             self._error = exc
 

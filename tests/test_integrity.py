@@ -336,3 +336,55 @@ def test_pixels_equal_an_independent_decoders(name, tmp_path):
     expected = independent_pixels(path)
     assert expected is not None
     np.testing.assert_array_equal(loaded.pixels, expected)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_small_file_is_read_once_and_checked_on_the_bytes_decoded(tmp_path, monkeypatch, fmt):
+    """A small PNG or JPEG is opened once: Pillow decodes the bytes the integrity check
+    walks, so a file rewritten between the two cannot pass one content's check with
+    another's pixels."""
+    import builtins
+
+    from cnnfilters import images
+
+    path = tmp_path / f"small.{fmt.lower()}"
+    photo().save(path, fmt)
+    opened, checked = [], []
+    real_open, real_check = builtins.open, integrity.check_file
+
+    def counting_open(file, *args, **kwargs):
+        if str(file) == str(path):
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    def spying_check(where, kind, starts=(0,), data=None):
+        checked.append(data)
+        return real_check(where, kind, starts, data)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(integrity, "check_file", spying_check)
+    image = load_image(path)
+    assert len(opened) == 1
+    assert checked == [path.read_bytes()]
+    with Image.open(path) as reference:
+        assert np.array_equal(
+            np.moveaxis(image.pixels, 0, -1), np.asarray(reference.convert("RGB"))
+        )
+    # A file over the size read whole, or of another format, is read by Pillow from disk.
+    monkeypatch.setattr(images, "_READ_WHOLE_BYTES", path.stat().st_size - 1)
+    checked.clear()
+    load_image(path)
+    assert checked == [None]
+
+
+def test_a_small_damaged_png_read_whole_is_refused(tmp_path):
+    """The check of bytes read once still finds damage the decoder lets through."""
+    data = encoded(photo(), "PNG")
+    found = chunks(data)
+    parts = [(kind, body) for _, kind, body in found]
+    idat = next(i for i, (kind, _) in enumerate(parts) if kind == b"IDAT")
+    parts[idat] = (b"IDAT", parts[idat][1] + b"\x00junk")  # data after the zlib stream's end
+    path = tmp_path / "damaged.png"
+    path.write_bytes(rebuild(data, parts))
+    with pytest.raises(InputError, match="damaged data"):
+        load_image(path)
