@@ -57,7 +57,10 @@ _NUMPY_PAD_MODE = {
 }
 
 # Above this many input channels per group, one matrix product per tap beats
-# one broadcast multiply-add per channel.
+# one broadcast multiply-add per channel. So does it for a 1x1 kernel over two
+# channels or more: the product reads each input block once and writes the
+# output once, where the multiply-adds make five passes (12 MP RGB to luma:
+# 17 ms against 20 to 26 ms; a 32 x 32 image: 23 us against 33 us).
 _MATMUL_MIN_CHANNELS = 8
 
 
@@ -558,14 +561,15 @@ class _Plan:
     is the same in every group (the depthwise constructions). Weights of +1
     and -1 become additions and subtractions; when every tap of a channel has
     the same weight (average pooling), the taps are summed and scaled once.
-    Many input channels per group use one matrix product per tap instead.
+    Many input channels per group, or a 1x1 kernel over several, use one
+    matrix product per tap instead.
     """
 
     def __init__(self, grouped_w: np.ndarray, dtype: type) -> None:
         self.weight = grouped_w
         self.dtype = dtype
         groups, c_out_group, c_in_group, kh, kw = grouped_w.shape
-        self.matmul = c_in_group >= _MATMUL_MIN_CHANNELS
+        self.matmul = c_in_group >= _MATMUL_MIN_CHANNELS or (kh == kw == 1 and c_in_group > 1)
         self.channels: list[tuple[list[tuple[int, int, int, object]], object]] = []
         if self.matmul:
             return
@@ -621,9 +625,17 @@ class _Plan:
 
     def _run_matmul(self, block: np.ndarray, out: np.ndarray, kernel: tuple[int, int],
                     view: Callable[[int, int], np.ndarray]) -> None:  # fmt: skip
-        """Many channels: one matrix product per tap."""
+        """Many channels: one matrix product per tap (a 1x1 kernel's, straight into
+        ``out`` when its rows are one block of memory)."""
         n, groups, c_in_group = block.shape[:3]
         rows, width = out.shape[-2:]
+        if kernel == (1, 1) and out.flags.c_contiguous:
+            columns = view(0, 0).astype(self.dtype, copy=False)
+            columns = columns.reshape(n, groups, c_in_group, rows * width)
+            np.matmul(
+                self.weight[:, :, :, 0, 0], columns, out=out.reshape(n, groups, -1, rows * width)
+            )
+            return
         out[...] = 0
         for u in range(kernel[0]):
             for v in range(kernel[1]):

@@ -101,6 +101,28 @@ def test_conv2d_matches_the_naive_correlation_on_random_geometry(data):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * scale * kh * kw * c_in)
 
 
+@pytest.mark.parametrize(
+    ("n", "c_in", "c_out", "groups"), [(1, 3, 1, 1), (2, 4, 2, 1), (1, 6, 4, 2)]
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+def test_a_1x1_conv_over_several_channels_matches_the_naive_one_block_by_block(
+    n, c_in, c_out, groups, dtype, rng, monkeypatch
+):
+    """A 1x1 kernel over two channels or more is one matrix product per block of rows:
+    written straight into the output (one image, one output channel) or added up
+    (a batch or several outputs, whose rows are not one block of memory)."""
+    from cnnfilters import engine
+
+    monkeypatch.setattr(engine, "_BLOCK_BYTES", 2048)  # blocks of a few rows each
+    x = (rng.random((n, c_in, 23, 17)) * 255).astype(dtype)
+    weight = rng.standard_normal((c_out, c_in // groups, 1, 1))
+    actual = conv2d(x, weight, groups=groups, stride=(1, 2))
+    expected = naive_conv2d(x.astype(np.float64), weight, None, (1, 2), (0, 0), (1, 1), groups,
+                            "zeros")  # fmt: skip
+    assert actual.dtype == (np.float64 if dtype == np.float64 else np.float32)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-3)
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     x=hnp.arrays(np.float64, (2, 6, 7), elements=st.floats(-1e3, 1e3)),
