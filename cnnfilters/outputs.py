@@ -299,11 +299,9 @@ def write_result(
     notices: list[str] = []
 
     def verify() -> None:
-        if result.verify is not None:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                checks.extend(result.verify())
-            notices.extend(f"warning: {w.message}" for w in caught)
+        more, warned = verify_result(result)
+        checks.extend(more)
+        notices.extend(warned)
 
     if threads == 1:
         errors = [_try(save_image, pixels, target, **kw) for pixels, target, kw in jobs]
@@ -326,6 +324,18 @@ def write_result(
             files.append(os.fsdecode(npy[0]))
     notices.extend(sorted(icc_notes))
     return written
+
+
+def verify_result(result: Result) -> tuple[list[Check], list[str]]:
+    """Run the checks a command left for later (``result.verify``), once: their
+    figures, and the warnings they raised as notices."""
+    if result.verify is None:
+        return [], []
+    verify, result.verify = result.verify, None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checks = verify()
+    return checks, [f"warning: {w.message}" for w in caught]
 
 
 def _try(function: Callable[..., None], *args: Any, **kwargs: Any) -> BaseException | None:

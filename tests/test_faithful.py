@@ -189,18 +189,18 @@ import os, signal, sys
 from pathlib import Path
 from cnnfilters import cli, run
 marker, mode = Path(sys.argv[1]), sys.argv[2]
-real = run.process_source
-def process_source(command, source, *args, **kwargs):
+real = run._steps
+def steps(command, source, *args, **kwargs):
     if not source.path.name.startswith("kill"):
-        return real(command, source, *args, **kwargs)
+        return (yield from real(command, source, *args, **kwargs))
     if mode == "always":
         os.kill(os.getpid(), signal.SIGKILL)
-    items = real(command, source, *args, **kwargs)
+    items = yield from real(command, source, *args, **kwargs)
     if not marker.exists():
         marker.touch()
         os.kill(os.getpid(), signal.SIGKILL)
     return items
-run.process_source = process_source
+run._steps = steps
 sys.exit(cli.main(sys.argv[3:]))
 """
 
