@@ -617,16 +617,7 @@ def _run_pending(
     executor = _executor(settings, ahead)
     if executor is None:
         tune_malloc()  # this process decodes and encodes: see the workers' start
-        for index, source in pending:
-            try:
-                failed = recorder.record(index, process_source(command, source, settings, threads))
-            except (KeyboardInterrupt, Terminated) as exc:
-                recorder.summary.stopped(exc)
-                pending.not_done()
-                break
-            if failed and settings.fail_fast:
-                pending.not_done()
-                break
+        _run_here(command, pending, settings, threads, recorder)
         return False
     pool = _Pool(executor, settings, ahead)
     try:
@@ -634,6 +625,38 @@ def _run_pending(
     finally:
         _close(pool.executor)
     return pool.died
+
+
+def _run_here(
+    command: Command,
+    pending: _Pending,
+    settings: Settings,
+    threads: int | None,
+    recorder: _Recorder,
+) -> None:
+    """The tasks in this process, in chunks as a worker takes them (done a step at a
+    time, :func:`_in_steps`), each input recorded as it finishes. With
+    ``--fail-fast``, one input at a time: none starts after a failure."""
+    chunks = _Chunks(iter(pending), most=1 if settings.fail_fast else _CHUNK_MAX)
+    for chunk in chunks:
+        failed = False
+
+        def finished(position: int, items: list[InputReport], chunk: list = chunk) -> None:
+            nonlocal failed
+            failed = recorder.record(chunk[position][0], items) or failed
+
+        started = time.perf_counter()
+        try:
+            with difference_maps(settings.maps), synced_once(settings.sync_once):
+                _in_steps(command, [source for _, source in chunk], settings, threads, finished)
+        except (KeyboardInterrupt, Terminated) as exc:
+            recorder.summary.stopped(exc)
+            pending.not_done()
+            return
+        chunks.took(time.perf_counter() - started, len(chunk))
+        if failed and settings.fail_fast:
+            pending.not_done()
+            return
 
 
 class _Pool:
@@ -867,9 +890,9 @@ class _Chunks:
     input takes: one at a time to start with (16 photos go to both workers), up to
     :data:`_CHUNK_MAX` for small files."""
 
-    def __init__(self, pending: Iterator[tuple[int, Source]]) -> None:
+    def __init__(self, pending: Iterator[tuple[int, Source]], most: int = _CHUNK_MAX) -> None:
         self.pending = pending
-        self.size = 1
+        self.size, self.most = 1, most
         self.left = True  # inputs may be left (the pending inputs are not exhausted)
 
     def __iter__(self) -> Iterator[list[tuple[int, Source]]]:
@@ -889,9 +912,13 @@ class _Chunks:
             seconds, results = future.result()
         except Exception as exc:  # a worker that died, a lost cluster node
             return [_failed(source, exc) for _, source in chunk]
-        each = seconds / max(1, len(chunk))
-        self.size = max(1, min(_CHUNK_MAX, int(_CHUNK_SECONDS / max(each, 1e-6))))
+        self.took(seconds, len(chunk))
         return results
+
+    def took(self, seconds: float, inputs: int) -> None:
+        """Size the next chunks from the seconds the last one's ``inputs`` took."""
+        each = seconds / max(1, inputs)
+        self.size = max(1, min(self.most, int(_CHUNK_SECONDS / max(each, 1e-6))))
 
 
 def _failed(source: Source, exc: Exception | str) -> list[InputReport]:
@@ -1006,7 +1033,11 @@ _STEP_BYTES = 32 << 20
 
 
 def _in_steps(
-    command: Command, sources: Sequence[Source], settings: Settings, threads: int | None
+    command: Command,
+    sources: Sequence[Source],
+    settings: Settings,
+    threads: int | None,
+    finished: Callable[[int, list[InputReport]], None] | None = None,
 ) -> list[list[InputReport]]:
     """Each input's work (:func:`_steps`), one step at a time over a group of inputs:
     every input of the group decoded, then each one's command and checks run, then
@@ -1016,13 +1047,15 @@ def _in_steps(
     caches, where one image's every step, then the next image's, do not: a
     chunk of 32 x 32 PNGs took 30 % less CPU so. A group closes once its
     decoded images hold :data:`_STEP_BYTES` (large inputs go one by one).
+    ``finished`` is told of each input (its position and entries) as it is done.
     """
     results: list[list[InputReport]] = [[] for _ in sources]
+    done = _Done(results, finished)
     tasks = iter(enumerate(sources))
-    for group in _groups(command, tasks, settings, threads, results):
+    for group in _groups(command, tasks, settings, threads, done):
         try:
             for _ in range(2):  # the command and its checks; then the writing
-                group = [(i, steps) for i, steps in group if _step(steps, results, i) is not None]
+                group = [(i, steps) for i, steps in group if done.step(steps, i) is not None]
         finally:
             for _, steps in group:
                 steps.close()  # a step stopped by Ctrl-C: the other images are let go
@@ -1034,7 +1067,7 @@ def _groups(
     tasks: Iterator[tuple[int, Source]],
     settings: Settings,
     threads: int | None,
-    results: list[list[InputReport]],
+    done: _Done,
 ) -> Iterator[list[tuple[int, Generator[int, None, list[InputReport]]]]]:
     """Groups of inputs whose first step (the decode) is done, each group's images
     holding up to :data:`_STEP_BYTES` (an input that failed its first step is done)."""
@@ -1043,7 +1076,7 @@ def _groups(
         try:
             for index, source in tasks:
                 steps = _steps(command, source, settings, threads)
-                size = _step(steps, results, index)
+                size = done.step(steps, index)
                 if size is not None:
                     group.append((index, steps))
                     held += size
@@ -1058,16 +1091,22 @@ def _groups(
         yield group
 
 
-def _step(
-    steps: Generator[int, None, list[InputReport]], results: list[list[InputReport]], index: int
-) -> int | None:
-    """Do an input's next step: what it yields, or None once it is done (its entries
-    then in ``results``)."""
-    try:
-        return next(steps)
-    except StopIteration as done:
-        results[index] = done.value
-        return None
+class _Done:
+    """Where the inputs of :func:`_in_steps` put their entries once done."""
+
+    def __init__(self, results: list[list[InputReport]],
+                 finished: Callable[[int, list[InputReport]], None] | None) -> None:  # fmt: skip
+        self.results, self.finished = results, finished
+
+    def step(self, steps: Generator[int, None, list[InputReport]], index: int) -> int | None:
+        """Do input ``index``'s next step: what it yields, or None once it is done."""
+        try:
+            return next(steps)
+        except StopIteration as end:
+            self.results[index] = end.value
+            if self.finished is not None:
+                self.finished(index, end.value)
+            return None
 
 
 def _steps(
