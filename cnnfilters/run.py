@@ -68,7 +68,7 @@ from .outputs import (
     verify_result,
     write_result,
 )
-from .report import InputReport, RunReport, difference_maps
+from .report import Check, InputReport, RunReport, difference_maps
 from .startup import tune_malloc
 
 __all__ = ["Planned", "Settings", "Summary", "plan", "plan_outputs", "process_source", "run"]
@@ -879,7 +879,7 @@ class _Retries:
 # Chunks in flight per worker: enough to keep every worker busy, few enough to bound memory.
 _WINDOW_PER_JOB = 8
 # Inputs a task takes at most: one round trip with the worker for several small files.
-_CHUNK_MAX = 16
+_CHUNK_MAX = 64
 # A chunk's aim in seconds of work: long enough to make a round trip's cost small,
 # short enough to share the last inputs between the workers.
 _CHUNK_SECONDS = 0.05
@@ -1054,7 +1054,7 @@ def _in_steps(
     tasks = iter(enumerate(sources))
     for group in _groups(command, tasks, settings, threads, done):
         try:
-            for _ in range(2):  # the command and its checks; then the writing
+            for _ in range(3):  # the command; its checks; the writing
                 group = [(i, steps) for i, steps in group if done.step(steps, i) is not None]
         finally:
             for _, steps in group:
@@ -1138,7 +1138,11 @@ def _steps(
                 item = InputReport(label)
                 items.append(item)
                 _describe(item, image)
-                ran = _Ran(command, image, item, checked=threads == 1)
+                ran = _Ran(command, image, item)
+                if len(frames) == 1:
+                    yield 0
+                if threads == 1:  # a batch: nothing to overlap the checks with
+                    ran.check()
                 if len(frames) == 1:
                     yield 0
                 frame = image.frame if len(frames) > 1 else None
@@ -1175,10 +1179,7 @@ def _describe(item: InputReport, image: LoadedImage) -> None:
 class _Ran:
     """A command run on one decoded image, its outputs still to be written."""
 
-    def __init__(self, command: Command, image: LoadedImage, item: InputReport, *,
-                 checked: bool) -> None:  # fmt: skip
-        """Run ``command``; with ``checked`` (a batch worker: nothing to overlap the checks
-        with), its remaining checks too, which compute what the outputs hold."""
+    def __init__(self, command: Command, image: LoadedImage, item: InputReport) -> None:
         self.image, self.item = image, item
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -1187,7 +1188,13 @@ class _Ran:
         item.notices.extend(self.result.notices)
         self.noted = len(self.result.notices)
         item.info.update(self.result.info)
-        self.checks, self.checked = verify_result(self.result) if checked else ([], [])
+        self.checks: list[Check] = []
+        self.checked: list[str] = []
+
+    def check(self) -> None:
+        """Run the checks left for later now, instead of while the outputs are written:
+        they compute what the outputs hold."""
+        self.checks, self.checked = verify_result(self.result)
 
     def write(self, settings: Settings, folder: Path | None, frame: int | None,
               threads: int | None) -> None:  # fmt: skip
@@ -1447,6 +1454,19 @@ def _worker_start(parent: int | None = None) -> None:
     # Only the processes that decode and encode keep their freed strips for reuse: the
     # parent of a pool returns what listing a folder took.
     tune_malloc()
+    _one_blas_thread()
+
+
+def _one_blas_thread() -> None:
+    """Keep a worker's matrix products (the engine's 1x1 convolutions) to its own core.
+
+    A forked worker inherits OpenBLAS's threads as the parent set them up at
+    import, one per core, before the run could set ``OPENBLAS_NUM_THREADS``;
+    with N workers on N cores they would compete, and spin while they wait.
+    """
+    from threadpoolctl import threadpool_limits  # 17 ms: only where a pool is started
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _on_worker_signal(signum: int, frame: Any) -> None:

@@ -276,3 +276,24 @@ def test_a_quiet_batch_with_a_report_keeps_no_entries_in_memory(tmp_path, monkey
     assert result.exit_code == 0, result.output
     assert kept == [0]  # counts, no entry
     assert json.loads(report.read_text())["passed"] is True
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_a_batch_worker_keeps_its_matrix_products_to_one_thread():
+    """-j N keeps N cores busy and no more: a forked worker does not inherit the
+    parent's BLAS threads (one per core), which the engine's 1x1 products would use."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cnnfilters import run as run_module
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=run_module._worker_start,
+                             initargs=(os.getpid(),)) as pool:  # fmt: skip
+        threads = pool.submit(_blas_threads).result(timeout=60)
+    assert threads and set(threads) == {1}

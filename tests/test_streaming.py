@@ -158,10 +158,15 @@ def test_chunks_grow_for_small_files_and_stay_single_for_large_ones():
         future.set_result((seconds, [[] for _ in range(count)]))
         return future
 
-    chunks.outcomes(finished(0.001, 1), first)  # 1 ms an input
+    chunks.outcomes(finished(0.0001, 1), first)  # 0.1 ms an input
     assert len(next(chunks)) == run_module._CHUNK_MAX
+    chunks.took(0.002, 1)  # 2 ms an input: 25 of them make a chunk's time
+    assert len(next(chunks)) == 25
     chunks.outcomes(finished(2.0, 16), [(0, first[0][1])] * 16)  # 125 ms an input
     assert len(next(chunks)) == 1
+    one_by_one = run_module._Chunks(sources, most=1)  # --fail-fast in one process
+    one_by_one.took(0.0001, 1)
+    assert len(next(one_by_one)) == 1
 
 
 @pytest.mark.parametrize("longest", [12, 200])
