@@ -297,3 +297,79 @@ def test_a_batch_worker_keeps_its_matrix_products_to_one_thread():
                              initargs=(os.getpid(),)) as pool:  # fmt: skip
         threads = pool.submit(_blas_threads).result(timeout=60)
     assert threads and set(threads) == {1}
+
+
+def _chunk(tmp_path: Path, names: list[str]) -> list:
+    from cnnfilters.inputs import Source
+
+    rng = np.random.default_rng(9)
+    sources = []
+    for name in names:
+        path = tmp_path / name
+        if name.startswith("bad"):
+            path.write_bytes(b"\x89PNG\r\n\x1a\n not really a PNG")
+        elif name.endswith(".gif"):
+            frames = [Image.fromarray(rng.integers(0, 256, (12, 10), dtype=np.uint8)).convert("P")
+                      for _ in range(3)]  # fmt: skip
+            frames[0].save(path, save_all=True, append_images=frames[1:])
+        else:
+            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(path)
+        sources.append(Source(path))
+    return sources
+
+
+def test_a_chunk_done_in_steps_keeps_each_inputs_own_result(tmp_path, monkeypatch):
+    """A chunk runs its inputs a step at a time; each input still gets its own entries:
+    a bad file fails alone, a file of several frames writes each, and the outputs
+    are those of the inputs run one by one."""
+    from cnnfilters import run as run_module
+
+    names = ["a.png", "bad.png", "c.png", "frames.gif", "e.png"]
+    sources = _chunk(tmp_path, names)
+    from cnnfilters.images import ReadOptions
+
+    every = ReadOptions(all_frames=True)
+    settings = Settings(destination=Destination(out_dir=tmp_path / "chunk"), read=every, keep=False)
+    _, chunked = run_module.process_sources(GrayscaleOptions(), sources, settings, 1)
+    alone = Settings(destination=Destination(out_dir=tmp_path / "alone"), read=every, keep=False)
+    single = [run_module.process_source(GrayscaleOptions(), source, alone, 1) for source in sources]
+    assert [len(items) for items in chunked] == [1, 1, 1, 3, 1]
+    assert [[item.error is None for item in items] for items in chunked] == [
+        [True], [False], [True], [True] * 3, [True]]  # fmt: skip
+    assert "bad.png" in chunked[1][0].error
+    for ours, theirs in zip(chunked, single, strict=True):
+        assert [item.checks for item in ours] == [item.checks for item in theirs]
+        assert [item.notices for item in ours] == [item.notices for item in theirs]
+        for mine, other in zip(ours, theirs, strict=True):
+            for file, alone_file in zip(mine.outputs, other.outputs, strict=True):
+                assert Path(file).read_bytes() == Path(alone_file).read_bytes()
+
+
+def test_a_chunks_decoded_images_are_bounded_between_steps(tmp_path, monkeypatch):
+    """Once a chunk's decoded images hold _STEP_BYTES, the inputs decoded so far finish
+    before the next is decoded (a chunk of large images goes one by one)."""
+    from cnnfilters import run as run_module
+
+    sources = _chunk(tmp_path, [f"{index}.png" for index in range(5)])
+    events = []
+    real_load, real_write = run_module.load_frames, run_module.write_result
+
+    def load(path, *args, **kwargs):
+        events.append(("load", Path(path).name))
+        return real_load(path, *args, **kwargs)
+
+    def write(result, image, *args, **kwargs):
+        events.append(("write", image.path.name))
+        return real_write(result, image, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "load_frames", load)
+    monkeypatch.setattr(run_module, "write_result", write)
+    settings = Settings(destination=Destination(out_dir=tmp_path / "out"), keep=False)
+    run_module.process_sources(GrayscaleOptions(), sources, settings, 1)
+    assert [kind for kind, _ in events] == ["load"] * 5 + ["write"] * 5  # all small: one group
+    events.clear()
+    monkeypatch.setattr(run_module, "_STEP_BYTES", 2 * 12 * 10 * 3)  # two images' worth
+    settings = Settings(destination=Destination(out_dir=tmp_path / "out2"), keep=False)
+    run_module.process_sources(GrayscaleOptions(), sources, settings, 1)
+    assert [kind for kind, _ in events] == ["load", "load", "write", "write"] * 2 + [
+        "load", "write"]  # fmt: skip
