@@ -645,15 +645,14 @@ def _run_here(
             nonlocal failed
             failed = recorder.record(chunk[position][0], items) or failed
 
-        started = time.perf_counter()
         try:
-            with difference_maps(settings.maps), synced_once(settings.sync_once):
-                _in_steps(command, [source for _, source in chunk], settings, threads, finished)
+            seconds, _ = process_sources(command, [source for _, source in chunk], settings,
+                                         threads, finished)  # fmt: skip
         except (KeyboardInterrupt, Terminated) as exc:
             recorder.summary.stopped(exc)
             pending.not_done()
             return
-        chunks.took(time.perf_counter() - started, len(chunk))
+        chunks.took(seconds, len(chunk))
         if failed and settings.fail_fast:
             pending.not_done()
             return
@@ -952,13 +951,17 @@ def _submit(
 
 
 def process_sources(
-    command: Command, sources: list[Source], settings: Settings, threads: int | None = None
+    command: Command,
+    sources: list[Source],
+    settings: Settings,
+    threads: int | None = None,
+    finished: Callable[[int, list[InputReport]], None] | None = None,
 ) -> tuple[float, list[list[InputReport]]]:
-    """One task of a pool: each of a chunk of inputs (:func:`_in_steps`), and the seconds
-    it took."""
+    """One task: each of a chunk of inputs (:func:`_in_steps`, which tells ``finished``
+    of each as it is done), and the seconds it took."""
     started = time.perf_counter()
     with difference_maps(settings.maps), synced_once(settings.sync_once):
-        results = _in_steps(command, sources, settings, threads)
+        results = _in_steps(command, sources, settings, threads, finished)
     return time.perf_counter() - started, results
 
 
@@ -1135,20 +1138,19 @@ def _steps(
                              rows_once=rows_once)  # fmt: skip
         try:
             yield sum(_held_bytes(image) for image in frames)
+            single = len(frames) == 1
             for image in frames:
-                label = name if len(frames) == 1 else f"{name}[frame {image.frame}]"
-                item = InputReport(label)
+                item = InputReport(name if single else f"{name}[frame {image.frame}]")
                 items.append(item)
                 _describe(item, image)
                 ran = _Ran(command, image, item)
-                if len(frames) == 1:
+                if single:
                     yield 0
                 if threads == 1:  # a batch: nothing to overlap the checks with
                     ran.check()
-                if len(frames) == 1:
+                if single:
                     yield 0
-                frame = image.frame if len(frames) > 1 else None
-                ran.write(settings, folder, frame, threads)
+                ran.write(settings, folder, None if single else image.frame, threads)
         finally:
             for image in frames:
                 image.close()
