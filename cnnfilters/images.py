@@ -256,26 +256,43 @@ def parse_colour(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def _check_readable_file(path: Path) -> int:
-    """Refuse what is not a regular, non-empty file before opening it (a FIFO would hang);
-    its size."""
+# A FIFO opened with O_NONBLOCK does not wait for a writer: it is refused by its type.
+_OPEN_INPUT = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _read_input(path: Path) -> tuple[int, bytes | None]:
+    """Refuse what is not a regular, non-empty, readable file; its size and, for a PNG
+    or JPEG of at most :data:`_READ_WHOLE_BYTES`, its content (None for any other
+    file, which Pillow reads itself).
+
+    One open serves the refusal and the read (a FIFO would hang a plain open,
+    so it is opened without waiting): three system calls for a small file,
+    where a stat, an access check, an open and the buffered file object's own
+    calls took nine.
+    """
     try:
-        info = path.stat()
+        fd = os.open(path, _OPEN_INPUT | os.O_CLOEXEC)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except PermissionError:
+        if os.path.isdir(path):  # where folders cannot be opened as files
+            raise InputError(f"{path}: is a directory, not an image file") from None
         raise InputError(f"{path}: permission denied") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InputError(f"{path}: is a directory, not an image file")
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"{path}: not a regular file (a FIFO, socket or device)")
-    if info.st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{path}: permission denied")
-    return info.st_size
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{path}: is a directory, not an image file")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{path}: not a regular file (a FIFO, socket or device)")
+        if info.st_size == 0:
+            raise InputError(f"{path}: empty file (0 bytes)")
+        return info.st_size, _small_file_data(fd, info.st_size)
+    except OSError as exc:  # a directory read, an I/O error
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
 
 
 def _rawmode(image: Image.Image) -> str:
@@ -319,7 +336,7 @@ def load_frames(
     """
     options = options or ReadOptions()
     path = Path(path)
-    data = _small_file_data(path, _check_readable_file(path))
+    _, data = _read_input(path)
     _libtiff.take()  # forget what an earlier file left
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -372,16 +389,19 @@ _READ_WHOLE_BYTES = 1 << 20
 _WHOLE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
 
-def _small_file_data(path: Path, size: int) -> bytes | None:
-    """The content of a PNG or JPEG file of at most :data:`_READ_WHOLE_BYTES`; None for
-    any other (read by Pillow from the file)."""
+def _small_file_data(fd: int, size: int) -> bytes | None:
+    """The content of open file ``fd`` if it is a PNG or JPEG of at most
+    :data:`_READ_WHOLE_BYTES`; None for any other (read by Pillow from the file)."""
     if size > _READ_WHOLE_BYTES:
         return None
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(size + 1)  # not more: a larger buffer costs a page fault a page
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    parts, left = [], size + 1  # one more: a file grown since its size was read
+    while left > 0:
+        part = os.read(fd, left)  # not more than asked: a larger buffer costs a page fault a page
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    data = b"".join(parts)  # one part: that very object, not a copy
     if len(data) != size or not data.startswith(_WHOLE_SIGNATURES):
         return None  # changed since its size was read, or another format: Pillow reads it
     return data

@@ -1056,7 +1056,8 @@ def _in_steps(
     results: list[list[InputReport]] = [[] for _ in sources]
     done = _Done(results, finished)
     tasks = iter(enumerate(sources))
-    for group in _groups(command, tasks, settings, threads, done):
+    made: set[Path] = set()  # output folders made (or found) for this chunk's inputs
+    for group in _groups(command, tasks, settings, threads, done, made):
         try:
             for _ in range(3):  # the command; its checks; the writing
                 group = [(i, steps) for i, steps in group if done.step(steps, i) is not None]
@@ -1072,6 +1073,7 @@ def _groups(
     settings: Settings,
     threads: int | None,
     done: _Done,
+    made: set[Path],
 ) -> Iterator[list[tuple[int, Generator[int, None, list[InputReport]]]]]:
     """Groups of inputs whose first step (the decode) is done, each group's images
     holding up to :data:`_STEP_BYTES` (an input that failed its first step is done)."""
@@ -1079,7 +1081,7 @@ def _groups(
         group, held = [], 0
         try:
             for index, source in tasks:
-                steps = _steps(command, source, settings, threads)
+                steps = _steps(command, source, settings, threads, made)
                 size = done.step(steps, index)
                 if size is not None:
                     group.append((index, steps))
@@ -1114,14 +1116,19 @@ class _Done:
 
 
 def _steps(
-    command: Command, source: Source, settings: Settings, threads: int | None
+    command: Command,
+    source: Source,
+    settings: Settings,
+    threads: int | None,
+    made: set[Path],
 ) -> Generator[int, None, list[InputReport]]:
     """One input's work, in steps: decode its frames (then yield the bytes they hold);
     run the command (then yield); in a batch (``threads == 1``), run the checks
     it left for later (then yield); write the outputs. Returns the input's
     entries: any error is its own, never another input's. A file with several
     frames runs and writes each frame before the next, with no yield between
-    (their results are never all held at once)."""
+    (their results are never all held at once). An output folder already in
+    ``made`` is not made again (the inputs of a chunk mostly share one)."""
     name = os.fsdecode(source.path)
     if source.error is not None:
         return [InputReport(name, error=source.error, exit_code=EXIT_IO)]
@@ -1131,8 +1138,9 @@ def _steps(
     items: list[InputReport] = []
     folder = settings.folder_for(source)
     try:
-        if folder is not None and settings.destination.out_dir is not None:
+        if folder is not None and settings.destination.out_dir is not None and folder not in made:
             make_folder(folder)
+            made.add(folder)
         rows_once = command.rows_once and not settings.destination.raw
         frames = load_frames(source.path, settings.read, parallel=threads != 1,
                              rows_once=rows_once)  # fmt: skip

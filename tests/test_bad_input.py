@@ -24,6 +24,7 @@ from helpers import run_cli as run
 from PIL import Image
 
 from cnnfilters.cli import main
+from cnnfilters.errors import InputError
 from cnnfilters.images import load_image
 
 RNG = np.random.default_rng(4)
@@ -183,6 +184,35 @@ def test_a_directory_a_fifo_and_a_missing_file_are_refused_before_opening(tmp_pa
         f"cnnfilters: error: {fifo}: not a regular file (a FIFO, socket or device)",
         f"cnnfilters: error: {missing}: no such file",
     ])  # fmt: skip
+
+
+def test_the_loader_refuses_a_fifo_a_folder_and_an_empty_file_on_its_one_open(tmp_path):
+    """The library's loader, called directly, refuses by what its one open finds: a
+    FIFO with no writer at once (it is opened without waiting for one)."""
+    import threading
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "empty.png").write_bytes(b"")
+    cases = [("pipe.png", "not a regular file (a FIFO, socket or device)"),
+             ("folder.png", "is a directory, not an image file"),
+             ("empty.png", "empty file (0 bytes)"),
+             ("missing.png", "no such file")]  # fmt: skip
+    said = {}
+
+    def load_each() -> None:
+        for name, _ in cases:
+            try:
+                load_image(tmp_path / name)
+            except InputError as exc:
+                said[name] = str(exc)
+
+    loader = threading.Thread(target=load_each, daemon=True)  # a hang must fail, not hang
+    loader.start()
+    loader.join(10)
+    assert not loader.is_alive(), "the loader waited on the FIFO"
+    assert said == {name: f"{tmp_path / name}: {message}" for name, message in cases}
 
 
 def test_a_device_is_refused(capsys):

@@ -373,3 +373,35 @@ def test_a_chunks_decoded_images_are_bounded_between_steps(tmp_path, monkeypatch
     run_module.process_sources(GrayscaleOptions(), sources, settings, 1)
     assert [kind for kind, _ in events] == ["load", "load", "write", "write"] * 2 + [
         "load", "write"]  # fmt: skip
+
+
+def test_a_chunk_makes_each_output_folder_once(tmp_path, monkeypatch):
+    """A chunk's inputs mostly share an output folder: it is made (or found) once for
+    them, and each folder of a mirrored tree is made for the inputs in it."""
+    from cnnfilters import run as run_module
+    from cnnfilters.inputs import Source
+
+    tree = tmp_path / "tree"
+    for sub in ("a", "a/b", "c"):
+        (tree / sub).mkdir(parents=True)
+    names = ["a/1.png", "a/2.png", "a/b/3.png", "a/b/4.png", "c/5.png", "c/6.png"]
+    rng = np.random.default_rng(3)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(tree / name)
+    made = []
+    real = run_module.make_folder
+
+    def counting(folder):
+        made.append(folder)
+        real(folder)
+
+    monkeypatch.setattr(run_module, "make_folder", counting)
+    out = tmp_path / "out"
+    settings = Settings(destination=Destination(out_dir=out), keep=False)
+    sources = [Source(tree / name, root=tree) for name in names]
+    _, results = run_module.process_sources(GrayscaleOptions(), sources, settings, 1)
+    assert all(item.error is None for items in results for item in items)
+    assert made == [out / "a", out / "a" / "b", out / "c"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "a/1.grayscale.png", "a/2.grayscale.png", "a/b/3.grayscale.png",
+        "a/b/4.grayscale.png", "c/5.grayscale.png", "c/6.grayscale.png"]  # fmt: skip

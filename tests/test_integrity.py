@@ -344,24 +344,31 @@ def test_a_small_file_is_read_once_and_checked_on_the_bytes_decoded(tmp_path, mo
     walks, so a file rewritten between the two cannot pass one content's check with
     another's pixels."""
     import builtins
+    import os
 
     from cnnfilters import images
 
     path = tmp_path / f"small.{fmt.lower()}"
     photo().save(path, fmt)
     opened, checked = [], []
-    real_open, real_check = builtins.open, integrity.check_file
+    real_open, real_os_open, real_check = builtins.open, os.open, integrity.check_file
 
     def counting_open(file, *args, **kwargs):
         if str(file) == str(path):
             opened.append(file)
         return real_open(file, *args, **kwargs)
 
+    def counting_os_open(file, *args, **kwargs):
+        if str(file) == str(path):
+            opened.append(file)
+        return real_os_open(file, *args, **kwargs)
+
     def spying_check(where, kind, starts=(0,), data=None):
         checked.append(data)
         return real_check(where, kind, starts, data)
 
     monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_os_open)
     monkeypatch.setattr(integrity, "check_file", spying_check)
     image = load_image(path)
     assert len(opened) == 1

@@ -153,10 +153,14 @@ def test_an_output_name_too_long_is_that_inputs_error_only(folder, jobs, rerun, 
 
 def test_an_unreadable_input_is_that_inputs_error_only(folder, capsys, monkeypatch):
     locked = folder / "a.png"
-    real_access = os.access
-    monkeypatch.setattr(
-        os, "access", lambda p, mode, **kw: Path(p) != locked and real_access(p, mode, **kw)
-    )
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if Path(path) == locked:  # what the kernel says of a file we may not read
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)  # root reads a chmod 000 file anyway
     code, _, err = run(capsys, "grayscale", locked, folder / "sub" / "b.png", "-q", "-j", "1")
     assert code == 3
     assert err == f"cnnfilters: error: {locked}: permission denied\n"
