@@ -3,7 +3,8 @@
 :func:`main` runs :func:`cnnfilters.cli.main`. A Ctrl-C or SIGTERM that comes
 while the command line is being imported (its first tenth of a second) ends
 the run as one that comes later does: one line on stderr, 130 or 143, and
-no traceback.
+no traceback. Settings that numpy reads when it is imported are made first
+(:func:`cnnfilters.startup.calm_blas_threads`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import sys
 
 from .errors import Terminated, stop_behind, stop_outcome
+from .startup import calm_blas_threads
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -22,6 +24,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)  # the command line puts its own in place
+    calm_blas_threads()  # before numpy is imported
     try:
         from .cli import main as run
     except BaseException as exc:

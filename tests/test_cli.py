@@ -211,6 +211,37 @@ def test_a_run_builds_only_its_command_and_helps_the_same():
     assert len(app.registered_commands) == len(names)  # the app itself is left whole
 
 
+_NUMPY_SEES = """
+import builtins, os, sys
+real, seen = builtins.__import__, []
+def spy(name, *args, **kwargs):
+    if name == "numpy" and not seen:
+        seen.append(os.environ.get("OPENBLAS_THREAD_TIMEOUT"))
+    return real(name, *args, **kwargs)
+builtins.__import__ = spy
+sys.argv = ["cnnfilters", "grayscale", sys.argv[1], "-q"]
+from cnnfilters.__main__ import main
+try:
+    main()
+except SystemExit:
+    pass
+print(seen, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("own", [None, "30"])
+def test_openblas_threads_sleep_when_idle_from_the_start(own, rgb_png):
+    """The command sets OpenBLAS's spin to its shortest before numpy is imported (an
+    idle thread spun 0.1 s at each start, a core's time taken from a batch's
+    workers); a value the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if own is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = own
+    done = subprocess.run([sys.executable, "-c", _NUMPY_SEES, str(rgb_png)], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stderr.strip().splitlines()[-1] == repr([own or "4"])
+
+
 def test_usage_errors_exit_2(rgb_png, tmp_path):
     assert invoke("grayscale", rgb_png, "--weights", "bt2020").exit_code == 2
     assert invoke("commute", rgb_png, "-a", "mish").exit_code == 2
