@@ -938,15 +938,20 @@ def _submit(
     futures: dict[Future, list[tuple[int, Source]]],
     count: int,
 ) -> None:
-    """Submit up to ``count`` more of the waiting chunks (first those a broken pool
-    refused); a chunk the pool refuses is held for the next one."""
-    waiting = itertools.chain(pool.held, chunks)
-    pool.held = []
-    for chunk in itertools.islice(waiting, max(0, count)):
+    """Submit up to ``count`` more of the waiting chunks, first those a broken pool
+    refused; a chunk the pool refuses is held, in its turn, for the next pool.
+
+    The held chunks not submitted this time stay held: none is dropped, and the
+    chunks not yet cut stay uncut (a refusal does not pull in every input left).
+    """
+    for _ in range(max(0, count)):
+        chunk = pool.held.pop(0) if pool.held else next(chunks, None)
+        if chunk is None:
+            return
         try:
             futures[tasks.submit(pool.executor, chunk)] = chunk
         except BrokenProcessPool:
-            pool.held = [chunk, *waiting]  # the held chunks not yet tried, and this one
+            pool.held.insert(0, chunk)
             return
 
 

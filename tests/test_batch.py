@@ -405,3 +405,37 @@ def test_a_chunk_makes_each_output_folder_once(tmp_path, monkeypatch):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
         "a/1.grayscale.png", "a/2.grayscale.png", "a/b/3.grayscale.png",
         "a/b/4.grayscale.png", "c/5.grayscale.png", "c/6.grayscale.png"]  # fmt: skip
+
+
+def test_a_chunk_a_broken_pool_refuses_is_held_and_none_after_it_is_lost(tmp_path, monkeypatch):
+    """A pool that breaks while chunks are being submitted refuses one: it is held for
+    the next submission, in its turn, and every input after it still runs (a
+    refusal once dropped every chunk that did not fit in the next window)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from cnnfilters import run as run_module
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for index in range(60):
+        Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(
+            folder / f"{index:02}.png"
+        )
+    monkeypatch.setattr(run_module, "_CHUNK_SECONDS", 1e-9)  # 60 chunks: more than a window
+    real, calls = run_module._Tasks.submit, []
+
+    def refusing(self, executor, chunk):
+        calls.append(chunk[0][0])
+        if len(calls) == 20:
+            raise BrokenProcessPool("refused once")
+        return real(self, executor, chunk)
+
+    monkeypatch.setattr(run_module._Tasks, "submit", refusing)
+    out = tmp_path / "out"
+    settings = Settings(destination=Destination(out_dir=out), jobs=2, keep=False)
+    _, summary = run(GrayscaleOptions(), expand_inputs([folder], recursive=True), settings)
+    # Each input submitted once, and the refused one again.
+    assert sorted(calls) == sorted([*range(60), calls[19]])
+    assert len(list(out.iterdir())) == 60
+    assert summary.exit_code == 0

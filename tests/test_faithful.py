@@ -233,7 +233,7 @@ def test_a_worker_killed_in_a_batch_fails_only_its_own_input(tmp_path, mode):
         assert (
             "kill.png: run a second time: the worker process running it was killed" in done.stdout
         )
-    assert written == expected
+    assert written == expected, done.stdout
     for name in written:
         with Image.open(out / name) as image:
             image.load()
