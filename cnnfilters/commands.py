@@ -19,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -121,6 +122,8 @@ class Result:
     info: dict[str, Any] = field(default_factory=dict)
     # Checks left to run while the outputs are being written (in other threads).
     verify: Callable[[], list[Check]] | None = None
+    # The strips the outputs are made and checked in (grayscale, avgpool), if any.
+    strips: _Strips | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,11 @@ class Command:
     def run(self, image: LoadedImage) -> Result:
         """Compute one decoded image, with its checks."""
         raise NotImplementedError
+
+    def together(self, results: list[Result]) -> None:
+        """Before the checks of several images' results (a batch's chunk), do at once
+        the work they can share; each result's figures stay what it gets alone.
+        By default there is none."""
 
     def options(self) -> dict[str, Any]:
         """The options as the report records them."""
@@ -224,7 +232,7 @@ class GrayscaleOptions(Command):
         luma = Rows((1, height, width), np.float32, luma_strips)
         if image.kind in ("uint8", "uint16"):
             work = _LumaStrips(image, triple, strips, result.notices)
-            result.verify = work.checks
+            result.verify, result.strips = work.checks, work
             pixels = work.rows()
         else:  # a stated scale must be one scale for the whole image
             kept = list(luma.strips())
@@ -246,6 +254,79 @@ class GrayscaleOptions(Command):
                                              colorimetric=True)  # fmt: skip
         result.info["weights"] = list(triple)
         return result
+
+    def together(self, results: list[Result]) -> None:
+        """Small 8-bit images of one size: their rounding to levels, float64 formula and
+        Pillow reference are each computed once over all of them side by side
+        (:func:`_luma_side_by_side`); the engine still runs image by image."""
+        works = [r.strips for r in results if isinstance(r.strips, _LumaStrips)]
+        sizes: dict[tuple[int, int, int], list[_LumaStrips]] = {}
+        for work in works:
+            image = work.image
+            if (len(work.strips) == 1 and image.kind == "uint8"
+                    and isinstance(image.pixels, np.ndarray)
+                    and image.size[0] * image.size[1] <= _SIDE_BY_SIDE_PIXELS):  # fmt: skip
+                sizes.setdefault((image.channels, *image.size), []).append(work)
+        for same in sizes.values():
+            if len(same) > 1:
+                _luma_side_by_side(same)
+
+
+# Images up to this many pixels have their grayscale checks computed side by side
+# (GrayscaleOptions.together): a numpy call on 1,024 pixels costs its overhead,
+# several times its arithmetic; on 16,384 the arithmetic has taken over.
+_SIDE_BY_SIDE_PIXELS = 1 << 14
+
+
+class _Shared(NamedTuple):
+    """An image's one strip, computed side by side with others': its engine luma, its
+    levels (and how many were clipped), the float64 formula and Pillow's levels."""
+
+    luma: np.ndarray
+    levels: np.ndarray
+    clipped: int
+    formula: np.ndarray
+    pillow: np.ndarray | None
+
+
+def _luma_side_by_side(works: list[_LumaStrips]) -> None:
+    """Compute the one strip of each of ``works`` (8-bit images of one shape, with the
+    same weights) together.
+
+    Each image's luma comes from the engine, image by image. The images and
+    their lumas are then put side by side, as one wide image, and the steps
+    that work pixel by pixel run once over it: the exact rounding to levels,
+    the float64 formula and Pillow's ``convert("L")``. A pixel's result does
+    not depend on its neighbours in any of them, so each image's part is what
+    it would get alone (tested), and its comparisons are still its own.
+    Nothing is kept if a step warns (each image then warns for itself).
+    """
+    first = works[0]
+    triple, image = first.triple, first.image
+    height, width = image.size
+    pixels = [work.image.rows(0, height) for work in works]
+    rgbs = [_rgb(one) for one in pixels]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lumas = [ops.grayscale(rgb, triple) for rgb in rgbs]
+        rgb, luma = np.concatenate(rgbs, axis=2), np.concatenate(lumas, axis=2)
+        level = image.levels(luma, exact=luma_exact(rgb, triple, image.peak))
+        formula = ref.luma(rgb, triple)
+        pillow = None
+        if first.pillow is not None:
+            pillow = ref.pillow_grayscale(pil_image(np.concatenate(pixels, axis=2)))
+    if caught:
+        return
+    top = image.max_value
+    for index, work in enumerate(works):
+        part = slice(index * width, (index + 1) * width)
+        clipped = 0
+        if level.clipped:
+            values = lumas[index]
+            clipped = int(np.count_nonzero((values < -0.5) | (values >= top + 0.5)))
+        theirs = None if pillow is None else pillow[:, :, part]
+        work.shared = _Shared(lumas[index], level.pixels[:, :, part], clipped,
+                              formula[:, :, part], theirs)  # fmt: skip
 
 
 def _rgb(pixels: np.ndarray) -> np.ndarray:
@@ -335,13 +416,17 @@ class _Strips:
         """Strip ``index``'s values as output levels, put in place; the clipped ones
         counted (and told of after the last strip)."""
         level = self.image.levels(values, exact=exact)
+        self._place(index, level.pixels, level.clipped)
+        return level.pixels
+
+    def _place(self, index: int, levels: np.ndarray, clipped: int) -> None:
+        """Put strip ``index``'s levels in place and count its clipped values."""
         top, bottom = self.out[index]
-        self.pixels[:, top:bottom] = level.pixels
-        self.clipped += level.clipped
+        self.pixels[:, top:bottom] = levels
+        self.clipped += clipped
         if index == len(self.strips) - 1 and self.clipped:
             top_level = self.image.max_value
             self.notices.append(f"{self.clipped} values outside 0..{top_level} were clipped")
-        return level.pixels
 
     def rows(self) -> Rows:
         """The levels as strips, each handed on as soon as it is done."""
@@ -379,8 +464,17 @@ class _LumaStrips(_Strips):
             self.comparisons.append(self.pillow)
         for comparison in self.comparisons:
             comparison.add_shape(shape)
+        # The one strip, computed with other images' (_luma_side_by_side), if it was.
+        self.shared: _Shared | None = None
 
     def _strip(self, index: int) -> None:
+        shared, self.shared = self.shared, None
+        if shared is not None:
+            self._place(index, shared.levels, shared.clipped)
+            self.formula.update(shared.luma, shared.formula)
+            if self.pillow is not None:
+                self.pillow.update(shared.levels, shared.pillow)
+            return
         image = self.image
         first, stop = self.strips[index]
         pixels = image.rows(first, stop)

@@ -1049,7 +1049,8 @@ def _in_steps(
 ) -> list[list[InputReport]]:
     """Each input's work (:func:`_steps`), one step at a time over a group of inputs:
     every input of the group decoded, then each one's command, then (in a batch)
-    each one's remaining checks, then each one's outputs written.
+    the work their checks share (:meth:`Command.together`) and each one's
+    remaining checks, then each one's outputs written.
 
     The code and data of one step for up to 64 small images in a row stay in
     the processor's caches, where one image's every step and then the next
@@ -1064,12 +1065,27 @@ def _in_steps(
     made: set[Path] = set()  # output folders made (or found) for this chunk's inputs
     for group in _groups(command, tasks, settings, threads, done, made):
         try:
-            for _ in range(3):  # the command; its checks; the writing
+            ran = [(i, steps, done.step(steps, i)) for i, steps in group]  # the command
+            group = [(i, steps) for i, steps, step in ran if step is not None]
+            if threads == 1:  # a batch: the checks come next, for all of the group
+                _together(command, [step for _, _, step in ran if isinstance(step, _Ran)])
+            for _ in range(2):  # the checks; the writing
                 group = [(i, steps) for i, steps in group if done.step(steps, i) is not None]
         finally:
             for _, steps in group:
                 steps.close()  # a step stopped by Ctrl-C: the other images are let go
     return results
+
+
+def _together(command: Command, runs: list[_Ran]) -> None:
+    """The work the checks of ``runs`` share, done at once (:meth:`Command.together`).
+
+    Should it fail, each input does its own work in its own step, and meets
+    its own error there.
+    """
+    if len(runs) > 1:
+        with contextlib.suppress(Exception):
+            command.together([run.result for run in runs])
 
 
 def _groups(
@@ -1079,7 +1095,7 @@ def _groups(
     threads: int | None,
     done: _Done,
     made: set[Path],
-) -> Iterator[list[tuple[int, Generator[int, None, list[InputReport]]]]]:
+) -> Iterator[list[tuple[int, _Steps]]]:
     """Groups of inputs whose first step (the decode) is done, each group's images
     holding up to :data:`_STEP_BYTES` (an input that failed its first step is done)."""
     while True:
@@ -1109,7 +1125,7 @@ class _Done:
                  finished: Callable[[int, list[InputReport]], None] | None) -> None:  # fmt: skip
         self.results, self.finished = results, finished
 
-    def step(self, steps: Generator[int, None, list[InputReport]], index: int) -> int | None:
+    def step(self, steps: _Steps, index: int) -> int | _Ran | None:
         """Do input ``index``'s next step: what it yields, or None once it is done."""
         try:
             return next(steps)
@@ -1126,14 +1142,15 @@ def _steps(
     settings: Settings,
     threads: int | None,
     made: set[Path],
-) -> Generator[int, None, list[InputReport]]:
+) -> _Steps:
     """One input's work, in steps: decode its frames (then yield the bytes they hold);
-    run the command (then yield); in a batch (``threads == 1``), run the checks
-    it left for later (then yield); write the outputs. Returns the input's
-    entries: any error is its own, never another input's. A file with several
-    frames runs and writes each frame before the next, with no yield between
-    (their results are never all held at once). An output folder already in
-    ``made`` is not made again (the inputs of a chunk mostly share one)."""
+    run the command (then yield the run, :class:`_Ran`); in a batch (``threads
+    == 1``), run the checks it left for later (then yield); write the outputs.
+    Returns the input's entries: any error is its own, never another input's.
+    A file with several frames runs and writes each frame before the next,
+    with no yield between (their results are never all held at once). An
+    output folder already in ``made`` is not made again (the inputs of a chunk
+    mostly share one)."""
     name = os.fsdecode(source.path)
     if source.error is not None:
         return [InputReport(name, error=source.error, exit_code=EXIT_IO)]
@@ -1158,7 +1175,7 @@ def _steps(
                 _describe(item, image)
                 ran = _Ran(command, image, item)
                 if single:
-                    yield 0
+                    yield ran
                 if threads == 1:  # a batch: nothing to overlap the checks with
                     ran.check()
                 if single:
@@ -1238,6 +1255,11 @@ class _Ran:
         item.notices.extend(self.warnings)
         item.notices.extend(self.checked)
         item.notices.extend(written.notices)
+
+
+# One input's steps (_steps): they yield the bytes decoded, then the command's run
+# (a single frame's), then 0; they return the input's entries.
+_Steps = Generator["int | _Ran", None, list[InputReport]]
 
 
 def _record_error(items: list[InputReport], name: str, message: str, code: int) -> None:

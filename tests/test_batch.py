@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -405,6 +406,94 @@ def test_a_chunk_makes_each_output_folder_once(tmp_path, monkeypatch):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
         "a/1.grayscale.png", "a/2.grayscale.png", "a/b/3.grayscale.png",
         "a/b/4.grayscale.png", "c/5.grayscale.png", "c/6.grayscale.png"]  # fmt: skip
+
+
+def _ties_bt601() -> np.ndarray:
+    """RGB triples whose BT.601 luma is exactly half-way between two levels."""
+    r, g, b = np.meshgrid(np.arange(0, 256, 5), np.arange(0, 256, 3), np.arange(256),
+                          indexing="ij")  # fmt: skip
+    tie = (299 * r + 587 * g + 114 * b) % 1000 == 500
+    return np.stack([r[tie], g[tie], b[tie]], axis=1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("weights", ["bt601", "bt709", "0.5,0.5,0.5"])
+@pytest.mark.parametrize("maps", [False, True])
+def test_small_images_checked_side_by_side_get_what_they_get_alone(tmp_path, monkeypatch,
+                                                                   weights, maps):  # fmt: skip
+    """A chunk's small 8-bit images of one size have their levels, float64 formula and
+    Pillow reference computed side by side, as one wide image: each image's
+    figures, maps, notices (values clipped) and output bytes are still those it
+    gets alone. Ties of the rounding, gray inputs, and images of other sizes or
+    depths (not put side by side) among them."""
+    from cnnfilters import commands
+    from cnnfilters import run as run_module
+    from cnnfilters.inputs import Source
+
+    rng = np.random.default_rng(21)
+    ties = _ties_bt601()
+    images = {}
+    for index in range(5):
+        rgb = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        rgb.reshape(-1, 3)[: 40 + index] = ties[rng.integers(0, len(ties), 40 + index)]
+        images[f"rgb{index}.png"] = Image.fromarray(rgb)
+    for index in range(2):
+        images[f"gray{index}.png"] = Image.fromarray(rng.integers(0, 256, (16, 16), np.uint8))
+    images["other-size.png"] = Image.fromarray(rng.integers(0, 256, (16, 17, 3), np.uint8))
+    images["deep.png"] = Image.fromarray(rng.integers(0, 65536, (16, 16), np.uint16))
+    sources = []
+    for name, image in images.items():
+        image.save(tmp_path / name)
+        sources.append(Source(tmp_path / name))
+    shared = []
+    real = commands._luma_side_by_side
+    monkeypatch.setattr(commands, "_luma_side_by_side",
+                        lambda works: (shared.append(len(works)), real(works)))  # fmt: skip
+    command = GrayscaleOptions(weights=weights)
+
+    def settings(folder: str) -> Settings:
+        return Settings(destination=Destination(out_dir=tmp_path / folder), maps=maps,
+                        keep=False)  # fmt: skip
+
+    _, together = run_module.process_sources(command, sources, settings("together"), 1)
+    assert sorted(shared) == [2, 5]  # the RGB images, the gray ones; not the others
+    alone = [run_module.process_source(command, source, settings("alone"), 1)
+             for source in sources]  # fmt: skip
+    assert len(shared) == 2  # alone, nothing is shared
+    for ours, theirs in zip(together, alone, strict=True):
+        (mine,), (other,) = ours, theirs
+        assert mine.error is None and other.error is None
+        assert mine.notices == other.notices
+        if weights == "0.5,0.5,0.5":  # 1.5 times the gray level: bright pixels clip
+            assert any("were clipped" in notice for notice in mine.notices)
+        assert len(mine.checks) == len(other.checks) >= 1
+        for a, b in zip(mine.checks, other.checks, strict=True):
+            assert dataclasses.replace(a, maps=None) == dataclasses.replace(b, maps=None)
+            assert (a.maps is None) == (b.maps is None) == (not maps)
+            if maps:
+                np.testing.assert_array_equal(a.maps.difference, b.maps.difference)
+                np.testing.assert_array_equal(a.maps.reference, b.maps.reference)
+        for file, alone_file in zip(mine.outputs, other.outputs, strict=True):
+            assert Path(file).read_bytes() == Path(alone_file).read_bytes()
+
+
+def test_work_shared_by_a_chunk_that_fails_is_done_by_each_input(tmp_path, monkeypatch):
+    """Should the shared work fail, each input does its own, with the same results."""
+    from cnnfilters import commands
+    from cnnfilters import run as run_module
+
+    sources = _chunk(tmp_path, ["a.png", "b.png", "c.png"])
+
+    def broken(works):
+        raise MemoryError
+
+    settings = Settings(destination=Destination(out_dir=tmp_path / "fine"), keep=False)
+    _, fine = run_module.process_sources(GrayscaleOptions(), sources, settings, 1)
+    monkeypatch.setattr(commands, "_luma_side_by_side", broken)
+    settings = Settings(destination=Destination(out_dir=tmp_path / "failed"), keep=False)
+    _, failed = run_module.process_sources(GrayscaleOptions(), sources, settings, 1)
+    assert [[item.checks for item in items] for items in failed] == [
+        [item.checks for item in items] for items in fine]  # fmt: skip
+    assert all(item.error is None for items in failed for item in items)
 
 
 def test_a_chunk_a_broken_pool_refuses_is_held_and_none_after_it_is_lost(tmp_path, monkeypatch):
