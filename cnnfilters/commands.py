@@ -44,6 +44,7 @@ from .images import (
     LoadedImage,
     Rows,
     level_dtype,
+    levels_outside,
     mosaic,
     pil_image,
     quantize,
@@ -317,13 +318,9 @@ def _luma_side_by_side(works: list[_LumaStrips]) -> None:
             pillow = ref.pillow_grayscale(pil_image(np.concatenate(pixels, axis=2)))
     if caught:
         return
-    top = image.max_value
     for index, work in enumerate(works):
         part = slice(index * width, (index + 1) * width)
-        clipped = 0
-        if level.clipped:
-            values = lumas[index]
-            clipped = int(np.count_nonzero((values < -0.5) | (values >= top + 0.5)))
+        clipped = levels_outside(lumas[index], image.max_value) if level.clipped else 0
         theirs = None if pillow is None else pillow[:, :, part]
         work.shared = _Shared(lumas[index], level.pixels[:, :, part], clipped,
                               formula[:, :, part], theirs)  # fmt: skip

@@ -55,6 +55,7 @@ __all__ = [
     "ReadOptions",
     "Rows",
     "level_dtype",
+    "levels_outside",
     "load_frames",
     "load_image",
     "mosaic",
@@ -188,7 +189,7 @@ class LoadedImage:
         """
         if self.kind in ("uint8", "uint16"):
             top = self.max_value
-            outside = int(np.count_nonzero((values < -0.5) | (values >= top + 0.5)))
+            outside = levels_outside(values, top)
             pixels = quantize(values, self.bit_depth)
             if exact is not None:
                 rounding.correct_ties(pixels, values, exact, top)
@@ -1099,6 +1100,11 @@ def _orient_array(array: np.ndarray, orientation: int) -> np.ndarray:
 def level_dtype(bit_depth: int) -> type:
     """The sample type of output levels of ``bit_depth`` (8 or 16) bits."""
     return np.uint8 if bit_depth == 8 else np.uint16
+
+
+def levels_outside(values: np.ndarray, top: int) -> int:
+    """How many ``values`` round to a level outside ``0..top`` (and are clipped)."""
+    return int(np.count_nonzero((values < -0.5) | (values >= top + 0.5)))
 
 
 def quantize(values: np.ndarray, bit_depth: int = 8) -> np.ndarray:
