@@ -446,8 +446,12 @@ def test_small_images_checked_side_by_side_get_what_they_get_alone(tmp_path, mon
         sources.append(Source(tmp_path / name))
     shared = []
     real = commands._luma_side_by_side
-    monkeypatch.setattr(commands, "_luma_side_by_side",
-                        lambda works: (shared.append(len(works)), real(works)))  # fmt: skip
+
+    def counting(works):  # how many of ``works`` got their strip computed side by side
+        real(works)
+        shared.append(sum(work.shared is not None for work in works))
+
+    monkeypatch.setattr(commands, "_luma_side_by_side", counting)
     command = GrayscaleOptions(weights=weights)
 
     def settings(folder: str) -> Settings:
