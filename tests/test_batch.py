@@ -210,18 +210,23 @@ def test_the_example_batch_scripts_run(script, tree, tmp_path):
         assert (out / "sub" / "c.dy.png").exists()
 
 
+def _small_pngs(folder: Path, count: int, *, seed: int, shape=(6, 5, 3)) -> Path:
+    """``folder`` made, with ``count`` random RGB PNGs ``p00.png``, ``p01.png``, ..."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(
+            folder / f"p{index:02d}.png"
+        )
+    return folder
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_batch_that_streams_its_entries_keeps_counts_not_entries(tmp_path, monkeypatch, jobs):
     import cnnfilters.run as run_module
 
     monkeypatch.setattr(run_module, "_WINDOW_PER_JOB", 1)  # refill the window at every step
-    folder = tmp_path / "in"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for index in range(12):
-        Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(
-            folder / f"p{index:02d}.png"
-        )
+    folder = _small_pngs(tmp_path / "in", 12, seed=3, shape=(6, 8, 3))
     (folder / "p05.png").write_bytes(b"not an image")
     seen = []
     settings = Settings(destination=Destination(out_dir=tmp_path / "out"), jobs=jobs, keep=False)
@@ -508,13 +513,7 @@ def test_a_chunk_a_broken_pool_refuses_is_held_and_none_after_it_is_lost(tmp_pat
 
     from cnnfilters import run as run_module
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    rng = np.random.default_rng(4)
-    for index in range(60):
-        Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(
-            folder / f"{index:02}.png"
-        )
+    folder = _small_pngs(tmp_path / "in", 60, seed=4)
     monkeypatch.setattr(run_module, "_CHUNK_SECONDS", 1e-9)  # 60 chunks: more than a window
     real, calls = run_module._Tasks.submit, []
 
