@@ -291,19 +291,35 @@ class _Planner:
 class _Folder:
     """The outputs of one folder's files, as hashes: which file is another one's
     output, and which writes a file an earlier one writes. Each hash that matches
-    is confirmed on the names themselves; 16 bytes an output."""
+    is confirmed on the names themselves; 16 bytes an output and 2 an input.
+
+    Which inputs can be either is found for the whole folder at once: an input
+    none of whose outputs shares its hash with another output writes no file
+    another writes, and one whose name hashes like no output is none (most
+    inputs are neither: they are then planned without a search).
+    """
 
     def __init__(
         self, found: Found, filenames: Callable[[str], list[str]], *, beside: bool
     ) -> None:
         self.found, self.filenames, self.beside = found, filenames, beside
         each = len(filenames("-"))  # outputs per input: the same for every input
-        count = len(found.names) * each
+        inputs = len(found.names)
         files = (file for name in found.names for file in filenames(name))
-        keys = np.fromiter((hash(file) for file in files), dtype=np.int64, count=count)
+        keys = np.fromiter((hash(file) for file in files), dtype=np.int64, count=inputs * each)
         order = np.argsort(keys, kind="stable")
         self.hashes = keys[order]
         self.owners = (order // each).astype(np.int32)  # the input of each sorted hash
+        same = self.hashes[1:] == self.hashes[:-1]
+        self.sharing = np.zeros(inputs, dtype=bool)  # an output's hash is another's too
+        self.sharing[self.owners[1:][same]] = True
+        self.sharing[self.owners[:-1][same]] = True
+        self.like_output = np.zeros(inputs, dtype=bool)  # its name hashes like an output
+        if beside and len(self.hashes):
+            names = np.fromiter((hash(name) for name in found.names), dtype=np.int64,
+                                count=inputs)  # fmt: skip
+            at = np.minimum(np.searchsorted(self.hashes, names), len(self.hashes) - 1)
+            self.like_output = self.hashes[at] == names
 
     def writers(self, file: str, *, but: int = -1) -> list[int]:
         """The files of this folder that write ``file`` (their numbers, in order), file
@@ -320,10 +336,15 @@ class _Folder:
     def excluded(self, index: int) -> bool:
         """Whether file ``index`` is an output of a file of this folder (its outputs go
         beside it)."""
+        if not self.like_output[index]:
+            return False
         return self.beside and bool(self.writers(self.found.names[index]))
 
     def earlier_writer(self, index: int, files: list[str]) -> tuple[Path, str] | None:
-        """An earlier input of this folder that writes one of ``files``, and that file."""
+        """An earlier input of this folder that writes one of ``files`` (input
+        ``index``'s outputs), and that file."""
+        if not self.sharing[index]:
+            return None
         for file in files:
             for other in self.writers(file, but=index):
                 if other < index and not self.excluded(other):

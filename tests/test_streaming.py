@@ -96,6 +96,34 @@ def test_a_found_file_writing_another_ones_output_is_refused_the_others_run(tmp_
     assert sorted(p.name for p in out.iterdir()) == ["a.grayscale.png", "b.grayscale.png"]
 
 
+@pytest.mark.parametrize("out_dir", [False, True])
+def test_a_folder_is_planned_alike_when_every_name_hashes_alike(tmp_path, monkeypatch, out_dir):
+    """Which found file is an output of this run, and which writes another's output, is
+    screened for the whole folder by hashes, then confirmed on the names: with
+    every name hashing alike (each screen passes), the plan is the same."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ["a.grayscale.png", "a.png", "b.jpg", "b.png", "c.png", "d.grayscale.png"]:
+        (folder / name).write_bytes(b"")
+    destination = Destination(out_dir=tmp_path / "out" if out_dir else None)
+
+    def planned() -> list[tuple[str, str | None]]:
+        found = plan_outputs(GrayscaleOptions(), stream_inputs([folder]),
+                             Settings(destination=destination))  # fmt: skip
+        return [(item.source.path.name, item.refused and item.refused.error) for item in found]
+
+    screened = planned()
+    monkeypatch.setattr(run_module, "hash", lambda value: 7, raising=False)
+    assert planned() == screened
+    names = [name for name, _ in screened]
+    refused = {name: error for name, error in screened if error}
+    # Beside their inputs, a.grayscale.png is a.png's output: not an input. In an
+    # output folder it is one, writing a.grayscale.grayscale.png.
+    assert ("a.grayscale.png" in names) == out_dir
+    assert "d.grayscale.png" in names  # no d.png: an input
+    assert list(refused) == ["b.png"] and "would both write" in refused["b.png"]
+
+
 def test_two_folder_arguments_mirrored_into_one_out_dir_cannot_write_one_file(tmp_path, capsys):
     first, second, out = tmp_path / "one", tmp_path / "two", tmp_path / "out"
     _image(first / "x.png")
