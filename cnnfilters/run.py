@@ -1521,11 +1521,13 @@ def _worker_start(parent: int | None = None) -> None:
 def _one_blas_thread() -> None:
     """Keep a worker's matrix products (the engine's 1x1 convolutions) to its own core.
 
-    A forked worker inherits OpenBLAS's threads as the parent set them up at
-    import, one per core, before the run could set ``OPENBLAS_NUM_THREADS``;
-    with N workers on N cores they would compete, and spin while they wait.
+    A forked worker inherits OpenBLAS's setting from the parent's import, a
+    thread per core, fixed before the run could set ``OPENBLAS_NUM_THREADS``;
+    with N workers on N cores their products would compete for the cores.
+    (The threads themselves sleep when idle: see
+    :func:`cnnfilters.startup.calm_blas_threads`.)
     """
-    from threadpoolctl import threadpool_limits  # 17 ms: only where a pool is started
+    from threadpoolctl import threadpool_limits  # 3-5 ms: only where a pool is started
 
     threadpool_limits(limits=1, user_api="blas")
 
