@@ -123,7 +123,7 @@ class Result:
     info: dict[str, Any] = field(default_factory=dict)
     # Checks left to run while the outputs are being written (in other threads).
     verify: Callable[[], list[Check]] | None = None
-    # The strips the outputs are made and checked in (grayscale, avgpool), if any.
+    # The strips the outputs are made and checked in, for Command.together (grayscale's).
     strips: _Strips | None = None
 
 

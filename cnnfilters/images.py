@@ -261,10 +261,10 @@ def parse_colour(text: str) -> tuple[int, int, int]:
 _OPEN_INPUT = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
-def _read_input(path: Path) -> tuple[int, bytes | None]:
-    """Refuse what is not a regular, non-empty, readable file; its size and, for a PNG
-    or JPEG of at most :data:`_READ_WHOLE_BYTES`, its content (None for any other
-    file, which Pillow reads itself).
+def _read_input(path: Path) -> bytes | None:
+    """Refuse what is not a regular, non-empty, readable file; for a PNG or JPEG of at
+    most :data:`_READ_WHOLE_BYTES`, its content (None for any other file, which
+    Pillow reads itself).
 
     One open serves the refusal and the read (a FIFO would hang a plain open,
     so it is opened without waiting): three system calls for a small file,
@@ -289,7 +289,7 @@ def _read_input(path: Path) -> tuple[int, bytes | None]:
             raise InputError(f"{path}: not a regular file (a FIFO, socket or device)")
         if info.st_size == 0:
             raise InputError(f"{path}: empty file (0 bytes)")
-        return info.st_size, _small_file_data(fd, info.st_size)
+        return _small_file_data(fd, info.st_size)
     except OSError as exc:  # a directory read, an I/O error
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     finally:
@@ -337,7 +337,7 @@ def load_frames(
     """
     options = options or ReadOptions()
     path = Path(path)
-    _, data = _read_input(path)
+    data = _read_input(path)
     _libtiff.take()  # forget what an earlier file left
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

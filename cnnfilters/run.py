@@ -336,9 +336,8 @@ class _Folder:
     def excluded(self, index: int) -> bool:
         """Whether file ``index`` is an output of a file of this folder (its outputs go
         beside it)."""
-        if not self.like_output[index]:
-            return False
-        return self.beside and bool(self.writers(self.found.names[index]))
+        # Only where the outputs go beside the inputs can a name hash like an output.
+        return bool(self.like_output[index]) and bool(self.writers(self.found.names[index]))
 
     def earlier_writer(self, index: int, files: list[str]) -> tuple[Path, str] | None:
         """An earlier input of this folder that writes one of ``files`` (input
