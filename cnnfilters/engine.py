@@ -253,7 +253,10 @@ def conv2d(
     shape = (groups, c_out // groups, c_in_group, kh, kw)
     plan = _plan_for(weight.astype(dtype, copy=False).reshape(shape), dtype)
     out = np.empty((n, groups, c_out // groups, end - begin, out_w), dtype=dtype)
-    for first, stop in _row_blocks(begin, end, n * c_in * padded_hw[1], dtype, stride_hw[0]):
+    # Pooling windows side by side keep only the sums of their rows in cache, while
+    # the input rows stream past once: a block is sized by those sums.
+    row_reads = 1 if plan.sums_rows(kh, stride_hw[0], dilation_hw[0]) else stride_hw[0]
+    for first, stop in _row_blocks(begin, end, n * c_in * padded_hw[1], dtype, row_reads):
         block = _padded_rows(batch, first, stop, pads, padding_mode, (kh, kw), stride_hw,
                              dilation_hw, dtype)  # fmt: skip
         grouped = block.reshape(n, groups, c_in_group, *block.shape[-2:])
@@ -446,17 +449,19 @@ class _Geometry:
                    padded_hw, out_hw)  # fmt: skip
 
 
-# Rows of input a block of output reads: about this many bytes, so that a
-# block and its temporaries stay in cache (measured: 0.5-2 MB is the sweet
-# spot here; 128 KB blocks were 1.5x slower, whole images 2-3x slower).
+# Rows of input a block of output reads (for pooling, the sums of those rows):
+# about this many bytes, so that a block and its temporaries stay in cache
+# (measured: 0.5-2 MB is the sweet spot here; 128 KB blocks were 1.5x slower,
+# whole images 2-3x slower; 4 x 4 pooling, sized by its input rows, 1.1x slower).
 _BLOCK_BYTES = 1024 * 1024
 
 
 def _row_blocks(
-    begin: int, end: int, row_elements: int, dtype: type, stride: int
+    begin: int, end: int, row_elements: int, dtype: type, row_reads: int
 ) -> Iterator[tuple[int, int]]:
-    """``(first, stop)`` output-row ranges covering ``begin..end``."""
-    row_bytes = max(1, row_elements * np.dtype(dtype).itemsize * stride)
+    """``(first, stop)`` output-row ranges covering ``begin..end``, each output row
+    holding ``row_reads`` input rows of ``row_elements`` values in cache."""
+    row_bytes = max(1, row_elements * np.dtype(dtype).itemsize * row_reads)
     rows = max(1, _BLOCK_BYTES // row_bytes)
     for first in range(begin, end, rows):
         yield first, min(first + rows, end)
@@ -571,6 +576,7 @@ class _Plan:
         groups, c_out_group, c_in_group, kh, kw = grouped_w.shape
         self.matmul = c_in_group >= _MATMUL_MIN_CHANNELS or (kh == kw == 1 and c_in_group > 1)
         self.channels: list[tuple[list[tuple[int, int, int, object]], object]] = []
+        self.box = None
         if self.matmul:
             return
         for o in range(c_out_group):
@@ -598,6 +604,11 @@ class _Plan:
         # over the kernel's columns and a vertical pass over its rows.
         ops, common = self.channels[0] if c_out_group == 1 else ([], None)
         self.box = common if (c_in_group == 1 and len(ops) == kh * kw and common) else None
+
+    def sums_rows(self, kernel_rows: int, stride: int, dilation: int) -> bool:
+        """Whether a box's windows lie side by side down the image (pooling), so that
+        each output row sums its own ``kernel_rows`` adjacent input rows."""
+        return self.box is not None and stride == kernel_rows and dilation == 1
 
     def run(
         self,
@@ -653,13 +664,20 @@ class _Plan:
         rows, width = out.shape[-2:]
         (sh, sw), (dh, dw) = stride, dilation
         kh, kw = kernel
-        lines = None
-        for u in range(kh):
-            src = block[:, :, 0, u * dh : u * dh + sh * (rows - 1) + 1 : sh, :]
-            if lines is None:
-                lines = src.astype(self.dtype, copy=True)
-            else:
-                np.add(lines, src, out=lines)
+        if self.sums_rows(kh, sh, dh):
+            # Each window's rows are adjacent: one reduction over them reads the block
+            # once (12 MP RGB, k=4: 11.5 ms against 14.5 ms, an addition per kernel row).
+            src = block[:, :, 0, : rows * kh, :]
+            src = src.reshape(*src.shape[:2], rows, kh, src.shape[-1])
+            lines = np.add.reduce(src, axis=3, dtype=self.dtype)
+        else:
+            lines = None
+            for u in range(kh):
+                src = block[:, :, 0, u * dh : u * dh + sh * (rows - 1) + 1 : sh, :]
+                if lines is None:
+                    lines = src.astype(self.dtype, copy=True)
+                else:
+                    np.add(lines, src, out=lines)
         for v in range(kw):
             src = lines[..., v * dw : v * dw + sw * (width - 1) + 1 : sw]
             if v == 0:

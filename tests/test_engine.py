@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pytest
 from helpers import coordinate_grid, naive_conv2d, random_conv_case
@@ -9,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cnnfilters import CnnFiltersError, avg_pool2d, conv2d, conv2d_grad, max_pool2d
+from cnnfilters import CnnFiltersError, avg_pool2d, conv2d, conv2d_grad, engine, max_pool2d
 
 
 def test_identity_kernel_returns_the_input():
@@ -99,6 +101,40 @@ def test_conv2d_matches_the_naive_correlation_on_random_geometry(data):
                     groups=groups, padding_mode=mode)  # fmt: skip
     scale = 1 + np.abs(expected).max()
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * scale * kh * kw * c_in)
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_a_box_of_equal_weights_matches_the_naive_correlation(data):
+    """Depthwise boxes (every weight equal) take their own path: windows side by side
+    (pooling: one reduction over each window's rows) or overlapping, dilated, padded;
+    on float32 and on uint8 seen channels first, as decoded pixels are; all rows or
+    a range of them, in row blocks of one or several rows."""
+    kh, kw = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    side_by_side = data.draw(st.booleans(), label="side_by_side")
+    stride = (kh, kw) if side_by_side else (data.draw(st.integers(1, 3)),
+                                            data.draw(st.integers(1, 3)))  # fmt: skip
+    dilation = (1, 1) if side_by_side else (data.draw(st.integers(1, 2)), 1)
+    padding = data.draw(st.integers(0, 1))
+    n, channels = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    h = data.draw(st.integers(dilation[0] * (kh - 1) + 1, 13))
+    w = data.draw(st.integers(kw, 13))
+    pixels = data.draw(hnp.arrays(np.uint8, (n, h, w, channels)))
+    x = np.moveaxis(pixels, -1, 1)  # a strided view, as the commands see pixels
+    if data.draw(st.booleans(), label="float32"):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    value = data.draw(st.sampled_from([1.0, 0.25, 1 / 9, -0.5]))
+    weight = np.full((channels, 1, kh, kw), value, dtype=np.float32)
+    out_h = (h + 2 * padding - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    first = data.draw(st.integers(0, out_h - 1))
+    rows = (first, data.draw(st.integers(first, out_h)))
+    block = data.draw(st.sampled_from([1, 64, 1 << 20]), label="block_bytes")
+    expected = naive_conv2d(x.astype(np.float64), weight, None, stride, (padding, padding),
+                            dilation, channels, "zeros")[:, :, rows[0] : rows[1]]  # fmt: skip
+    with patch.object(engine, "_BLOCK_BYTES", block):
+        actual = conv2d(x, weight, stride=stride, padding=padding, dilation=dilation,
+                        groups=channels, rows=rows)  # fmt: skip
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-3)
 
 
 @pytest.mark.parametrize(
