@@ -28,6 +28,8 @@ _EXPORTS = {
     "max_pool2d": "engine",
     "avg_pool2d": "engine",
     "pad2d": "engine",
+    "set_num_threads": "engine",
+    "get_num_threads": "engine",
     "PADDING_MODES": "engine",
     "grayscale": "ops",
     "gradients": "ops",
@@ -50,7 +52,16 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from .activations import ACTIVATIONS, Activation, get_activation
-    from .engine import PADDING_MODES, avg_pool2d, conv2d, conv2d_grad, max_pool2d, pad2d
+    from .engine import (
+        PADDING_MODES,
+        avg_pool2d,
+        conv2d,
+        conv2d_grad,
+        get_num_threads,
+        max_pool2d,
+        pad2d,
+        set_num_threads,
+    )
     from .errors import CnnFiltersError, InputError, OutputError
     from .ops import CommuteResult, avgpool, commute, find_counterexample, gradients, grayscale
     from .report import Check, RunReport, compare

@@ -25,7 +25,11 @@ taps)`` arithmetic with no Python loop over pixels; all-zero taps are skipped.
 from __future__ import annotations
 
 import functools
+import itertools
+import os
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,9 +45,11 @@ __all__ = [
     "avg_pool2d",
     "conv2d",
     "conv2d_grad",
+    "get_num_threads",
     "max_pool2d",
     "pad2d",
     "positive_pair",
+    "set_num_threads",
 ]
 
 PaddingMode = Literal["zeros", "replicate", "reflect", "circular"]
@@ -256,16 +262,89 @@ def conv2d(
     # Pooling windows side by side keep only the sums of their rows in cache, while
     # the input rows stream past once: a block is sized by those sums.
     row_reads = 1 if plan.sums_rows(kh, stride_hw[0], dilation_hw[0]) else stride_hw[0]
-    for first, stop in _row_blocks(begin, end, n * c_in * padded_hw[1], dtype, row_reads):
-        block = _padded_rows(batch, first, stop, pads, padding_mode, (kh, kw), stride_hw,
-                             dilation_hw, dtype)  # fmt: skip
-        grouped = block.reshape(n, groups, c_in_group, *block.shape[-2:])
-        target = out[..., first - begin : stop - begin, :]
-        plan.run(grouped, target, (kh, kw), stride_hw, dilation_hw)
+    blocks = list(_row_blocks(begin, end, n * c_in * padded_hw[1], dtype, row_reads))
+
+    def compute(span: Blocks) -> None:
+        for first, stop in span:
+            block = _padded_rows(batch, first, stop, pads, padding_mode, (kh, kw), stride_hw,
+                                 dilation_hw, dtype)  # fmt: skip
+            grouped = block.reshape(n, groups, c_in_group, *block.shape[-2:])
+            target = out[..., first - begin : stop - begin, :]
+            plan.run(grouped, target, (kh, kw), stride_hw, dilation_hw)
+
+    _spread(compute, blocks)
     out = out.reshape(n, c_out, end - begin, out_w)
     if bias is not None:
         out += bias.astype(dtype, copy=False)[:, np.newaxis, np.newaxis]
     return out[0] if added_axis else out
+
+
+# Threads conv2d spreads its row blocks over (set_num_threads), and the pool that
+# runs all but the caller's share; a forked child makes a pool of its own.
+_threads = 1
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (its process, threads, pool)
+_pool_lock = threading.Lock()
+
+
+def set_num_threads(threads: int) -> None:
+    """Spread each :func:`conv2d` over up to ``threads`` threads (1, the default: the
+    calling thread alone), as ``torch.set_num_threads``.
+
+    The output rows are cut into contiguous runs of the engine's cache-sized
+    row blocks, one run a thread; every value is computed as on one thread,
+    so the results are the same to the bit. Inputs of a single block stay on
+    one thread. numpy releases the interpreter's lock inside its loops, so
+    the threads run in parallel (12 MP RGB, 4 x 4 average pooling on two
+    cores: 11 ms against 17 ms). The command line keeps one thread: it runs
+    the decode, the computation and the encoder side by side, and a batch
+    one process a core.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise CnnFiltersError(f"threads must be a positive int, got {threads!r}")
+    global _threads
+    _threads = int(threads)
+
+
+def get_num_threads() -> int:
+    """The threads :func:`conv2d` may use (:func:`set_num_threads`)."""
+    return _threads
+
+
+Blocks = list[tuple[int, int]]  # (first, stop) output-row ranges
+
+
+def _spread(compute: Callable[[Blocks], None], blocks: Blocks) -> None:
+    """``compute`` over ``blocks``, in contiguous runs of blocks on up to
+    :func:`get_num_threads` threads (this one takes the first run)."""
+    parts = min(_threads, len(blocks))
+    if parts <= 1:
+        compute(blocks)
+        return
+    bounds = [len(blocks) * i // parts for i in range(parts + 1)]
+    runs = [blocks[a:b] for a, b in itertools.pairwise(bounds)]
+    pool = _thread_pool(parts - 1)
+    others = [pool.submit(compute, run) for run in runs[1:]]
+    try:
+        compute(runs[0])
+    finally:
+        for future in others:
+            future.exception()  # every run ends before the output is handed back
+    for future in others:
+        future.result()
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    """The engine's pool with at least ``workers`` threads (made anew after a fork,
+    whose child has none of its parent's threads)."""
+    global _pool
+    with _pool_lock:
+        pid = os.getpid()
+        if _pool is None or _pool[0] != pid or _pool[1] < workers:
+            if _pool is not None and _pool[0] == pid:
+                _pool[2].shutdown(wait=False)  # its threads end once their work is done
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="cnnfilters-engine")
+            _pool = (pid, workers, pool)
+        return _pool[2]
 
 
 def conv2d_grad(

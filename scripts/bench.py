@@ -7,8 +7,9 @@ and 48 MP PNGs), then measures:
    the 12 MP PNG against a Pillow one-liner doing the same with default save
    settings, and against OpenCV one-liners when ``cv2`` is installed;
 2. the engine alone, per construction, against a straightforward numpy
-   implementation (``np.pad`` + ``sliding_window_view`` + ``einsum``), and
-   against OpenCV and PyTorch CPU when installed;
+   implementation (``np.pad`` + ``sliding_window_view`` + ``einsum``) and
+   OpenCV on one thread of ours (the default), and against PyTorch CPU when
+   installed, both libraries on every core (``set_num_threads``);
 3. peak memory (RSS) of ``cnnfilters gradient --on rgb`` on the 48 MP image
    and of ``grayscale`` on the 12 MP one, against the decoded RGB image;
 4. start-up: ``cnnfilters --help`` and ``--version`` against ``import typer``;
@@ -312,17 +313,26 @@ class Bench:
 
     def engine(self, photo: Path) -> None:
         """2. The engine alone, per construction."""
+        import cnnfilters
+
         with Image.open(photo) as image:
             rgb = np.asarray(image.convert("RGB"))
         print(f"\n2. engine alone on a {rgb.shape[1]}x{rgb.shape[0]} float32 image "
               f"(median of {self.reps} pairs)", flush=True)  # fmt: skip
+        cores = os.cpu_count() or 1
         if torch is not None:
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(cores)
         for case in engine_cases(rgb):
             name, ours = case["name"], case["ours"]
             self.versus("engine", name, ours, "numpy sliding_window_view", case["numpy"], 1 / 3)
             if case["torch"] is not None:
-                self.versus("engine", name, ours, "PyTorch CPU", case["torch"], 1.0)
+                # The same threads for both: cnnfilters.set_num_threads as torch's.
+                cnnfilters.set_num_threads(cores)
+                try:
+                    self.versus("engine", f"{name}, {cores} threads", ours,
+                                f"PyTorch CPU, {cores} threads", case["torch"], 1.0)  # fmt: skip
+                finally:
+                    cnnfilters.set_num_threads(1)
             if case["cv2"] is not None:
                 target = {"gradient": 3.0, "avgpool": 4.0}.get(name.split()[0])
                 self.versus("engine", name, ours, "OpenCV", case["cv2"], target)

@@ -94,3 +94,12 @@ def test_every_module_is_in_a_room():
     for path in PACKAGE.glob("*.py"):
         if path.stem not in ("__init__", "__main__", "_version"):
             assert f"`{path.stem}`" in documented, f"{path.stem} is not in docs/ARCHITECTURE.md"
+
+
+def test_only_a_library_caller_spreads_the_engine_over_threads():
+    """The command line has its own parallelism (a pipeline of threads, a batch one
+    process a core): no module of the package sets the engine's threads."""
+    for path in PACKAGE.glob("*.py"):
+        calls = [ast.unparse(node.func) for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Call)]  # fmt: skip
+        assert not any("set_num_threads" in call for call in calls), path.stem

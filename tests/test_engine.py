@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+import time
 from unittest.mock import patch
 
 import numpy as np
@@ -11,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import cnnfilters
 from cnnfilters import CnnFiltersError, avg_pool2d, conv2d, conv2d_grad, engine, max_pool2d
 
 
@@ -387,3 +391,106 @@ def test_a_padded_strip_reads_only_its_rows_of_a_channels_first_view(mode):
     assert peak < x.nbytes / 4, f"{peak} bytes traced for a {x.nbytes}-byte input"
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def engine_threads():
+    """Set the engine's threads for one test; one thread again after it."""
+    yield engine.set_num_threads
+    engine.set_num_threads(1)
+
+
+THREADED_CASES = [
+    # (name, x shape, weight, conv2d keywords): every path of the engine
+    ("taps", (2, 1, 37, 29), np.array([[[[0, -1, 0], [0, 1, 0], [0, 0, 0]]]], np.float32),
+     {"padding": 1}),
+    ("pooling", (1, 3, 41, 32), np.full((3, 1, 4, 4), 1 / 16, np.float32),
+     {"stride": 4, "groups": 3}),
+    ("overlapping box", (1, 2, 40, 33), np.full((2, 1, 3, 3), 1 / 9, np.float32),
+     {"stride": 2, "padding": 1, "groups": 2}),
+    ("1x1", (1, 3, 45, 31), np.float32([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1), {}),
+    ("many channels", (2, 9, 23, 19), None, {"padding": (1, 0), "dilation": 2}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", THREADED_CASES, ids=[case[0] for case in THREADED_CASES])
+@pytest.mark.parametrize("threads", [2, 3, 64])
+def test_threads_give_the_same_bits_as_one(case, threads, engine_threads, rng):
+    _, shape, weight, keywords = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    if weight is None:
+        weight = rng.standard_normal((4, shape[1], 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(weight.shape[0]).astype(np.float32)
+    out_h = conv2d(x, weight, bias, **keywords).shape[-2]
+    with patch.object(engine, "_BLOCK_BYTES", 1):  # a block per output row
+        alone = conv2d(x, weight, bias, **keywords)
+        some = conv2d(x, weight, bias, rows=(1, out_h - 1), **keywords)
+        engine_threads(threads)
+        spread = conv2d(x, weight, bias, **keywords)
+        spread_some = conv2d(x, weight, bias, rows=(1, out_h - 1), **keywords)
+    np.testing.assert_array_equal(spread, alone)
+    np.testing.assert_array_equal(spread_some, some)
+    np.testing.assert_allclose(alone, naive_conv2d(x, weight, bias, **_pairs(keywords)),
+                               rtol=1e-5, atol=1e-4)  # fmt: skip
+
+
+def _pairs(keywords: dict) -> dict:
+    """conv2d's keywords as naive_conv2d takes them."""
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    named = {"stride": 1, "padding": 0, "dilation": 1, **keywords}
+    groups = named.pop("groups", 1)
+    return {key: pair(value) for key, value in named.items()} | {"groups": groups}
+
+
+def test_threads_run_every_block_and_an_error_in_one_reaches_the_caller(engine_threads):
+    """32 blocks in 4 runs of 8; the second run fails at once (output row 8), while
+    the last two take their time. conv2d raises that error only once they have
+    ended: none is left writing into an array after conv2d returns."""
+    x = np.ones((1, 1, 64, 8), np.float32)
+    weight = np.full((1, 1, 2, 2), 0.25, np.float32)
+    engine_threads(4)
+    seen, running, real_rows = [], [], engine._padded_rows
+
+    def padded_rows(x, first, stop, *args):
+        running.append(first)
+        try:
+            seen.append(threading.get_ident())
+            if first == 8:
+                raise MemoryError("row 8")
+            if first >= 16:
+                time.sleep(0.005)
+            return real_rows(x, first, stop, *args)
+        finally:
+            running.remove(first)
+
+    with (patch.object(engine, "_BLOCK_BYTES", 1),
+          patch.object(engine, "_padded_rows", padded_rows),
+          pytest.raises(MemoryError, match="row 8")):  # fmt: skip
+        conv2d(x, weight, stride=2)
+    assert not running
+    assert len(seen) == 8 + 1 + 8 + 8
+    assert len(set(seen)) > 1  # spread over threads
+    with patch.object(engine, "_BLOCK_BYTES", 1):
+        np.testing.assert_array_equal(conv2d(x, weight, stride=2), np.ones((1, 1, 32, 4)))
+
+
+def test_a_forked_child_makes_its_own_engine_threads(engine_threads):
+    x = np.arange(64 * 16, dtype=np.float32).reshape(1, 1, 64, 16)
+    weight = np.full((1, 1, 2, 2), 0.25, np.float32)
+    engine_threads(2)
+    with patch.object(engine, "_BLOCK_BYTES", 1):
+        expected = conv2d(x, weight, stride=2)  # the parent's pool exists now
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            result = pool.apply_async(conv2d, (x, weight), {"stride": 2}).get(timeout=60)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_the_engine_takes_one_thread_unless_told(engine_threads):
+    assert engine.get_num_threads() == 1
+    engine_threads(3)
+    assert cnnfilters.get_num_threads() == 3
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(CnnFiltersError, match="threads must be a positive int"):
+            cnnfilters.set_num_threads(bad)
+    assert engine.get_num_threads() == 3
