@@ -29,15 +29,17 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from .defaults import PADDING_MODES
 from .errors import CnnFiltersError
 from .kernels import avg_pool_weight
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
     "PADDING_MODES",
@@ -336,6 +338,8 @@ def _spread(compute: Callable[[Blocks], None], blocks: Blocks) -> None:
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
     """The engine's pool with at least ``workers`` threads (made anew after a fork,
     whose child has none of its parent's threads)."""
+    from concurrent.futures import ThreadPoolExecutor  # 3.5 ms: only once threads are asked for
+
     global _pool
     with _pool_lock:
         pid = os.getpid()
