@@ -20,6 +20,8 @@ Conventions are those of ``torch.nn.functional``:
 Cost: one vectorised multiply-add over the whole output per non-zero kernel
 tap and input channel of a group, that is ``O(N * C_out * H_out * W_out *
 taps)`` arithmetic with no Python loop over pixels; all-zero taps are skipped.
+The output is computed in cache-sized blocks of rows, on the calling thread
+unless :func:`set_num_threads` spreads them over more.
 """
 
 from __future__ import annotations
@@ -266,7 +268,7 @@ def conv2d(
     row_reads = 1 if plan.sums_rows(kh, stride_hw[0], dilation_hw[0]) else stride_hw[0]
     blocks = list(_row_blocks(begin, end, n * c_in * padded_hw[1], dtype, row_reads))
 
-    def compute(span: Blocks) -> None:
+    def compute(span: _Blocks) -> None:
         for first, stop in span:
             block = _padded_rows(batch, first, stop, pads, padding_mode, (kh, kw), stride_hw,
                                  dilation_hw, dtype)  # fmt: skip
@@ -282,10 +284,20 @@ def conv2d(
 
 
 # Threads conv2d spreads its row blocks over (set_num_threads), and the pool that
-# runs all but the caller's share; a forked child makes a pool of its own.
+# runs all but the caller's share.
 _threads = 1
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (its process, threads, pool)
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (its threads, the pool)
 _pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    """In a forked child, which has none of its parent's threads (and may have its
+    lock taken): a pool and a lock of its own, made when first needed."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def set_num_threads(threads: int) -> None:
@@ -312,10 +324,10 @@ def get_num_threads() -> int:
     return _threads
 
 
-Blocks = list[tuple[int, int]]  # (first, stop) output-row ranges
+_Blocks = list[tuple[int, int]]  # (first, stop) output-row ranges
 
 
-def _spread(compute: Callable[[Blocks], None], blocks: Blocks) -> None:
+def _spread(compute: Callable[[_Blocks], None], blocks: _Blocks) -> None:
     """``compute`` over ``blocks``, in contiguous runs of blocks on up to
     :func:`get_num_threads` threads (this one takes the first run)."""
     parts = min(_threads, len(blocks))
@@ -336,19 +348,16 @@ def _spread(compute: Callable[[Blocks], None], blocks: Blocks) -> None:
 
 
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    """The engine's pool with at least ``workers`` threads (made anew after a fork,
-    whose child has none of its parent's threads)."""
+    """The engine's pool, with at least ``workers`` threads."""
     from concurrent.futures import ThreadPoolExecutor  # 3.5 ms: only once threads are asked for
 
     global _pool
     with _pool_lock:
-        pid = os.getpid()
-        if _pool is None or _pool[0] != pid or _pool[1] < workers:
-            if _pool is not None and _pool[0] == pid:
-                _pool[2].shutdown(wait=False)  # its threads end once their work is done
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="cnnfilters-engine")
-            _pool = (pid, workers, pool)
-        return _pool[2]
+        if _pool is None or _pool[0] < workers:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False)  # its threads end once their work is done
+            _pool = (workers, ThreadPoolExecutor(workers, thread_name_prefix="cnnfilters-engine"))
+        return _pool[1]
 
 
 def conv2d_grad(

@@ -482,7 +482,7 @@ def test_a_forked_child_makes_its_own_engine_threads(engine_threads):
         expected = conv2d(x, weight, stride=2)  # the parent's pool exists now
         context = multiprocessing.get_context("fork")
         with context.Pool(1) as pool:
-            result = pool.apply_async(conv2d, (x, weight), {"stride": 2}).get(timeout=60)
+            result = pool.apply_async(conv2d, (x, weight), {"stride": 2}).get(timeout=20)
     np.testing.assert_array_equal(result, expected)
 
 
