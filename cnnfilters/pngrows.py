@@ -27,12 +27,14 @@ with no transparency and no EXIF orientation to apply.
 
 from __future__ import annotations
 
+import io
 import queue
 import struct
 import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -56,12 +58,12 @@ class _Closed(Exception):
     """The reader went away: the background thread stops."""
 
 
-def streamable(image: Image.Image, path: Path) -> bool:
+def streamable(image: Image.Image, path: Path, data: bytes | None = None) -> bool:
     """Whether ``image`` (opened, not loaded) is a PNG that :class:`PngRows` reads exactly
     as the plain path does: one frame, 8-bit gray or RGB, not interlaced, no tRNS
     colour key, and no EXIF orientation (other than 1) to apply or to tell of
     (an eXIf chunk may come after the image data: the file's chunks are walked
-    to find one)."""
+    to find one). ``data``: the file's bytes, when they were read already."""
     if (
         image.format != "PNG"
         or image.mode not in _CHANNELS
@@ -72,7 +74,12 @@ def streamable(image: Image.Image, path: Path) -> bool:
         or _raw_mode(image.tile[0].args) != image.mode  # 8 bits a sample
     ):
         return False
-    return _orientation(path) == 1
+    return _orientation(_opened(path, data)) == 1
+
+
+def _opened(path: Path, data: bytes | None) -> IO[bytes]:
+    """The file to read: its bytes when they were read already, else the file itself."""
+    return io.BytesIO(data) if data is not None else open(path, "rb")
 
 
 def _raw_mode(args: object) -> object:
@@ -82,11 +89,11 @@ def _raw_mode(args: object) -> object:
     return args
 
 
-def _orientation(path: Path) -> int:
+def _orientation(file: IO[bytes]) -> int:
     """The EXIF orientation of a PNG's eXIf chunk (1 when it has none), from a walk of
     the chunks' headers that reads no pixel data; 0 when it cannot be told."""
     try:
-        with open(path, "rb") as handle:
+        with file as handle:
             handle.seek(8)
             while True:
                 head = handle.read(8)
@@ -107,16 +114,20 @@ def _orientation(path: Path) -> int:
 
 class PngRows:
     """The ``(C, H, W)`` uint8 pixels of a PNG that :func:`streamable` accepted, given
-    as strips of rows, once each, top to bottom (:meth:`take`).
+    as strips of rows, once each, top to bottom (:meth:`take`), or all at once
+    (:meth:`read_all`).
 
     Damage, or a failure of the decoder, is raised by :meth:`take` as an
     :class:`InputError` naming the file, and again by every later call.
     :meth:`close` lets the background thread go (any time; idempotent).
     """
 
-    def __init__(self, path: Path, mode: str, size: tuple[int, int], *, background: bool) -> None:
+    def __init__(self, path: Path, mode: str, size: tuple[int, int], *, background: bool,
+                 data: bytes | None = None) -> None:  # fmt: skip
+        """``data``: the file's bytes when they were read already (a small file), read
+        instead of the file."""
         width, height = size
-        self.path, self.mode = path, mode
+        self.path, self.mode, self._data = path, mode, data
         self.shape = (_CHANNELS[mode], height, width)
         self.dtype = np.dtype(np.uint8)
         self._background = background
@@ -145,6 +156,27 @@ class PngRows:
             raise
         self._next = stop
         return rows[np.newaxis] if rows.ndim == 2 else rows.transpose(2, 0, 1)
+
+    def read_all(self) -> np.ndarray:
+        """Every row at once, ``(H, W)`` or ``(H, W, 3)`` C-contiguous uint8 (the layout
+        of the plain decode), each band copied into place as it is decoded; then
+        :meth:`close`. Errors as :meth:`take`'s."""
+        channels, height, width = self.shape
+        if self._next:
+            raise ValueError(f"rows from 0 asked for; the next row is {self._next}")
+        pixels = np.empty((height, width) if channels == 1 else (height, width, channels),
+                          dtype=np.uint8)  # fmt: skip
+        try:
+            while self._next < height:
+                band = self._band()
+                pixels[self._next : self._next + len(band)] = band
+                self._next += len(band)
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self.close()
+        return pixels
 
     def _rows(self, count: int) -> np.ndarray:
         held = sum(len(band) for band in self._held)
@@ -215,7 +247,7 @@ class PngRows:
         pending = bytearray()
         previous: bytes | None = None  # the last decoded row, as stored (no filter byte)
         done = 0
-        with open(self.path, "rb") as handle:
+        with _opened(self.path, self._data) as handle:
             data = integrity.png_image_data(handle)
             try:
                 for piece in data:
@@ -275,7 +307,7 @@ class PngRows:
         except integrity.Damaged as exc:
             return self._damaged(exc)
         try:
-            with Image.open(self.path) as image:
+            with _opened(self.path, self._data) as file, Image.open(file) as image:
                 image.load()
         except Exception as exc:  # the plain path's words for this file
             error = exc

@@ -113,7 +113,8 @@ def test_convolve_errors(args, message, photo):
 def test_exported_weights_reproduce_the_constructions(tmp_path):
     result = invoke("kernels", "--export", tmp_path / "k.npz", "-k", "2")
     assert result.exit_code == 0, result.output
-    data = np.load(tmp_path / "k.npz")
+    with np.load(tmp_path / "k.npz") as archive:  # closes the archive
+        data = dict(archive)
     meta = {m["name"]: m for m in json.loads(str(data["metadata"]))}
     rng = np.random.default_rng(2)
     rgb = rng.integers(0, 256, (3, 12, 14)).astype(np.float32)

@@ -340,9 +340,10 @@ def test_pixels_equal_an_independent_decoders(name, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_a_small_file_is_read_once_and_checked_on_the_bytes_decoded(tmp_path, monkeypatch, fmt):
-    """A small PNG or JPEG is opened once: Pillow decodes the bytes the integrity check
-    walks, so a file rewritten between the two cannot pass one content's check with
-    another's pixels."""
+    """A small PNG or JPEG is opened once: the bytes the integrity check walks are
+    those decoded (by Pillow, or by the PNG walk that is the check), so a file
+    rewritten between the two cannot pass one content's check with another's
+    pixels."""
     import builtins
     import os
 
@@ -367,9 +368,15 @@ def test_a_small_file_is_read_once_and_checked_on_the_bytes_decoded(tmp_path, mo
         checked.append(data)
         return real_check(where, kind, starts, data)
 
+    def spying_walk(handle):  # a PNG's decode and check: one walk of the data
+        checked.append(handle.getvalue() if isinstance(handle, io.BytesIO) else None)
+        return real_walk(handle)
+
+    real_walk = integrity.png_image_data
     monkeypatch.setattr(builtins, "open", counting_open)
     monkeypatch.setattr(os, "open", counting_os_open)
     monkeypatch.setattr(integrity, "check_file", spying_check)
+    monkeypatch.setattr(integrity, "png_image_data", spying_walk)
     image = load_image(path)
     assert len(opened) == 1
     assert checked == [path.read_bytes()]

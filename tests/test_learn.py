@@ -95,11 +95,12 @@ def test_a_pair_gives_back_the_kernel_that_was_applied_and_rounded(pair, tmp_pat
 def test_the_layer_file_is_in_torch_layout_and_the_curve_is_a_picture(tmp_path, capsys):
     code, _, err = run(capsys, "learn", "avgpool", PHOTO, "-k", "2", "--out-dir", tmp_path, "-q")
     assert code == 0, err
-    layer = np.load(tmp_path / "ihc.learn-avgpool.npz")
-    metadata = json.loads(str(layer["metadata"]))[0]
-    assert layer["learned-avgpool.weight"].shape == (1, 1, 2, 2)
+    with np.load(tmp_path / "ihc.learn-avgpool.npz") as layer:  # closes the archive
+        metadata = json.loads(str(layer["metadata"]))[0]
+        weight = layer["learned-avgpool.weight"]
+    assert weight.shape == (1, 1, 2, 2)
     assert metadata["stride"] == 2 and metadata["padding"] == 0
-    np.testing.assert_allclose(layer["learned-avgpool.weight"], 0.25, atol=1e-3)
+    np.testing.assert_allclose(weight, 0.25, atol=1e-3)
     with Image.open(tmp_path / "ihc.learn-avgpool.loss.png") as curve:
         assert curve.size == (640, 360)
         assert len(np.unique(np.asarray(curve.convert("L")))) > 20  # a drawing, not a blank

@@ -8,6 +8,7 @@ streamed here by lowering the size from which it is done.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -161,7 +162,10 @@ def test_a_command_writes_the_same_file_streamed_or_not(mode, command, tmp_path,
     path = tmp_path / "in.png"
     photo(301, 211, mode).save(path)
     results = {}
-    for name, limit in (("plain", 1 << 40), ("streamed", 0)):
+    # Pillow's decode beside the check; the walk, whole; the walk as the rows are read.
+    for name, walk, limit in (("plain", False, 0), ("whole", True, 1 << 40),
+                              ("streamed", True, 0)):  # fmt: skip
+        monkeypatch.setattr(images, "_WALK_PNG", walk)
         monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", limit)
         monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)
         monkeypatch.setattr(commands, "_STRIP_BYTES", 1)  # strips of one window's rows
@@ -172,10 +176,66 @@ def test_a_command_writes_the_same_file_streamed_or_not(mode, command, tmp_path,
         checks = [{k: v for k, v in c.items() if k not in ("rmse", "psnr_db", "mean_abs")}
                   for c in item["checks"]]  # fmt: skip
         results[name] = (np.asarray(Image.open(out)), checks, item["notices"])
-    plain, streamed = results["plain"], results["streamed"]
-    np.testing.assert_array_equal(streamed[0], plain[0])
-    assert streamed[1:] == plain[1:]
-    assert len(streamed[1]) == 2 and all(c["passed"] for c in streamed[1])
+    plain = results["plain"]
+    for walked in (results["whole"], results["streamed"]):
+        np.testing.assert_array_equal(walked[0], plain[0])
+        assert walked[1:] == plain[1:]
+    assert len(plain[1]) == 2 and all(c["passed"] for c in plain[1])
+
+
+WHOLE_COMMANDS = [
+    ("gradient",),
+    ("gradient", "--on", "rgb"),
+    ("commute", "--activation", "gelu"),
+    ("convolve", "--kernel", "gaussian5", "--on", "rgb", "--raw"),
+    ("grayscale", "--raw"),
+]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("command", WHOLE_COMMANDS, ids=" ".join)
+def test_a_png_decoded_whole_by_the_walk_is_pillows_decode(mode, command, tmp_path, capsys,
+                                                           monkeypatch):  # fmt: skip
+    """Commands that need the whole image get it from the walk of the file that is
+    the damage check: every output file, check and notice as with Pillow's decode."""
+    path = tmp_path / "in.png"
+    photo(301, 211, mode).save(path)
+    monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)
+    results = {}
+    for name, walk in (("plain", False), ("walked", True)):
+        monkeypatch.setattr(images, "_WALK_PNG", walk)
+        out = tmp_path / name
+        code, stdout, err = run(capsys, *command, path, "--out-dir", out, "--json")
+        assert code == 0, err
+        item = json.loads(stdout)["inputs"][0]
+        checks = [{k: v for k, v in c.items() if k not in ("rmse", "psnr_db", "mean_abs")}
+                  for c in item["checks"]]  # fmt: skip
+        # Digests: a failing comparison of the files' bytes would take pytest minutes to show.
+        files = {Path(f).name: hashlib.sha256(Path(f).read_bytes()).hexdigest()
+                 for f in item["outputs"]}  # fmt: skip
+        results[name] = (files, checks, item["notices"], item["info"])
+    assert results["walked"] == results["plain"]
+    assert results["plain"][0] and all(c["passed"] for c in results["plain"][1])
+
+
+def test_only_what_the_walk_reads_exactly_is_walked(tmp_path):
+    """A small RGB PNG is decoded by the walk; an RGBA one by Pillow (same pixels)."""
+    rgb, rgba = tmp_path / "rgb.png", tmp_path / "rgba.png"
+    photo().save(rgb)
+    photo().convert("RGBA").save(rgba)
+    made = []
+    real = pngrows.PngRows.read_all
+
+    def read_all(self):
+        made.append(self.path)
+        return real(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pngrows.PngRows, "read_all", read_all)
+        walked = load_frames(rgb)[0]
+        plain = load_frames(rgba)[0]
+    assert made == [rgb]
+    np.testing.assert_array_equal(walked.pixels, plain.pixels)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
@@ -264,12 +324,17 @@ def test_a_bad_filter_type_fails_as_pillows_decode_does(tmp_path, capsys, monkey
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
                      + chunk(b"IDAT", zlib.compress(lines)) + chunk(b"IEND", b""))  # fmt: skip
     errors = {}
-    for name, limit in (("plain", 1 << 40), ("streamed", 0)):
+    for name, walk, limit in (("plain", False, 0), ("whole", True, 1 << 40),
+                              ("streamed", True, 0)):  # fmt: skip
+        monkeypatch.setattr(images, "_WALK_PNG", walk)
         monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", limit)
-        code, _, err = run(capsys, "grayscale", path, "-q")
-        assert code == 3, err
-        errors[name] = err
-    assert errors["streamed"] == errors["plain"]
+        for command in (("grayscale",), ("gradient",)):
+            code, _, err = run(capsys, *command, path, "-q")
+            assert code == 3, err
+            errors[name, command] = err
+    assert errors["whole", ("grayscale",)] == errors["plain", ("grayscale",)]
+    assert errors["streamed", ("grayscale",)] == errors["plain", ("grayscale",)]
+    assert errors["whole", ("gradient",)] == errors["plain", ("gradient",)]
     assert not (tmp_path / "filter.grayscale.png").exists()
 
 
