@@ -1,10 +1,11 @@
-"""The rows of a large PNG, decoded band by band while a command reads them once.
+"""A PNG decoded by one walk of its file, which is also its damage check.
 
 A command that reads an image's rows once, top to bottom (``grayscale``,
-``avgpool``),
-need not hold the whole decoded image: :class:`PngRows` reads the file as the
-rows are asked for. Its zlib stream is inflated here, with every check of
-:mod:`cnnfilters.integrity` made on the way (:func:`~cnnfilters.integrity.png_image_data`),
+``avgpool``), need not hold the whole decoded image: :class:`PngRows` reads
+the file as the rows are asked for (:meth:`PngRows.take`); any other caller
+gets the whole image, band by band into one array (:meth:`PngRows.read_all`).
+Its zlib stream is inflated here, with every check of :mod:`cnnfilters.integrity`
+made on the way (:func:`~cnnfilters.integrity.png_image_data`),
 and each band of filtered scanlines is given to Pillow's own PNG decoder to
 undo the filters (``Image.frombytes(..., "zip")``, as a stored zlib stream),
 after the previous band's last row as a row with no filter: so the pixels
@@ -16,11 +17,11 @@ pixel of a file found damaged at its end gets written: the command's output,
 written atomically, is then dropped and the input fails as it would have
 before any work.
 
-In the background (the default) a thread of its own decodes a few bands
-ahead of the reader: decoding overlaps the command's work. A batch worker,
-which has one core, decodes each band when it is asked for.
+In the background a thread of its own decodes a few bands ahead of the
+reader: decoding overlaps the command's work. A batch worker, which has one
+core, and :meth:`~PngRows.read_all` decode each band when it is asked for.
 
-Only what this decodes exactly as the plain path does is streamed (see
+Only what this decodes exactly as the plain path does is read so (see
 :func:`streamable`): a single-frame, non-interlaced, 8-bit gray or RGB PNG
 with no transparency and no EXIF orientation to apply.
 """
