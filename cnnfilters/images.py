@@ -474,7 +474,7 @@ def _walked_png(
     """A PNG that :func:`~cnnfilters.pngrows.streamable` accepts, decoded by one walk of
     the file: the damage check's inflate is the decode's, where Pillow's decode
     beside the check inflated the data twice (12 MP: 0.19 s of CPU against
-    0.40 s; 32 x 32: 0.19 ms against 0.23 ms on one core).
+    0.40 s; 640 x 480 on one core: 8.7 ms against 11.3 ms).
 
     As large as the images :func:`_decode_into_array` takes, it is given as its
     rows are read (:class:`~cnnfilters.pngrows.PngRows`, decoding in a thread of

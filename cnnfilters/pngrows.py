@@ -75,7 +75,7 @@ def streamable(image: Image.Image, path: Path, data: bytes | None = None) -> boo
         or _raw_mode(image.tile[0].args) != image.mode  # 8 bits a sample
     ):
         return False
-    return _orientation(_opened(path, data)) == 1
+    return _orientation(path, data) == 1
 
 
 def _opened(path: Path, data: bytes | None) -> IO[bytes]:
@@ -90,11 +90,11 @@ def _raw_mode(args: object) -> object:
     return args
 
 
-def _orientation(file: IO[bytes]) -> int:
+def _orientation(path: Path, data: bytes | None) -> int:
     """The EXIF orientation of a PNG's eXIf chunk (1 when it has none), from a walk of
     the chunks' headers that reads no pixel data; 0 when it cannot be told."""
     try:
-        with file as handle:
+        with _opened(path, data) as handle:
             handle.seek(8)
             while True:
                 head = handle.read(8)
