@@ -21,6 +21,8 @@ __all__ = ["ACTIVATIONS", "Activation", "Monotonicity", "get_activation"]
 
 Monotonicity = Literal["nondecreasing", "nonincreasing", "neither"]
 
+# Values an activation computes at a time (512 KB of float64): see Activation.__call__.
+_BLOCK = 1 << 16
 _SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
 _GELU_CUBIC = 0.044715
 LEAKY_SLOPE = 0.01
@@ -38,11 +40,21 @@ class Activation:
     smooth: bool = True
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``sigma(x)`` in ``x``'s float dtype (float32 for others), computed in float64
+        a block of :data:`_BLOCK` values at a time: every function is elementwise,
+        so the values are those of one call on the whole array, while the float64
+        temporaries stay in cache (12 MP of gradients through GELU: 0.5 GB of
+        them, and page faults on each, when made whole)."""
         x = np.asarray(x)
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+        out = np.empty(x.shape, dtype=dtype)
+        flat, into = x.reshape(-1), out.reshape(-1)  # a copy of x only if it is strided
         # NaN in, NaN out, quietly; overflow to inf is the caller's to judge.
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            return self.function(x.astype(np.float64)).astype(dtype)
+            for first in range(0, flat.size, _BLOCK):
+                block = flat[first : first + _BLOCK].astype(np.float64)
+                into[first : first + _BLOCK] = self.function(block)
+        return out
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         """``sigma'(x)`` in float64; at a kink, the value torch's autograd uses.
@@ -80,11 +92,12 @@ def _with_limits(
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3)))
+    # x * x * x, as PyTorch's tanh GELU: numpy's x**3 calls pow() for each value, 30x slower.
+    return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * (x * x * x))))
 
 
 def _gelu_grad(x: np.ndarray) -> np.ndarray:
-    inner = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3)
+    inner = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * (x * x * x))
     t = np.tanh(inner)
     d_inner = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_CUBIC * x**2)
     return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t**2) * d_inner

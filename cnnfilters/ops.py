@@ -213,8 +213,12 @@ def commute(
     unequal = (act_of_pool != pool_of_act) & ~(np.isnan(act_of_pool) & np.isnan(pool_of_act))
     # A finite input whose activation is infinite overflowed: inf on both sides
     # is no evidence of commutation, and inf on one side none against it.
-    overflow_in = (np.isinf(activated) & np.isfinite(x)).astype(np.float32)
-    overflowed_mask = max_pool2d(overflow_in, kernel_size, stride) > 0
+    infinite = np.isinf(activated)
+    if infinite.any():  # most often none: no mask to pool
+        overflow_in = (infinite & np.isfinite(x)).astype(np.float32)
+        overflowed_mask = max_pool2d(overflow_in, kernel_size, stride) > 0
+    else:
+        overflowed_mask = np.zeros(act_of_pool.shape, dtype=bool)
     overflowed_mask |= np.isinf(act_of_pool) & np.isfinite(pooled)
     overflowed = int(np.count_nonzero(overflowed_mask))
     unequal &= ~overflowed_mask

@@ -99,3 +99,27 @@ def test_unknown_activation_lists_the_names():
         get_activation("mish")
     assert get_activation("Leaky-ReLU").name == "leaky_relu"
     assert get_activation("swish").name == "silu"
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activations_in_blocks_equal_one_call_on_the_whole_array(name, dtype, monkeypatch, rng):
+    """Activations run a block of values at a time; every one is elementwise, so the
+    bits are those of the function on the whole array, infinities and NaN included,
+    for a strided input too."""
+    from cnnfilters import activations
+
+    act = get_activation(name)
+    x = (rng.standard_normal((3, 17, 23)) * 40).astype(dtype)
+    x.flat[::13] = np.inf
+    x.flat[5::13] = -np.inf
+    x.flat[7::13] = np.nan
+    x.flat[9::13] = 0.0
+    view = x[:, ::2, 1::3]  # not contiguous
+    monkeypatch.setattr(activations, "_BLOCK", 10)
+    with np.errstate(all="ignore"):
+        for values in (x, view):
+            whole = act.function(values.astype(np.float64)).astype(dtype)
+            blocks = act(values)
+            assert blocks.dtype == dtype and blocks.shape == values.shape
+            np.testing.assert_array_equal(blocks, whole)
