@@ -143,6 +143,28 @@ def test_commute_reports_counterexamples_and_exact_commutation(gray_png):
             assert gray_png.with_name(f"steps.{act}.{part}.png").exists()
 
 
+def test_commute_raw_values_are_both_orders_and_their_exact_difference(rgb_png, monkeypatch):
+    """--raw writes each map's float values; the difference's, made by strips when it
+    is written, is the float64 difference of the two orders, as ops.commute gives."""
+    from cnnfilters import commands, ops
+
+    monkeypatch.setattr(commands, "_STRIP_BYTES", 1)  # a strip per pooled row
+    result = invoke("commute", rgb_png, "-a", "gelu", "-a", "square", "--on", "centered",
+                    "--raw", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with Image.open(rgb_png) as image:
+        pixels = np.moveaxis(np.asarray(image.convert("RGB")), -1, 0)
+    x = ((pixels - 127.5) / 127.5).astype(np.float32)
+    for act in ("gelu", "square"):
+        expected = ops.commute(x, act)
+        values = {part: np.load(rgb_png.with_name(f"photo.{act}.{part}.npy"))
+                  for part in ("act-of-pool", "pool-of-act", "diff")}  # fmt: skip
+        np.testing.assert_array_equal(values["act-of-pool"], expected.act_of_pool)
+        np.testing.assert_array_equal(values["pool-of-act"], expected.pool_of_act)
+        assert values["diff"].dtype == np.float64
+        np.testing.assert_array_equal(values["diff"], expected.difference)
+
+
 def test_commute_all_is_the_default(gray_png):
     result = invoke(
         "commute", gray_png, "--on", "centered", "--json", "--out-dir", gray_png.parent / "c"
