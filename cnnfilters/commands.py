@@ -38,7 +38,7 @@ from .defaults import (
     OPTIMIZERS,
     PADDING_MODES,
 )
-from .engine import conv2d
+from .engine import conv2d, max_pool2d
 from .errors import CnnFiltersError, InputError
 from .images import (
     LoadedImage,
@@ -818,19 +818,23 @@ class CommuteOptions(Command):
         """Both orders of activation and max pooling, per activation, with counterexamples."""
         result = Result()
         x = _commute_input(image, self.on)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float32)  # as ops.commute computes
         units: dict[str, float] = {}
         for name in self.activations:
             outcome = ops.commute(x, get_activation(name), self.kernel_size, self.stride)
             result.checks.append(_commute_check(outcome))
+            # Only --raw reads the float values: they are made again by strips then,
+            # not held until the run ends (two float32 maps and a float64 one for each
+            # activation: 0.9 GB for 12 MP of gradients and the 13 activations).
+            orders = _CommuteOrders(x, outcome)
             for suffix, values, what in (
                 ("act-of-pool", outcome.act_of_pool, f"{name}(maxpool(x))"),
                 ("pool-of-act", outcome.pool_of_act, f"maxpool({name}(x))"),
                 ("diff", outcome.difference, f"{name}(maxpool(x)) - maxpool({name}(x))"),
             ):
                 pixels, scale = signed_to_image(mosaic(values, gap=2), 8)
-                if suffix == "diff":  # made again for --raw, by strips: not held meanwhile
-                    values = _difference_rows(outcome)
-                result.outputs[f"{name}.{suffix}"] = Output(pixels, values, what)
+                result.outputs[f"{name}.{suffix}"] = Output(pixels, orders.rows(suffix), what)
                 units[f"{name}.{suffix}"] = scale
         result.info.update(
             on=self.on,
@@ -849,20 +853,48 @@ class CommuteOptions(Command):
         return result
 
 
-def _difference_rows(outcome: ops.CommuteResult) -> Rows:
-    """``outcome.difference`` (float64) as strips made when asked for: with every
-    activation, each held whole took 8 bytes a pooled value until the run ended
-    (0.6 GB for 12 MP of gradients and the 13 activations)."""
-    act_of_pool, pool_of_act = outcome.act_of_pool, outcome.pool_of_act
-    channels, height, width = act_of_pool.shape
-    step = max(1, _STRIP_BYTES // max(1, channels * width * 8))
+class _CommuteOrders:
+    """An activation's two orders and their difference, made again a strip of output
+    rows at a time: ``sigma(maxpool(x))`` from the rows of ``maxpool(x)``,
+    ``maxpool(sigma(x))`` from the input rows under them. Activations are
+    elementwise and a window's maximum is exact, so every value is the one of
+    :func:`~cnnfilters.ops.commute` on the whole input."""
 
-    def strips() -> Iterator[np.ndarray]:
-        for first in range(0, height, step):
-            rows = slice(first, first + step)
-            yield act_of_pool[:, rows].astype(np.float64) - pool_of_act[:, rows].astype(np.float64)
+    def __init__(self, x: np.ndarray, outcome: ops.CommuteResult) -> None:
+        self.x = x
+        self.activation = get_activation(outcome.activation)
+        self.kernel, self.stride = outcome.kernel_size, outcome.stride
+        self.shape = outcome.act_of_pool.shape
+        self.dtype = outcome.act_of_pool.dtype
 
-    return Rows((channels, height, width), np.float64, strips)
+    def rows(self, order: str) -> Rows:
+        """``act-of-pool``, ``pool-of-act`` (in ``x``'s float dtype) or ``diff`` (float64)."""
+        channels, height, width = self.shape
+        dtype = np.float64 if order == "diff" else self.dtype
+        step = max(1, _STRIP_BYTES // max(1, channels * width * np.dtype(dtype).itemsize))
+
+        def strips() -> Iterator[np.ndarray]:
+            for first in range(0, height, step):
+                stop = min(height, first + step)
+                if order == "act-of-pool":
+                    yield self._act_of_pool(first, stop)
+                elif order == "pool-of-act":
+                    yield self._pool_of_act(first, stop)
+                else:
+                    yield (self._act_of_pool(first, stop).astype(np.float64)
+                           - self._pool_of_act(first, stop).astype(np.float64))  # fmt: skip
+
+        return Rows(self.shape, dtype, strips)
+
+    def _inputs(self, first: int, stop: int) -> np.ndarray:
+        """The input rows that output rows ``first..stop`` pool."""
+        return self.x[:, first * self.stride[0] : (stop - 1) * self.stride[0] + self.kernel[0]]
+
+    def _act_of_pool(self, first: int, stop: int) -> np.ndarray:
+        return self.activation(max_pool2d(self._inputs(first, stop), self.kernel, self.stride))
+
+    def _pool_of_act(self, first: int, stop: int) -> np.ndarray:
+        return max_pool2d(self.activation(self._inputs(first, stop)), self.kernel, self.stride)
 
 
 def _commute_input(image: LoadedImage, on: str) -> np.ndarray:

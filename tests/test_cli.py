@@ -143,26 +143,31 @@ def test_commute_reports_counterexamples_and_exact_commutation(gray_png):
             assert gray_png.with_name(f"steps.{act}.{part}.png").exists()
 
 
-def test_commute_raw_values_are_both_orders_and_their_exact_difference(rgb_png, monkeypatch):
-    """--raw writes each map's float values; the difference's, made by strips when it
-    is written, is the float64 difference of the two orders, as ops.commute gives."""
+@pytest.mark.parametrize(("on", "window"), [("centered", ()), ("raw", ("-k", "3", "--stride", "2")),
+                                           ("gradient", ("-k", "2", "--stride", "1"))])  # fmt: skip
+def test_commute_raw_values_are_both_orders_and_their_exact_difference(rgb_png, monkeypatch, on,
+                                                                       window):  # fmt: skip
+    """--raw writes each map's float values, made again by strips when written: the two
+    orders and their float64 difference, as ops.commute gives on the whole input
+    (windows side by side and overlapping; a strip per pooled row)."""
     from cnnfilters import commands, ops
+    from cnnfilters.images import load_image
 
-    monkeypatch.setattr(commands, "_STRIP_BYTES", 1)  # a strip per pooled row
-    result = invoke("commute", rgb_png, "-a", "gelu", "-a", "square", "--on", "centered",
+    monkeypatch.setattr(commands, "_STRIP_BYTES", 1)
+    result = invoke("commute", rgb_png, "-a", "gelu", "-a", "square", "--on", on, *window,
                     "--raw", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
-    with Image.open(rgb_png) as image:
-        pixels = np.moveaxis(np.asarray(image.convert("RGB")), -1, 0)
-    x = ((pixels - 127.5) / 127.5).astype(np.float32)
+    x = commands._commute_input(load_image(rgb_png), on)
+    kernel, stride = (int(window[1]), int(window[3])) if window else (2, None)
     for act in ("gelu", "square"):
-        expected = ops.commute(x, act)
+        expected = ops.commute(x, act, kernel, stride)
         values = {part: np.load(rgb_png.with_name(f"photo.{act}.{part}.npy"))
                   for part in ("act-of-pool", "pool-of-act", "diff")}  # fmt: skip
         np.testing.assert_array_equal(values["act-of-pool"], expected.act_of_pool)
         np.testing.assert_array_equal(values["pool-of-act"], expected.pool_of_act)
         assert values["diff"].dtype == np.float64
         np.testing.assert_array_equal(values["diff"], expected.difference)
+        assert np.count_nonzero(values["diff"]) == expected.differing  # those windows only
 
 
 def test_commute_all_is_the_default(gray_png):
