@@ -818,8 +818,6 @@ class CommuteOptions(Command):
         """Both orders of activation and max pooling, per activation, with counterexamples."""
         result = Result()
         x = _commute_input(image, self.on)
-        if x.dtype not in (np.float32, np.float64):
-            x = x.astype(np.float32)  # as ops.commute computes
         units: dict[str, float] = {}
         for name in self.activations:
             outcome = ops.commute(x, get_activation(name), self.kernel_size, self.stride)
@@ -898,6 +896,8 @@ class _CommuteOrders:
 
 
 def _commute_input(image: LoadedImage, on: str) -> np.ndarray:
+    """The float array ``commute`` pools (float32, or float64 as some float images
+    are): what ops.commute would compute on, which the --raw maps read again."""
     if on == "gradient":
         dy, dx = ops.gradients(gray_levels(image))
         return np.concatenate([dy, dx])
@@ -908,7 +908,8 @@ def _commute_input(image: LoadedImage, on: str) -> np.ndarray:
             low, high = float(image.pixels.min()), float(image.pixels.max())
         half = (high - low) / 2 or 1.0
         return ((image.pixels - (low + half)) / half).astype(np.float32)
-    return image.pixels
+    pixels = image.pixels
+    return pixels if pixels.dtype in (np.float32, np.float64) else pixels.astype(np.float32)
 
 
 def _commute_check(outcome: ops.CommuteResult) -> Check:
