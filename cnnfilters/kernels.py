@@ -7,6 +7,7 @@ they load as they are into ``torch.nn.Conv2d(...).weight``; each
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -219,7 +220,7 @@ def parse_grayscale_weights(spec: str | tuple[float, float, float]) -> tuple[flo
         values = tuple(float(v) for v in spec)
         if len(values) != 3:
             raise CnnFiltersError(f"grayscale weights must be three numbers, got {spec!r}")
-    if not all(np.isfinite(values)):
+    if not all(map(math.isfinite, values)):
         raise CnnFiltersError(f"grayscale weights must be finite, got {spec!r}")
     if max(abs(v) for v in values) > 1e6:  # also keeps the weighted sums far from float32's max
         raise CnnFiltersError(f"grayscale weights must be at most 1e6 in size, got {spec!r}")

@@ -17,6 +17,7 @@ import dataclasses
 import gc
 import heapq
 import itertools
+import math
 import os
 import signal
 import sys
@@ -1219,7 +1220,7 @@ def _held_bytes(image: LoadedImage) -> int:
     as its rows are read)."""
     pixels = image.pixels
     itemsize = pixels.dtype.itemsize if isinstance(pixels, np.ndarray) else 1
-    return int(np.prod(pixels.shape)) * itemsize
+    return math.prod(pixels.shape) * itemsize
 
 
 def _describe(item: InputReport, image: LoadedImage) -> None:

@@ -297,6 +297,31 @@ def test_errors_quote_what_they_got(call, message):
         call()
 
 
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"stride": (True, 1)}, r"stride must be an int or a pair of ints, got \(True, 1\)"),
+    ({"groups": True}, r"groups must be a positive int, got True"),
+    ({"padding": [1, True]}, r"padding must be an int or a pair of ints, got \[1, True\]"),
+    ({"dilation": (1, 1.0)}, r"dilation must be an int or a pair of ints, got \(1, 1.0\)"),
+])  # fmt: skip
+def test_the_layout_cache_lets_no_wrong_argument_through(bad, message, rng):
+    """A batch works each convolution's shapes out once; an argument equal to a cached
+    good one (True == 1, 1.0 == 1) still meets its own check, every time."""
+    x, weight = rng.standard_normal((2, 8, 8)), rng.standard_normal((2, 2, 3, 3))
+    good = {"stride": (1, 1), "groups": 1, "padding": (1, 1), "dilation": (1, 1)}
+    expected = conv2d(x, weight, **good)
+    for _ in range(2):
+        np.testing.assert_array_equal(conv2d(x, weight, **good), expected)
+        with pytest.raises(CnnFiltersError, match=message):
+            conv2d(x, weight, **{**good, **bad})
+    # numpy ints are taken as the ints they hold (worked out afresh, as lists are).
+    numpy_ints = {"stride": np.int64(1), "groups": np.int32(1), "padding": [1, 1]}
+    np.testing.assert_array_equal(conv2d(x, weight, **numpy_ints), expected)
+    # An input of another size gets its own shapes, not the cached ones.
+    assert conv2d(rng.standard_normal((2, 5, 7)), weight, **good).shape == (2, 5, 7)
+    with pytest.raises(CnnFiltersError, match="kernel size 3 is larger than the padded input"):
+        conv2d(rng.standard_normal((2, 2, 2)), weight)
+
+
 # ------------------------------------------------------------ backward pass
 
 
