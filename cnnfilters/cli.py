@@ -377,21 +377,25 @@ def _finish(
 
 def _run_image_command(command: Command, inputs: list[Path], shared: Shared) -> None:
     """Run an image command over its inputs with the shared options, then exit."""
+    # Standard input and output go through a scratch folder, removed however we leave.
+    # A run that uses neither makes none (the folder and tempfile's import: 2 ms).
+    if all(os.fsdecode(path) != "-" for path in [*inputs, shared.output or ""]):
+        raise typer.Exit(_run_image_inputs(command, inputs, shared, None))
     import tempfile
 
-    # Standard input and output go through a scratch folder, removed however we leave.
     with tempfile.TemporaryDirectory(prefix="cnnfilters-") as scratch:
         code = _run_image_inputs(command, inputs, shared, Path(scratch))
     raise typer.Exit(code)
 
 
-def _sources(inputs: list[Path], shared: Shared, scratch: Path) -> InputStream:
+def _sources(inputs: list[Path], shared: Shared, scratch: Path | None) -> InputStream:
     """The run's inputs, streamed: a folder is read when the run gets to it."""
     from .inputs import stdin_source, stream_inputs
 
     def stdin() -> Source:
         if sys.stdin is None or sys.stdin.isatty():
             raise CnnFiltersError("-: no image on standard input (pipe one in)")
+        assert scratch is not None  # made for a run that reads "-"
         return stdin_source(sys.stdin.buffer.read(), scratch)
 
     return stream_inputs(inputs, recursive=shared.recursive, stdin=stdin)
@@ -411,9 +415,11 @@ def _check_outputs(command: Command, shared: Shared, several: bool) -> bool:
     return to_stdout
 
 
-def _as_typed(scratch: Path) -> Callable[[Any], None]:
+def _as_typed(scratch: Path | None) -> Callable[[Any], None]:
     """Name standard input ``-`` in an entry, as the user typed it, not by the scratch
-    file it was kept in (``stdin.<format>`` in the run's scratch folder)."""
+    file it was kept in (``stdin.<format>`` in the run's scratch folder, if any)."""
+    if scratch is None:
+        return lambda item: None
     import re
 
     kept = re.compile(re.escape(os.fsdecode(scratch) + os.sep) + r"stdin\.\w+")
@@ -448,7 +454,9 @@ def _announcer(
     return on_input
 
 
-def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scratch: Path) -> int:
+def _run_image_inputs(
+    command: Command, inputs: list[Path], shared: Shared, scratch: Path | None
+) -> int:
     from .run import run
 
     sources = _sources(inputs, shared, scratch)
@@ -457,7 +465,7 @@ def _run_image_inputs(command: Command, inputs: list[Path], shared: Shared, scra
     several = len(sources.named) > 1 or (sources.arguments > 0 and (
         shared.output is None or len(sources.peek(2)) > 1))  # fmt: skip
     to_stdout = _check_outputs(command, shared, several)
-    output = scratch / "stdout.png" if to_stdout else shared.output
+    output = scratch / "stdout.png" if to_stdout and scratch is not None else shared.output
     settings = shared.settings(output=output)
     if shared.dry_run:
         return _dry_run(command, sources, settings)

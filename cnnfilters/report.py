@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -400,6 +399,8 @@ def to_json(value: Any, *, indent: int | None = None) -> str:
     """Strict JSON of a report's data: numpy values as numbers and lists, and the
     non-finite floats JSON cannot hold as the strings ``"inf"``, ``"-inf"``
     and ``"nan"`` (a counterexample window whose values overflowed, ...)."""
+    import json  # 1.2 ms: only a run that writes JSON pays it
+
     return json.dumps(_finite(value), indent=indent, allow_nan=False)
 
 

@@ -27,15 +27,7 @@ import warnings
 from array import array
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import (
-    ALL_COMPLETED,
-    FIRST_COMPLETED,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    wait,
-)
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -696,7 +688,7 @@ class _Pool:
         """Fork the workers (a process pool's), with the signals blocked, so that none of
         them meets Ctrl-C before its own handler is in place (it unblocks them then);
         a signal meanwhile is delivered right after."""
-        if isinstance(self.executor, ProcessPoolExecutor):
+        if _is_process_pool(self.executor):
             with _signals_blocked():
                 self.executor.submit(int)
             self._processes = getattr(self.executor, "_processes", None) or {}
@@ -799,7 +791,7 @@ def _run_chunks(
     fail_fast = tasks.settings.fail_fast
     retries = _Retries()
     pool.start()
-    if not isinstance(pool.executor, ProcessPoolExecutor):
+    if not _is_process_pool(pool.executor):
         with _signals_blocked():  # a cluster's first task: no process of ours is forked
             _submit(pool, tasks, chunks, futures, 1)
     stop = False
@@ -971,7 +963,9 @@ def _submit(
             return
         try:
             futures[tasks.submit(pool.executor, chunk)] = chunk
-        except BrokenProcessPool:
+        except Exception as exc:
+            if not _broken_pool(exc):
+                raise
             pool.held.insert(0, chunk)
             return
 
@@ -995,7 +989,22 @@ def _died(future: Future) -> bool:
     """Whether ``future`` failed because a worker of its pool died."""
     if not future.done() or future.cancelled():
         return False
-    return isinstance(future.exception(), BrokenProcessPool)
+    return _broken_pool(future.exception())
+
+
+# A process pool's module (multiprocessing with it, 4 ms) is imported only by a run that
+# starts one: until then no executor is a process pool and no error is its breaking.
+
+
+def _is_process_pool(executor: Executor) -> bool:
+    process = sys.modules.get("concurrent.futures.process")
+    return process is not None and isinstance(executor, process.ProcessPoolExecutor)
+
+
+def _broken_pool(error: BaseException | None) -> bool:
+    """Whether ``error`` says a process pool lost a worker (``BrokenProcessPool``)."""
+    process = sys.modules.get("concurrent.futures.process")
+    return process is not None and isinstance(error, process.BrokenProcessPool)
 
 
 def _absolute_paths() -> Callable[[Path], str]:
@@ -1302,6 +1311,7 @@ def _executor(settings: Settings, tasks: int) -> Executor | None:
     if jobs <= 1:
         return None
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     for name, value in _SINGLE_THREAD_ENV.items():
         os.environ.setdefault(name, value)

@@ -389,3 +389,31 @@ def test_help_and_version_import_neither_numpy_nor_pillow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", ["grayscale", "gradient", "avgpool"])
+def test_a_run_of_one_file_imports_no_pool_no_json_and_no_scratch_folder(command, tmp_path):
+    """A run of one file, by hand or in a shell loop over thousands, starts no process
+    pool, writes no JSON, learns nothing and reads no standard input: multiprocessing,
+    the pool, json, the learn module and tempfile (the scratch folder for standard
+    input and output) stay unimported, 8 ms of its start. With --json, json is."""
+    from PIL import Image
+
+    image = tmp_path / "in.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    unused = ("multiprocessing", "concurrent.futures.process", "json", "tempfile",
+              "cnnfilters.learn")  # fmt: skip
+    code = (
+        "import sys\n"
+        "from cnnfilters.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        f"print(code, sorted(m for m in {unused!r} if m in sys.modules))\n"
+    )
+    args = [command, str(image), "--out-dir", str(tmp_path / "out"), "-q"]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0 []\n"
+    done = subprocess.run([sys.executable, "-c", code, *args[:-1], "--json", "--force"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0 ['json']"
