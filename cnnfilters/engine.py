@@ -571,8 +571,9 @@ def _layout(
 
 
 # A batch convolves thousands of images of one size with the same arguments: their
-# checked shapes are worked out once (about 10 us a call, a third of the engine's
-# time on a 32 x 32 image). An argument that fails a check raises every time.
+# checked shapes are worked out once (3.6 us a call, against 0.7 us looked up with
+# the check of the arguments; the engine's grayscale of a 32 x 32 image took 23 us).
+# An argument that fails a check raises every time.
 _cached_layout = functools.lru_cache(maxsize=64)(_layout)
 
 
