@@ -992,17 +992,16 @@ def _died(future: Future) -> bool:
     return _broken_pool(future.exception())
 
 
-# A process pool's module (multiprocessing with it, 4 ms) is imported only by a run that
-# starts one: until then no executor is a process pool and no error is its breaking.
-
-
 def _is_process_pool(executor: Executor) -> bool:
+    """Whether ``executor`` is a process pool. Its module (and multiprocessing with it,
+    4 ms) is imported only by a run that starts one: until then none is."""
     process = sys.modules.get("concurrent.futures.process")
     return process is not None and isinstance(executor, process.ProcessPoolExecutor)
 
 
 def _broken_pool(error: BaseException | None) -> bool:
-    """Whether ``error`` says a process pool lost a worker (``BrokenProcessPool``)."""
+    """Whether ``error`` says a process pool lost a worker (``BrokenProcessPool``; as
+    :func:`_is_process_pool`, never before a pool was started)."""
     process = sys.modules.get("concurrent.futures.process")
     return process is not None and isinstance(error, process.BrokenProcessPool)
 
