@@ -6,6 +6,7 @@ with pixel values on their file scale and returns float results.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -164,6 +165,40 @@ class CommuteResult:
         return True
 
 
+# Values a comparison of the two orders takes at a time (about 1 MB of temporaries).
+_GAP_BLOCK = 1 << 16
+# Bytes of input a strip of commute's pooled rows reads, at most (one row of windows
+# may read more).
+_COMMUTE_STRIP_BYTES = 2 << 20
+
+
+def _pooled_strips(
+    x: np.ndarray, rows: int, kernel: tuple[int, int], stride: tuple[int, int]
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The output rows ``first..stop`` of an unpadded max pooling of ``x`` (``rows`` in
+    all), a strip at a time, each with the input rows its windows cover."""
+    row_bytes = x[..., 0, :].nbytes * stride[0]
+    step = max(1, _COMMUTE_STRIP_BYTES // max(1, row_bytes))
+    for first in range(0, rows, step):
+        stop = min(rows, first + step)
+        yield first, stop, x[..., first * stride[0] : (stop - 1) * stride[0] + kernel[0], :]
+
+
+def _largest_gap(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """``max |a - b|`` in float64 over ``where`` (0 if nowhere; NaN if a gap is NaN), a
+    block at a time: a non-monotone activation differs on most windows, and the
+    whole-array float64 gaps took twice the input's memory (12 MP of gradients: 192 MB)."""
+    flat_a, flat_b, flat_where = a.reshape(-1), b.reshape(-1), where.reshape(-1)
+    largest = [0.0]
+    for first in range(0, flat_a.size, _GAP_BLOCK):
+        block = slice(first, first + _GAP_BLOCK)
+        chosen = flat_where[block]
+        if chosen.any():
+            gaps = flat_a[block][chosen].astype(np.float64) - flat_b[block][chosen]
+            largest.append(np.max(np.abs(gaps)))
+    return float(np.max(largest))
+
+
 def _window_details(
     x: np.ndarray,
     activation: Activation,
@@ -206,33 +241,40 @@ def commute(
     kernel = positive_pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else positive_pair(stride, "stride")
     pooled = max_pool2d(x, kernel_size, stride)
-    activated = act(x)
     act_of_pool = act(pooled)
-    pool_of_act = max_pool2d(activated, kernel_size, stride)
-    # NaN in a window makes both sides NaN: equal, as np.array_equal(equal_nan=True).
-    unequal = (act_of_pool != pool_of_act) & ~(np.isnan(act_of_pool) & np.isnan(pool_of_act))
+    pool_of_act = np.empty_like(act_of_pool)
     # A finite input whose activation is infinite overflowed: inf on both sides
     # is no evidence of commutation, and inf on one side none against it.
-    infinite = np.isinf(activated)
-    if infinite.any():  # most often none: no mask to pool
-        overflow_in = (infinite & np.isfinite(x)).astype(np.float32)
-        overflowed_mask = max_pool2d(overflow_in, kernel_size, stride) > 0
-    else:
-        overflowed_mask = np.zeros(act_of_pool.shape, dtype=bool)
+    overflowed_mask = np.zeros(act_of_pool.shape, dtype=bool)
+    # sigma(max) = min(sigma) for a nonincreasing sigma: the min pool is -maxpool(-v).
+    min_pool = np.empty_like(act_of_pool) if act.monotonicity == "nonincreasing" else None
+    for first, stop, inputs in _pooled_strips(x, act_of_pool.shape[-2], kernel, stride):
+        # sigma(x) a strip of output rows at a time, from the input rows they pool:
+        # elementwise, and a window's maximum is exact, so these are the values of
+        # one call on the whole input (whose sigma(x), a float array the size of
+        # the input, was the largest array of all: 96 MB for 12 MP of gradients).
+        activated = act(inputs)
+        pool_of_act[..., first:stop, :] = max_pool2d(activated, kernel, stride)
+        infinite = np.isinf(activated)
+        if infinite.any():  # most often none: no mask to pool
+            overflow_in = (infinite & np.isfinite(inputs)).astype(np.float32)
+            overflowed_mask[..., first:stop, :] = max_pool2d(overflow_in, kernel, stride) > 0
+        if min_pool is not None:
+            np.negative(activated, out=activated)  # a new array: negated where it lies
+            np.negative(max_pool2d(activated, kernel, stride), out=min_pool[..., first:stop, :])
+    min_identity = None if min_pool is None else bool(np.array_equal(act_of_pool, min_pool))
+    # NaN in a window makes both sides NaN: equal, as np.array_equal(equal_nan=True).
+    unequal = (act_of_pool != pool_of_act) & ~(np.isnan(act_of_pool) & np.isnan(pool_of_act))
     overflowed_mask |= np.isinf(act_of_pool) & np.isfinite(pooled)
     overflowed = int(np.count_nonzero(overflowed_mask))
     unequal &= ~overflowed_mask
     differing = int(np.count_nonzero(unequal))
-    gaps = np.abs(act_of_pool[unequal].astype(np.float64) - pool_of_act[unequal])
-    max_abs = float(np.max(gaps, initial=0.0))
+    max_abs = _largest_gap(act_of_pool, pool_of_act, unequal)
     counterexample = None
     if differing:
-        first = tuple(np.argwhere(unequal)[0])
+        # The first in C order (argmax of a mask), without listing every other one.
+        first = np.unravel_index(int(np.argmax(unequal)), unequal.shape)
         counterexample = _window_details(x, act, first, kernel, stride)
-    min_identity = None
-    if act.monotonicity == "nonincreasing":
-        # sigma(max) = min(sigma): the min pool is -maxpool(-v), exact in floats.
-        min_identity = bool(np.array_equal(act_of_pool, -max_pool2d(-act(x), kernel_size, stride)))
     return CommuteResult(
         activation=act.name,
         monotonicity=act.monotonicity,
