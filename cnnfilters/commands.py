@@ -48,6 +48,7 @@ from .images import (
     mosaic,
     pil_image,
     quantize,
+    signed_mosaic,
     signed_to_image,
     unsigned_to_image,
 )
@@ -829,11 +830,14 @@ class CommuteOptions(Command):
             # activation: 0.9 GB for 12 MP of gradients and the 13 activations).
             orders = _CommuteOrders(x, outcome)
             for suffix, values, what in (
-                ("act-of-pool", outcome.act_of_pool, f"{name}(maxpool(x))"),
-                ("pool-of-act", outcome.pool_of_act, f"maxpool({name}(x))"),
-                ("diff", outcome.difference, f"{name}(maxpool(x)) - maxpool({name}(x))"),
-            ):
-                pixels, scale = signed_to_image(mosaic(values, gap=2), 8)
+                ("act-of-pool", _held_rows(outcome.act_of_pool), f"{name}(maxpool(x))"),
+                ("pool-of-act", _held_rows(outcome.pool_of_act), f"maxpool({name}(x))"),
+                ("diff", _held_rows(outcome.act_of_pool, outcome.pool_of_act),
+                 f"{name}(maxpool(x)) - maxpool({name}(x))"),
+            ):  # fmt: skip
+                # Drawn a strip at a time: the float64 difference, its mosaic and its
+                # absolute values were each a whole map (48 MB for 12 MP of gradients).
+                pixels, scale = signed_mosaic(values, gap=2)
                 result.outputs[f"{name}.{suffix}"] = Output(pixels, orders.rows(suffix), what)
                 units[f"{name}.{suffix}"] = scale
         result.info.update(
@@ -895,6 +899,24 @@ class _CommuteOrders:
 
     def _pool_of_act(self, first: int, stop: int) -> np.ndarray:
         return max_pool2d(self.activation(self._inputs(first, stop)), self.kernel, self.stride)
+
+
+def _held_rows(values: np.ndarray, minus: np.ndarray | None = None) -> Rows:
+    """A held ``(C, H, W)`` map as strips of rows; with ``minus``, the difference of the
+    two in float64 (as :attr:`~cnnfilters.ops.CommuteResult.difference`)."""
+    channels, height, width = values.shape
+    dtype = values.dtype if minus is None else np.dtype(np.float64)
+    step = max(1, _STRIP_BYTES // max(1, channels * width * dtype.itemsize))
+
+    def strips() -> Iterator[np.ndarray]:
+        for first in range(0, height, step):
+            strip = values[:, first : first + step]
+            if minus is None:
+                yield strip
+            else:
+                yield strip.astype(np.float64) - minus[:, first : first + step].astype(np.float64)
+
+    return Rows(values.shape, dtype.type, strips)
 
 
 def _commute_input(image: LoadedImage, on: str) -> np.ndarray:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageFile, ImageOps
 
 from cnnfilters import conv2d, gradients
@@ -11,8 +14,10 @@ from cnnfilters.images import (
     ReadOptions,
     Rows,
     load_image,
+    mosaic,
     pil_image,
     quantize,
+    signed_mosaic,
     signed_to_image,
 )
 from cnnfilters.kernels import gradient_weight
@@ -83,6 +88,35 @@ def test_signed_maps_put_zero_at_mid_gray_without_clipping():
     np.testing.assert_array_equal(pixels, [1, 128, 128, 129, 255])  # 127.5 and 128.5 round up
     same_scale, _ = signed_to_image(values[:2], units=units)
     np.testing.assert_array_equal(same_scale, pixels[:2])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=hnp.arrays(
+        st.sampled_from([np.float32, np.float64]),
+        st.tuples(st.integers(1, 4), st.integers(1, 9), st.integers(1, 7)),
+        elements=st.one_of(st.floats(-1e6, 1e6, width=32),
+                           st.sampled_from([np.inf, -np.inf, np.nan, 0.0, -0.0])),
+    ),
+    gap=st.integers(0, 2),
+    rows=st.integers(1, 9),
+    bit_depth=st.sampled_from([8, 16]),
+)  # fmt: skip
+def test_a_signed_mosaic_drawn_by_strips_is_the_one_drawn_whole(values, gap, rows, bit_depth):
+    """Channels side by side (unless an image's 1 or 3), the scale from the largest
+    finite value, infinities at the ends and NaN at 0: the pixels and the scale
+    of signed_to_image on the whole mosaic, for strips of any number of rows."""
+    height = values.shape[1]
+
+    def strips():
+        for first in range(0, height, rows):
+            yield values[:, first : first + rows]
+
+    pixels, units = signed_mosaic(Rows(values.shape, values.dtype.type, strips), gap, bit_depth)
+    whole, whole_units = signed_to_image(mosaic(values, gap), bit_depth)
+    assert units == whole_units
+    assert pixels.dtype == whole.dtype and pixels.shape == whole.shape
+    np.testing.assert_array_equal(pixels, whole)
 
 
 # ------------------------------------------------- decoding into our memory
