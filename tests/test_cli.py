@@ -149,9 +149,10 @@ def test_commute_raw_values_are_both_orders_and_their_exact_difference(rgb_png, 
                                                                        window):  # fmt: skip
     """--raw writes each map's float values, made again by strips when written: the two
     orders and their float64 difference, as ops.commute gives on the whole input
-    (windows side by side and overlapping; a strip per pooled row)."""
+    (windows side by side and overlapping; a strip per pooled row); the pictures,
+    drawn a strip at a time too, are those maps drawn whole."""
     from cnnfilters import commands, ops
-    from cnnfilters.images import load_image
+    from cnnfilters.images import load_image, mosaic, signed_to_image
 
     monkeypatch.setattr(commands, "_STRIP_BYTES", 1)
     result = invoke("commute", rgb_png, "-a", "gelu", "-a", "square", "--on", on, *window,
@@ -168,6 +169,19 @@ def test_commute_raw_values_are_both_orders_and_their_exact_difference(rgb_png, 
         assert values["diff"].dtype == np.float64
         np.testing.assert_array_equal(values["diff"], expected.difference)
         assert np.count_nonzero(values["diff"]) == expected.differing  # those windows only
+        # The pictures, drawn a strip at a time: each map's whole mosaic on its scale.
+        units = json.loads(result.stdout)["inputs"][0]["info"]["units_per_level"]
+        for part, whole in (
+            ("act-of-pool", expected.act_of_pool),
+            ("pool-of-act", expected.pool_of_act),
+            ("diff", expected.difference),
+        ):
+            pixels, scale = signed_to_image(mosaic(whole, gap=2), 8)
+            with Image.open(rgb_png.with_name(f"photo.{act}.{part}.png")) as picture:
+                drawn = np.asarray(picture)
+            np.testing.assert_array_equal(drawn, pixels[0] if len(pixels) == 1 else
+                                          np.moveaxis(pixels, 0, -1))  # fmt: skip
+            assert units[f"{act}.{part}"] == scale
 
 
 def test_commute_all_is_the_default(gray_png):
