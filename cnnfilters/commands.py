@@ -1025,12 +1025,21 @@ class ConvolveOptions(Command):
         geometry = {"stride": self.stride, "padding": pad, "padding_mode": self.padding_mode,
                     "groups": groups}  # fmt: skip
         out = conv2d(base, weight, biases, **geometry)
-        expected = ref.direct_correlation(base, weight, biases, **geometry)
         scale = float(np.abs(weight).sum(axis=(1, 2, 3)).max()) * image.peak + abs(bias)
-        result.checks.append(
-            compare(out, expected, name="convolution", reference="direct correlation (float64)",
-                    tolerance=float32_tolerance(scale), peak=image.peak)
-        )  # fmt: skip
+        comparison = Comparison(name="convolution", reference="direct correlation (float64)",
+                                tolerance=float32_tolerance(scale), peak=image.peak,
+                                layout=out.shape[-2:])  # fmt: skip
+        comparison.add_shape(out.shape)
+        # The reference a strip of output rows at a time, from the input rows under
+        # them: its float64 copy of the padded input and its result were each a whole
+        # image (12 MP, gray, 3 x 3: 565 MB at the peak of the command).
+        rows, width = out.shape[-2:]
+        step = max(1, _STRIP_BYTES // max(1, 8 * width * (base.shape[0] * self.stride + len(out))))
+        for first in range(0, rows, step):
+            stop = min(rows, first + step)
+            expected = ref.direct_correlation(base, weight, biases, rows=(first, stop), **geometry)
+            comparison.update(out[:, first:stop], expected, top=first)
+        result.checks.append(comparison.check())
         pixels, mapping = _drawn(out, image)
         result.outputs["convolve"] = Output(pixels, out, f"convolution with a {kh}x{kw} kernel")
         result.info.update(kernel=weight.tolist() if weight.size <= 81 else list(weight.shape),
@@ -1055,12 +1064,12 @@ class ConvolveOptions(Command):
 
 def _drawn(out: np.ndarray, image: LoadedImage) -> tuple[np.ndarray, str]:
     """A convolution's result as levels: signed around mid-gray, as it is, or scaled."""
-    shown = mosaic(out, gap=2)
     low, high = float(out.min(initial=0.0)), float(out.max(initial=0.0))
     if low < 0:
-        pixels, units = signed_to_image(shown, image.bit_depth)
+        pixels, units = signed_mosaic(_held_rows(out), gap=2, bit_depth=image.bit_depth)
         mid = 1 << (image.bit_depth - 1)
         return pixels, f"signed: value = (pixel - {mid}) * {units:.6g}"
+    shown = mosaic(out, gap=2)
     if high <= image.max_value + 0.5 and image.kind in ("uint8", "uint16"):
         return quantize(shown, image.bit_depth), "pixel = value (rounded)"
     pixels, units = unsigned_to_image(shown, image.bit_depth)

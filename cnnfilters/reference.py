@@ -109,16 +109,29 @@ def direct_correlation(
     padding: int = 0,
     padding_mode: str = "zeros",
     groups: int = 1,
+    rows: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Cross-correlation of ``(C, H, W)`` by ``np.pad``, ``sliding_window_view`` and ``einsum``.
 
-    In float64; ``weight`` is ``(C_out, C_in/groups, kh, kw)``.
+    In float64; ``weight`` is ``(C_out, C_in/groups, kh, kw)``. ``rows=(first,
+    stop)`` computes only those output rows (strips of a large image), from the
+    input rows under them: which input row each padded row is comes from
+    ``np.pad`` of the row numbers, so every padding mode pads a strip as it
+    pads the whole image.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     weight = np.asarray(weight, dtype=np.float64)
     mode = {"zeros": "constant", "replicate": "edge", "reflect": "reflect", "circular": "wrap"}
-    padded = np.pad(x, [(0, 0), (padding, padding), (padding, padding)], mode=mode[padding_mode])
     kh, kw = weight.shape[-2:]
+    height = x.shape[1]
+    first, stop = (0, (height + 2 * padding - kh) // stride + 1) if rows is None else rows
+    # The input row of each padded row, by np.pad's own rule (-1: a row of zeros).
+    fill = {"constant_values": -1} if padding_mode == "zeros" else {}
+    numbers = np.pad(np.arange(height), padding, mode=mode[padding_mode], **fill)
+    wanted = numbers[first * stride : (stop - 1) * stride + kh]
+    strip = x[:, np.maximum(wanted, 0)].astype(np.float64)
+    strip[:, wanted < 0] = 0.0
+    padded = np.pad(strip, [(0, 0), (0, 0), (padding, padding)], mode=mode[padding_mode])
     windows = sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
     c_in_group, c_out_group = x.shape[0] // groups, weight.shape[0] // groups
     parts = []

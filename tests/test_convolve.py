@@ -6,10 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from helpers import naive_conv2d
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
 from cnnfilters import CnnFiltersError, avgpool, conv2d, gradients, grayscale
+from cnnfilters import reference as ref
 from cnnfilters.kernels import NAMED_KERNELS, load_kernel_file, parse_kernel
 
 runner = CliRunner()
@@ -62,6 +66,37 @@ def test_kernel_files(tmp_path):
         load_kernel_file(tmp_path / "k3.npy")
     with pytest.raises(CnnFiltersError, match=r"must be \.txt, \.json or \.npy"):
         load_kernel_file(tmp_path / "k.png")
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def test_the_direct_reference_is_the_naive_correlation_whole_and_by_strips(data):
+    """The reference convolve is checked against equals nested loops, for every
+    padding mode (padding up to the kernel's size, more than the image for
+    reflect and circular), stride and groups, with a bias; and the same values
+    come strip by strip, each strip padded from np.pad's own row numbers."""
+    groups = data.draw(st.integers(1, 2))
+    c_in, c_out = groups * data.draw(st.integers(1, 2)), groups * data.draw(st.integers(1, 2))
+    kh, kw = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    stride = data.draw(st.integers(1, 3))
+    padding = data.draw(st.integers(0, max(kh, kw)))
+    mode = data.draw(st.sampled_from(["zeros", "replicate", "reflect", "circular"]))
+    height = data.draw(st.integers(max(1, kh - 2 * padding), 9))
+    width = data.draw(st.integers(max(1, kw - 2 * padding), 9))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = rng.integers(-50, 50, (c_in, height, width)).astype(np.float32)
+    weight = rng.standard_normal((c_out, c_in // groups, kh, kw))
+    bias = rng.standard_normal(c_out)
+    geometry = {"stride": stride, "padding": padding, "padding_mode": mode, "groups": groups}
+    whole = ref.direct_correlation(x, weight, bias, **geometry)
+    loops = naive_conv2d(x, weight, bias, stride=(stride, stride), padding=(padding, padding),
+                         groups=groups, padding_mode=mode)  # fmt: skip
+    np.testing.assert_allclose(whole, loops, rtol=1e-12, atol=1e-9)
+    rows = whole.shape[1]
+    step = data.draw(st.integers(1, rows))
+    strips = [ref.direct_correlation(x, weight, bias, rows=(first, min(rows, first + step)),
+                                     **geometry) for first in range(0, rows, step)]  # fmt: skip
+    np.testing.assert_allclose(np.concatenate(strips, axis=1), whole, rtol=1e-12, atol=1e-9)
 
 
 def test_convolve_matches_the_direct_reference(photo):
