@@ -50,6 +50,7 @@ from .images import (
     quantize,
     signed_mosaic,
     signed_to_image,
+    units_per_level,
     unsigned_to_image,
 )
 from .kernels import (
@@ -587,11 +588,11 @@ class _GradientMaps:
     def units(self, bits: int) -> float:
         """One scale for both signed maps, so that equal differences look equal."""
         mid = 1 << (bits - 1)
-        return self.largest_difference / (mid - 1) if self.largest_difference else 1.0
+        return units_per_level(self.largest_difference, mid - 1)
 
     def magnitude_units(self, bits: int) -> float:
         top = (1 << bits) - 1
-        return self.largest_magnitude / top if self.largest_magnitude else 1.0
+        return units_per_level(self.largest_magnitude, top)
 
     def rows(self, kind: str, bits: int | None = None) -> Rows:
         """Map ``kind`` as strips of float values, or of output levels with ``bits``."""

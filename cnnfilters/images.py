@@ -64,6 +64,7 @@ __all__ = [
     "quantize",
     "signed_mosaic",
     "signed_to_image",
+    "units_per_level",
     "unsigned_to_image",
 ]
 
@@ -1181,12 +1182,9 @@ def signed_to_image(
     """
     mid = 1 << (bit_depth - 1)
     if units is None:
-        peak = _finite_peak(np.abs(values))
-        units = peak / (mid - 1) if peak > 0 else 1.0
-    values = np.asarray(values)
-    work = np.dtype(np.float32 if values.dtype == np.float32 else np.float64)  # display only
-    scaled = np.multiply(values, work.type(1 / units), dtype=work)
-    scaled += work.type(mid)
+        units = units_per_level(_finite_peak(np.abs(values)), mid - 1)
+    scaled = _scaled(values, units)
+    scaled += scaled.dtype.type(mid)
     return quantize(scaled, bit_depth), units
 
 
@@ -1200,11 +1198,33 @@ def unsigned_to_image(
     """
     top = (1 << bit_depth) - 1
     if units is None:
-        peak = _finite_peak(values)
-        units = peak / top if peak > 0 else 1.0
+        units = units_per_level(_finite_peak(values), top)
+    return quantize(_scaled(values, units), bit_depth), units
+
+
+def units_per_level(peak: float, levels: int) -> float:
+    """The value of one level when ``peak`` takes ``levels`` (1 for an all-zero map; the
+    smallest float for a map of subnormal values, whose quotient would be 0)."""
+    if peak <= 0:
+        return 1.0
+    return peak / levels or math.ulp(0.0)
+
+
+def _scaled(values: np.ndarray, units: float) -> np.ndarray:
+    """``values`` in levels, for display: by the reciprocal of ``units``, float32 values in
+    float32, others in float64. Where that reciprocal does not fit float32 (a map of
+    values near the smallest normal float32), in float64; where it does not fit
+    float64 either, by division."""
     values = np.asarray(values)
-    work = np.dtype(np.float32 if values.dtype == np.float32 else np.float64)  # display only
-    return quantize(np.multiply(values, work.type(1 / units), dtype=work), bit_depth), units
+    factor = 1 / units
+    if values.dtype == np.float32 and factor <= _FLOAT32_MAX:
+        return np.multiply(values, np.float32(factor), dtype=np.float32)
+    if math.isfinite(factor):
+        return np.multiply(values, factor, dtype=np.float64)
+    return np.divide(values, units, dtype=np.float64)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def mosaic(values: np.ndarray, gap: int = 0) -> np.ndarray:
@@ -1230,7 +1250,7 @@ def signed_mosaic(rows: Rows, gap: int = 0, bit_depth: int = 8) -> tuple[np.ndar
     """
     mid = 1 << (bit_depth - 1)
     peak = max((_finite_peak(np.abs(strip)) for strip in rows.strips()), default=0.0)
-    units = peak / (mid - 1) if peak > 0 else 1.0
+    units = units_per_level(peak, mid - 1)
     channels, height, width = rows.shape
     if channels in (1, 3):
         pixels = np.empty(rows.shape, dtype=level_dtype(bit_depth))

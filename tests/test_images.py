@@ -19,6 +19,8 @@ from cnnfilters.images import (
     quantize,
     signed_mosaic,
     signed_to_image,
+    units_per_level,
+    unsigned_to_image,
 )
 from cnnfilters.kernels import gradient_weight
 from cnnfilters.outputs import save_array, save_image
@@ -88,6 +90,26 @@ def test_signed_maps_put_zero_at_mid_gray_without_clipping():
     np.testing.assert_array_equal(pixels, [1, 128, 128, 129, 255])  # 127.5 and 128.5 round up
     same_scale, _ = signed_to_image(values[:2], units=units)
     np.testing.assert_array_equal(same_scale, pixels[:2])
+
+
+@pytest.mark.parametrize("tiny", [np.float32(1.1754944e-38), np.float32(1e-45), 1e-310])
+def test_maps_of_the_smallest_floats_are_drawn_to_full_scale(tiny):
+    """A map whose largest value is near the smallest float: one level's value does not
+    fit float32 as a reciprocal (nor float64 for subnormals); the map is still
+    drawn to full scale, with no warning."""
+    dtype = np.float32 if isinstance(tiny, np.float32) else np.float64
+    signed, units = signed_to_image(np.array([-tiny, 0.0, tiny], dtype=dtype))
+    assert units > 0 and signed.tolist() == [1, 128, 255]
+    unsigned, units = unsigned_to_image(np.array([0.0, tiny], dtype=dtype))
+    assert units > 0 and unsigned.tolist() == [0, 255]
+
+
+def test_a_map_of_the_smallest_float_takes_it_as_its_level():
+    """5e-324 / 127 underflows to 0, which would scale nothing: a level is then the
+    smallest float itself, the finest scale there is."""
+    assert units_per_level(5e-324, 127) == 5e-324
+    signed, units = signed_to_image(np.array([-5e-324, 0.0, 5e-324]))
+    assert units == 5e-324 and signed.tolist() == [127, 128, 129]
 
 
 @settings(max_examples=150, deadline=None)
