@@ -93,6 +93,34 @@ def test_gradient_works_on_the_same_gray_levels_as_grayscale():
     assert dy[0, -1, 0] == -27  # zero padding: -X on the last row, X = 27
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_gray_levels_stay_integers_and_give_the_float_levels_results(dtype):
+    """The gray levels are kept in their sample type, not copied to float32; gradient
+    and convolve give on them what they give on the float32 copy, and no
+    difference wraps around (0 - 255 is -255, not 1)."""
+    from cnnfilters import conv2d
+    from cnnfilters.commands import ConvolveOptions, gray_levels
+
+    top = np.iinfo(dtype).max
+    rgb = RNG.integers(0, top + 1, (3, 9, 11)).astype(dtype)
+    rgb[:, ::3] = 0
+    rgb[:, 1::3] = top  # steps between the two ends
+    image = loaded(rgb)
+    levels = gray_levels(image)
+    assert levels.dtype == dtype
+    floats = levels.astype(np.float32)
+    result = GradientOptions().run(image)
+    assert all(check.passed for check in result.checks)
+    dy = np.concatenate(list(result.outputs["dy"].values.strips()), axis=1)
+    np.testing.assert_array_equal(dy[0, :-1], floats[0, 1:] - floats[0, :-1])
+    assert dy.min() < -top / 2  # the steps down
+    kernel = np.array([[0, -1, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32)
+    result = ConvolveOptions(kernel=kernel).run(image)
+    assert all(check.passed for check in result.checks)
+    expected = conv2d(floats, kernel[None, None], padding=1)
+    np.testing.assert_array_equal(result.outputs["convolve"].values, expected)
+
+
 def _tie_rich(shape: tuple[int, ...], top: int) -> np.ndarray:
     """Values from few levels, so that many block sums are exact ties."""
     levels = RNG.choice([top // 2 - 1, top // 2, top // 2 + 1, top // 3], size=shape)
