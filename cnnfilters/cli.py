@@ -349,9 +349,11 @@ def _finish(
     report_path: Path | None,
     as_json: bool,
     quiet: bool,
+    force: bool = False,
     errors_shown: bool = False,
 ) -> int:
-    """Errors to stderr (unless shown as they came), the report to stdout and/or a file.
+    """Errors to stderr (unless shown as they came), the report to stdout and/or a file
+    (an existing one replaced only with ``force``).
 
     Returns the exit code: the worst of the inputs'.
     """
@@ -363,7 +365,8 @@ def _finish(
     text = report.to_json() if report_path is not None or as_json else ""
     if report_path is not None:
         try:
-            atomic_write(report_path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
+            atomic_write(report_path, lambda fh: fh.write(text.encode("utf-8") + b"\n"),
+                         replace=force)  # fmt: skip
         except CnnFiltersError as exc:
             render.error(str(exc))
             return EXIT_IO
@@ -458,6 +461,7 @@ def _run_image_inputs(
     command: Command, inputs: list[Path], shared: Shared, scratch: Path | None
 ) -> int:
     from .run import run
+    from .runfiles import check_run_files
 
     sources = _sources(inputs, shared, scratch)
     # Several inputs, or a folder: known without reading one (a folder is read when the
@@ -466,7 +470,9 @@ def _run_image_inputs(
         shared.output is None or len(sources.peek(2)) > 1))  # fmt: skip
     to_stdout = _check_outputs(command, shared, several)
     output = scratch / "stdout.png" if to_stdout and scratch is not None else shared.output
-    settings = shared.settings(output=output)
+    files = check_run_files({"--report": shared.report, "--html": shared.html},
+                            inputs=sources, force=shared.force)  # fmt: skip
+    settings = dataclasses.replace(shared.settings(output=output), run_files=tuple(files.items()))
     if shared.dry_run:
         return _dry_run(command, sources, settings)
     quiet = shared.quiet or to_stdout
@@ -489,7 +495,7 @@ def _run_image_inputs(
         from .outputs import make_folder
 
         make_folder(settings.destination.out_dir)  # the report may go there
-    stream = _report_stream(shared.report, command)
+    stream = _report_stream(shared.report, command, replace=shared.force)
     with progress, _aborted_on_failure(stream):
         announce = _announcer(shared, quiet=quiet, rename=_as_typed(scratch))
         report, summary = run(command, sources, settings, on_input=announce,
@@ -510,7 +516,8 @@ def _run_image_inputs(
         render.write_stderr(f"cnnfilters: {summary.line()}")
     if shared.html is not None:
         code = max(code, _write_html(shared.html, [(report, command.kernels())],
-                                     title=f"cnnfilters {command.name}"))  # fmt: skip
+                                     title=f"cnnfilters {command.name}",
+                                     replace=shared.force))  # fmt: skip
     if summary.interrupted:
         word, code = stop_outcome(summary.terminated)
         render.error(f"{word}; {summary.not_done_text}")
@@ -544,8 +551,9 @@ def _aborted_on_failure(stream: Any) -> Iterator[None]:
         raise
 
 
-def _report_stream(path: Path | None, command: Command) -> Any:
-    """``--report`` written as the inputs finish (see ``outputs.ReportStream``), or None."""
+def _report_stream(path: Path | None, command: Command, *, replace: bool) -> Any:
+    """``--report`` written as the inputs finish (see ``outputs.ReportStream``), or None;
+    an existing file is replaced only with ``replace``."""
     if path is None:
         return None
     from ._version import __version__ as version
@@ -554,7 +562,7 @@ def _report_stream(path: Path | None, command: Command) -> Any:
 
     head = {"schema": SCHEMA_VERSION, "command": command.name, "version": version,
             "options": command.options()}  # fmt: skip
-    return ReportStream(path, head)
+    return ReportStream(path, head, replace=replace)
 
 
 def _image_to_stdout(path: Path, fmt: str, *, quiet: bool) -> None:
@@ -580,12 +588,12 @@ def _command_line() -> str:
     return shlex.join(["cnnfilters", *argv])
 
 
-def _write_html(path: Path, runs: list, *, title: str) -> int:
+def _write_html(path: Path, runs: list, *, title: str, replace: bool) -> int:
     """Write the visual report; an error writing it is exit 3, like any output."""
     from .html import write_page
 
     try:
-        write_page(path, runs, title=title, command_line=_command_line())
+        write_page(path, runs, title=title, command_line=_command_line(), replace=replace)
     except CnnFiltersError as exc:
         render.error(str(exc))
         return exc.exit_code
@@ -797,6 +805,7 @@ def backprop(
     html: HtmlOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Check the MLP backpropagation formulas (SPEC section 5) numerically.
 
@@ -806,6 +815,10 @@ def backprop(
     """
     from .backprop import check_backprop
     from .report import InputReport, RunReport
+    from .runfiles import check_run_files
+
+    check_run_files({"--report": report, "--html": html},
+                    inputs=[from_image] if from_image is not None else [], force=force)  # fmt: skip
 
     try:
         sizes = tuple(int(w) for w in widths.replace(" ", "").split(",") if w)
@@ -825,9 +838,10 @@ def backprop(
     if outcome.resampled:
         item.notices.append(f"{outcome.resampled} points near a kink were resampled")
     run = RunReport("backprop", [item], options=dict(outcome.info))
-    code = _finish(run, report_path=report, as_json=json_, quiet=quiet)
+    code = _finish(run, report_path=report, as_json=json_, quiet=quiet, force=force)
     if html is not None:
-        code = max(code, _write_html(html, [(run, [])], title="cnnfilters backprop"))
+        code = max(code, _write_html(html, [(run, [])], title="cnnfilters backprop",
+                                     replace=force))  # fmt: skip
     raise typer.Exit(code)
 
 
@@ -875,6 +889,7 @@ def learn(
     output: OutputOpt = None,
     out_dir: OutDirOpt = None,
     force: ForceOpt = False,
+    skip_existing: SkipExistingOpt = False,
     report: ReportOpt = None,
     html: HtmlOpt = None,
     json_: JsonOpt = False,
@@ -896,6 +911,7 @@ def learn(
     from .images import ReadOptions
     from .learning import learn as run_learn
     from .learning import targets_for
+    from .runfiles import check_run_files
 
     if what.value == "pair" and len(inputs) != 2:
         raise CnnFiltersError(f"learn pair takes two inputs, BEFORE and AFTER; got {len(inputs)}")
@@ -910,20 +926,31 @@ def learn(
     options = LearnOptions(what=what.value, k=k, on=basis, optimizer=optimizer.value, lr=rate,
                            steps=steps, tol=tol, seed=seed, patches=patches, atol=atol)  # fmt: skip
     targets = targets_for(options, inputs[0], output=output, out_dir=out_dir)
+    own = _learn_files(targets)
+    check_run_files({"--report": report, "--html": html, **own}, inputs=inputs, force=force,
+                    replaced=own if skip_existing else ())  # fmt: skip
     if out_dir is not None:
         from .outputs import make_folder
 
         make_folder(out_dir)
     with render.LossProgress(steps, enabled=not (quiet or json_)) as progress:
         outcome = run_learn(options, inputs, read=ReadOptions(max_pixels=max_pixels),
-                            targets=targets, force=force, on_step=progress.update)  # fmt: skip
+                            targets=targets, force=force, skip_existing=skip_existing,
+                            on_step=progress.update)  # fmt: skip
     if outcome.learned is not None and not (quiet or json_):
         render.render_learned(outcome.learned, options.label)
-    code = _finish(outcome.report, report_path=report, as_json=json_, quiet=quiet)
+    code = _finish(outcome.report, report_path=report, as_json=json_, quiet=quiet, force=force)
     if html is not None:
         code = max(code, _write_html(html, [(outcome.report, outcome.kernels)],
-                                     title=f"cnnfilters learn {options.label}"))  # fmt: skip
+                                     title=f"cnnfilters learn {options.label}",
+                                     replace=force))  # fmt: skip
     raise typer.Exit(code)
+
+
+def _learn_files(targets: dict[str, Path]) -> dict[str, Path]:
+    """learn's own files, named as its messages name them."""
+    names = {"layer": "the learned layer", "curve": "the loss curve", "kernel": "the kernel"}
+    return {names[key]: path for key, path in targets.items()}
 
 
 @app.command()
@@ -965,18 +992,17 @@ def kernels(
         raise CnnFiltersError(f"unknown construction {name!r}; choose from {', '.join(available)}")
     chosen = [available[name]] if name else list(available.values())
     if export is not None:
-        from .errors import OutputError
         from .outputs import atomic_write
+        from .runfiles import check_run_files
 
         fmt = (
             export_format.value
             if export_format
             else ("json" if export.suffix.lower() == ".json" else "npz")
         )
-        if export.exists() and not force:
-            raise OutputError(f"{export}: exists (use --force to overwrite)")
+        check_run_files({"--export": export}, inputs=[], force=force)
         data = export_constructions(chosen, fmt)
-        atomic_write(export, lambda fh: fh.write(data))
+        atomic_write(export, lambda fh: fh.write(data), replace=force)
         sys.stdout.write(f"wrote {len(chosen)} constructions to {export} ({fmt})\n")
         return
     if json_:

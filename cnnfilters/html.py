@@ -383,9 +383,11 @@ def write_page(
     *,
     title: str,
     command_line: str,
+    replace: bool = True,
 ) -> None:
-    """Render and write the page atomically."""
+    """Render and write the page atomically; an existing file is replaced only with
+    ``replace``."""
     from .outputs import atomic_write
 
     text = render_page(runs, title=title, command_line=command_line)
-    atomic_write(Path(target), lambda handle: handle.write(text.encode("utf-8")))
+    atomic_write(Path(target), lambda handle: handle.write(text.encode("utf-8")), replace=replace)

@@ -10,6 +10,7 @@ standard input where the decoders can seek in it.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -151,9 +152,13 @@ class InputStream:
         named: Sequence[Source] = (),
         *,
         arguments: int = 1,
+        folders: Sequence[tuple[Path, bool]] = (),
+        patterns: Sequence[str] = (),
     ) -> None:
         self.named = list(named)
         self.arguments = arguments
+        self.folders = list(folders)  # (folder, recursive), as given
+        self.patterns = list(patterns)
         self._rest = iter(items)
         self._ahead: list[Source | Found] = []
 
@@ -172,6 +177,27 @@ class InputStream:
                 break
             self._ahead.append(item)
         return list(itertools.islice(_flat(self._ahead), count))
+
+    def takes(self, path: Path) -> bool:
+        """Whether the existing file ``path`` is one of this run's inputs: a named file
+        (even through a symlink or a hard link), an image file in a folder argument
+        (below it too when recursive), or a file a pattern matches. Nothing is read."""
+        for source in self.named:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(source.path, path):
+                    return True
+        place = Path(os.path.realpath(path.parent)) / path.name
+        if place.name.lower().endswith(IMAGE_SUFFIXES):
+            for folder, recursive in self.folders:
+                root = Path(os.path.realpath(folder))
+                if place.parent == root or (recursive and root in place.parents):
+                    return True
+        for pattern in self.patterns:
+            for match in glob.glob(pattern, recursive=True):
+                with contextlib.suppress(OSError):
+                    if os.path.samefile(match, path):
+                        return True
+        return False
 
     def items(self) -> Iterator[Source | Found]:
         ahead, self._ahead = self._ahead, []
@@ -291,7 +317,8 @@ def stream_inputs(
     """
     parts: list[Iterable[Source | Found]] = []
     named: list[Source] = []
-    arguments = 0
+    folders: list[tuple[Path, bool]] = []
+    patterns: list[str] = []
     for spec in specs:
         text = os.fsdecode(spec)
         path = Path(text)
@@ -306,14 +333,20 @@ def stream_inputs(
                 named.append(Source(path))
             else:
                 parts.append(_grouped(matched))
-                arguments += 1
+                patterns.append(text)
         elif path.is_dir():
             parts.append(_folder(path, recursive))
-            arguments += 1
+            folders.append((path, recursive))
         else:
             parts.append([Source(path)])
             named.append(Source(path))
-    return InputStream(itertools.chain.from_iterable(parts), named, arguments=arguments)
+    return InputStream(
+        itertools.chain.from_iterable(parts),
+        named,
+        arguments=len(folders) + len(patterns),
+        folders=folders,
+        patterns=patterns,
+    )
 
 
 def expand_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False) -> list[Source]:

@@ -8,8 +8,8 @@ It uses the same parts: :func:`~cnnfilters.images.load_image` to read,
 :class:`~cnnfilters.report.RunReport`. An input that cannot be read is that
 input's error (exit 3); the others are still used.
 
-Files written, named from the first input's stem (or ``-o STEM``), beside
-it or in ``--out-dir``:
+Files written (all of them, or none), named from the first input's stem (or
+``-o STEM``), beside it or in ``--out-dir``:
 
 - ``{stem}.learn-{what}.npz``: the learned layer in torch layout, as
   ``cnnfilters kernels --export`` writes constructions;
@@ -21,6 +21,7 @@ it or in ``--out-dir``:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ from .commands import Learned, LearnOptions
 from .errors import EXIT_IO, CnnFiltersError, OutputError
 from .images import LoadedImage, ReadOptions, load_image
 from .kernels import Construction, export_constructions
-from .outputs import atomic_write, check_targets
+from .outputs import atomic_write, check_targets, output_complete
 from .report import InputReport, RunReport
 
 __all__ = ["LearnRun", "learn", "loss_curve_png", "targets_for"]
@@ -71,12 +72,23 @@ def learn(
     read: ReadOptions,
     targets: dict[str, Path],
     force: bool = False,
+    skip_existing: bool = False,
     on_step: Callable[[int, float], None] | None = None,
 ) -> LearnRun:
-    """Read ``inputs``, fit, check, and write ``targets``; never raises for a bad input."""
+    """Read ``inputs``, fit, check, and write ``targets``; never raises for a bad input.
+
+    With ``skip_existing`` nothing is done when every target exists whole, and
+    targets that exist are replaced otherwise (as ``force`` replaces them).
+    """
     report = RunReport("learn", options=options.options())
     label = _label(options, inputs)
     item = InputReport(label)
+    if skip_existing and all(output_complete(target) for target in targets.values()):
+        item.skipped = True
+        item.notices.append("skipped: every output exists (--skip-existing)")
+        report.inputs = [item]
+        return LearnRun(report, None, [])
+    force = force or skip_existing
     errors: list[InputReport] = []  # unreadable inputs, listed before the fit's entry
     reader = _Reader(inputs, read, errors, item.notices)
     try:
@@ -192,11 +204,19 @@ def _write(
         text = io.StringIO()
         np.savetxt(text, learned.weight[0, 0], fmt="%.9g")
         files["kernel"] = text.getvalue().encode()
-    written = []
-    for key, data in files.items():
-        atomic_write(targets[key], lambda handle, data=data: handle.write(data), replace=force)
-        written.append(os.fsdecode(targets[key]))
-    return written
+    # All of them or none: a file that cannot be written (a full disk) takes the
+    # ones written before it away, so that a rerun starts from a clean slate.
+    written: list[Path] = []
+    try:
+        for key, data in files.items():
+            atomic_write(targets[key], lambda handle, data=data: handle.write(data), replace=force)
+            written.append(targets[key])
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    return [os.fsdecode(path) for path in written]
 
 
 def loss_curve_png(losses: list[float], *, title: str, tol: float | None = None) -> bytes:

@@ -586,12 +586,15 @@ class ReportStream:
     before them are in. Everything goes to a temporary file beside
     ``target``; :meth:`close` writes the end and renames it into place, and
     :meth:`abort` (an interrupted run) removes it: the target is never a
-    partial report. ``head`` holds the report's first keys (schema, command,
-    version, options); ``passed`` comes last, once it is known.
+    partial report. Without ``replace``, a file that appeared at ``target``
+    meanwhile is not replaced (an error says so). ``head`` holds the report's
+    first keys (schema, command, version, options); ``passed`` comes last,
+    once it is known.
     """
 
-    def __init__(self, target: Path, head: dict[str, Any]) -> None:
+    def __init__(self, target: Path, head: dict[str, Any], *, replace: bool = True) -> None:
         self.target = Path(target)
+        self.replace = replace
         self.temp = _temporary_name(self.target.parent)
         _TEMPORARY.add(self.temp)
         try:
@@ -636,7 +639,13 @@ class ReportStream:
             os.fsync(self.handle.fileno())
             self.handle.close()
             os.chmod(self.temp, 0o666 & ~_UMASK)
-            os.replace(self.temp, self.target)
+            if self.replace:
+                os.replace(self.temp, self.target)
+            else:
+                _link_into_place(self.temp, self.target)
+        except OutputError:
+            self.abort()
+            raise
         except OSError as exc:
             self.abort()
             raise OutputError(

@@ -93,7 +93,9 @@ class Settings:
     the first in input order (what a table or a page shows of a large
     batch), so that its memory does not grow with its inputs; ``sync_once`` syncs
     the file systems once at the end instead of each file as it is written
-    (see :func:`~cnnfilters.outputs.synced_once`).
+    (see :func:`~cnnfilters.outputs.synced_once`); ``run_files`` the files the
+    run writes once (see :mod:`cnnfilters.runfiles`), which no input's output
+    may take.
     """
 
     destination: Destination = field(default_factory=Destination)
@@ -105,6 +107,7 @@ class Settings:
     maps: bool = False
     keep: bool | int = True
     sync_once: bool = False
+    run_files: tuple[tuple[str, Path], ...] = ()  # (option, file): --report, --html
 
     def folder_for(self, source: Source) -> Path | None:
         """The folder ``source``'s outputs go to (None: beside it)."""
@@ -221,9 +224,13 @@ class _Planner:
         named = inputs.named
         self.named = {source.path: self._targets(source, settings.folder_for(source))
                       for source in named if source.error is None}  # fmt: skip
+        self.reserved = {self.absolute(path): option for option, path in settings.run_files}
         self.owner: dict[str, Path] = {}
         for source in named:
             for target in self.named.get(source.path, []):
+                if self.absolute(target) in self.reserved:
+                    option = self.reserved[self.absolute(target)]
+                    raise CnnFiltersError(_reserved(source.path, target, option))
                 first = self.owner.setdefault(self.absolute(target), source.path)
                 if first != source.path:
                     raise CnnFiltersError(_both_write(first, source.path, target))
@@ -253,7 +260,13 @@ class _Planner:
         planned one by one, as the run takes them."""
         if self.settings.destination.output is not None:  # -o: one input, its own file name
             for source in found.sources():
-                yield Planned(source, self._targets(source, self.settings.folder_for(source)))
+                targets = self._targets(source, self.settings.folder_for(source))
+                taken = next((t for t in targets if self.absolute(t) in self.reserved), None)
+                refused = None
+                if taken is not None:
+                    option = self.reserved[self.absolute(taken)]
+                    refused = _refusal(source, _reserved(source.path, taken, option))
+                yield Planned(source, targets, refused)
             return
         # Where the folder's outputs go (any file name stands for all of them).
         folder = self.settings.folder_for(Source(found.folder / "-", found.root)) or found.folder
@@ -273,7 +286,11 @@ class _Planner:
                 None,
             )
             refused = None
-            if clash is not None:
+            taken = next((file for file in files if place + file in self.reserved), None)
+            if taken is not None:
+                option = self.reserved[place + taken]
+                refused = _refusal(source, _reserved(source.path, folder / taken, option))
+            elif clash is not None:
                 refused = _refusal(source, _both_write(clash[0], source.path, folder / clash[1]))
             elif claimed.taken(files, here + name):
                 refused = _refusal(source, _claimed(source.path, claimed.clash))
@@ -351,6 +368,10 @@ def _refusal(source: Source, message: str) -> InputReport:
 def _both_write(first: Path, second: Path, target: Path) -> str:
     return (f"{first} and {second} would both write {target}; "
             "use --name with {ext}, or separate --out-dir runs")  # fmt: skip
+
+
+def _reserved(source: Path, target: Path, option: str) -> str:
+    return f"{source}: its output {target} is also the file of {option}; name another"
 
 
 def _claimed(source: Path, target: Path) -> str:

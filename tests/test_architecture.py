@@ -29,6 +29,7 @@ RULES = {
         {"typer", "rich"},
     ),
     "outputs": ({"images", "defaults", "errors", "report"}, {"typer", "rich"}),
+    "runfiles": ({"inputs", "outputs", "errors"}, {"PIL", "typer", "rich"}),
     "run": (
         {"commands", "images", "inputs", "outputs", "report", "startup", "errors"},
         {"typer", "rich"},
