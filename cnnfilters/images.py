@@ -44,7 +44,7 @@ from PIL import Image, ImageFile
 from . import _libtiff, integrity, rounding
 from .defaults import ALPHA_POLICIES, DEFAULT_MAX_PIXELS, FORMATS
 from .errors import CnnFiltersError, InputError
-from .pngrows import PngRows, streamable
+from .pngrows import PngRows, png_exif, streamable
 
 if TYPE_CHECKING:
     import tifffile
@@ -589,10 +589,17 @@ def _hold_tiff_orientation(image: Image.Image, notices: list[str]) -> int | None
     return orientation
 
 
-def _png_exif(facts: integrity.PngFacts | None) -> Image.Exif:
+def _png_exif(facts: integrity.PngFacts | None, path: Path) -> Image.Exif:
+    """A PNG's EXIF: its eXIf chunk, kept by the damage check, else what a walk of its
+    chunks finds (ImageMagick's text chunk, see :func:`~cnnfilters.pngrows.png_exif`)."""
     exif = Image.Exif()
     if facts is not None and facts.exif:
         exif.load(b"Exif\x00\x00" + facts.exif)
+        return exif
+    with open(path, "rb") as handle:
+        found = png_exif(handle)
+    if found is not None:
+        exif.load(found)
     return exif
 
 
@@ -749,7 +756,7 @@ def _array_frame(
 def _png16_frame(frame: _Frame, mode: str, facts: integrity.PngFacts | None) -> LoadedImage:
     """A 16-bit colour or gray + alpha PNG, decoded by pypng (Pillow keeps 8 bits)."""
     array = _read_png16(frame.path)
-    orientation = _orientation(lambda: _png_exif(facts), frame.notices)
+    orientation = _orientation(lambda: _png_exif(facts, frame.path), frame.notices)
     array = _orient_array(array, orientation if frame.options.auto_orient else 1)
     values = np.moveaxis(array, -1, 0)
     colour_channels = 3 if values.shape[0] >= 3 else 1

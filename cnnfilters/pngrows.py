@@ -43,7 +43,7 @@ from PIL import Image
 from . import integrity
 from .errors import InputError
 
-__all__ = ["PngRows", "streamable"]
+__all__ = ["PngRows", "png_exif", "streamable"]
 
 # Rows of a band: about 1 MB of decoded pixels.
 _BAND_BYTES = 1 << 20
@@ -91,26 +91,78 @@ def _raw_mode(args: object) -> object:
 
 
 def _orientation(path: Path, data: bytes | None) -> int:
-    """The EXIF orientation of a PNG's eXIf chunk (1 when it has none), from a walk of
-    the chunks' headers that reads no pixel data; 0 when it cannot be told."""
+    """The EXIF orientation of a PNG (1 when it has none; see :func:`png_exif`); 0 when
+    it cannot be told."""
     try:
         with _opened(path, data) as handle:
-            handle.seek(8)
-            while True:
-                head = handle.read(8)
-                if len(head) < 8:
-                    return 1
-                length, kind = struct.unpack(">I4s", head)
-                if kind == b"eXIf":
-                    exif = Image.Exif()
-                    exif.load(b"Exif\x00\x00" + handle.read(length))
-                    value = exif.get(_EXIF_ORIENTATION, 1)
-                    return value if isinstance(value, int) else 0
-                if kind == b"IEND":
-                    return 1
-                handle.seek(length + 4, 1)
+            found = png_exif(handle)
+        if found is None:
+            return 1
+        exif = Image.Exif()
+        exif.load(found)
+        value = exif.get(_EXIF_ORIENTATION, 1)
+        return value if isinstance(value, int) else 0
     except Exception:  # unreadable EXIF: the plain path says what it makes of it
         return 0
+
+
+# ImageMagick keeps EXIF in a text chunk of this keyword (as hex digits); Pillow
+# reads it there when the file has no eXIf chunk.
+_RAW_EXIF = b"Raw profile type exif"
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+# The largest text Pillow inflates from one chunk (PngImagePlugin.MAX_TEXT_CHUNK).
+_MAX_TEXT = 1 << 20
+
+
+def png_exif(handle: IO[bytes]) -> bytes | None:
+    """A PNG's EXIF as Pillow finds it: its eXIf chunk, else ImageMagick's "Raw profile
+    type exif" text chunk (tEXt, zTXt or iTXt, before or after the image data);
+    None when it has neither.
+
+    A walk of the chunks' headers from the file's start, which reads no pixel
+    data; the bytes start with ``Exif\0\0`` (what ``Image.Exif.load`` takes).
+    Raises ValueError (or OSError) on a file it cannot walk.
+    """
+    handle.seek(8)
+    raw = None
+    while True:
+        head = handle.read(8)
+        if len(head) < 8:
+            return raw
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"eXIf":
+            return b"Exif\x00\x00" + handle.read(length)
+        if kind == b"IEND":
+            return raw
+        if kind in _TEXT_CHUNKS and raw is None and length > len(_RAW_EXIF):
+            body = handle.read(length)
+            handle.seek(4, 1)
+            keyword, _, rest = body.partition(b"\x00")
+            if keyword == _RAW_EXIF:
+                raw = _raw_profile(kind, rest)
+            continue
+        handle.seek(length + 4, 1)
+
+
+def _raw_profile(kind: bytes, rest: bytes) -> bytes:
+    """The EXIF bytes of an ImageMagick raw profile: after three lines (an empty one,
+    the profile's name, its length), hex digits over many lines."""
+    if kind == b"zTXt":
+        rest = _inflate(rest[1:])
+    elif kind == b"iTXt":
+        compressed = rest[:1] == b"\x01"
+        rest = rest[2:].split(b"\x00", 2)[-1]  # after the language and translated keyword
+        rest = _inflate(rest) if compressed else rest
+    lines = rest.decode("latin-1").split("\n")
+    return bytes.fromhex("".join(lines[3:]))
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(data, _MAX_TEXT)
+    if inflater.unconsumed_tail:
+        raise ValueError("the text chunk inflates past 1 MB")
+    return text
 
 
 class PngRows:
