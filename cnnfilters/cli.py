@@ -755,7 +755,7 @@ def convolve(
     Checked against a direct correlation (np.pad, sliding windows, einsum) in
     float64. Signed results are drawn with 0 at mid-gray, as gradient does.
     """
-    from .kernels import load_kernel_file, parse_kernel, same_padding
+    from .kernels import FLOAT32_MAX, load_kernel_file, parse_kernel, same_padding
 
     if (kernel is None) == (kernel_file is None):
         raise CnnFiltersError("give exactly one of --kernel and --kernel-file")
@@ -772,8 +772,11 @@ def convolve(
         same_padding(weights.shape)  # a usage error (exit 2) before any input is read
     from .commands import ConvolveOptions
 
-    if not math.isfinite(bias):
-        raise CnnFiltersError(f"--bias must be a finite number, got {bias!r}")
+    if not (math.isfinite(bias) and abs(bias) <= FLOAT32_MAX):
+        raise CnnFiltersError(
+            f"--bias must be a finite number within float32's range (+-{FLOAT32_MAX:.4g}), "
+            f"got {bias!r}"
+        )
     if normalize and abs(float(weights.sum())) < 1e-12:
         raise CnnFiltersError("--normalize: the kernel's weights sum to 0")
     command = ConvolveOptions(kernel=weights, stride=stride, padding=padding_value,

@@ -54,8 +54,10 @@ from .images import (
     unsigned_to_image,
 )
 from .kernels import (
+    FLOAT32_MAX,
     FORWARD_DIFF_X,
     FORWARD_DIFF_Y,
+    as_float32_weights,
     avg_pool_weight,
     constructions,
     grayscale_weight,
@@ -986,7 +988,10 @@ class ConvolveOptions(Command):
     normalize: bool = False
 
     def __post_init__(self) -> None:
-        kernel = np.asarray(self.kernel, dtype=np.float32)
+        kernel = np.asarray(self.kernel)
+        if kernel.dtype.kind not in "biuf" or not np.isfinite(kernel).all():
+            raise CnnFiltersError("a kernel's weights must be finite numbers")
+        kernel = as_float32_weights(kernel, "the kernel")
         if kernel.ndim not in (2, 4) or kernel.size == 0:
             raise CnnFiltersError(f"a kernel is a 2-D matrix or a 4-D tensor, got {kernel.shape}")
         object.__setattr__(self, "kernel", kernel)
@@ -1002,8 +1007,11 @@ class ConvolveOptions(Command):
             raise CnnFiltersError(f"padding must be 'same' or an int >= 0, got {self.padding!r}")
         _one_of(self.padding_mode, PADDING_MODES, "padding mode")
         _one_of(self.on, GRADIENT_BASES, "on")
-        if not math.isfinite(self.bias):
-            raise CnnFiltersError(f"bias must be a finite number, got {self.bias!r}")
+        if not (math.isfinite(self.bias) and abs(self.bias) <= FLOAT32_MAX):
+            raise CnnFiltersError(
+                f"bias must be a finite number within float32's range (+-{FLOAT32_MAX:.4g}), "
+                f"got {self.bias!r}"
+            )
         if self.normalize and abs(float(kernel.sum())) < 1e-12:
             raise CnnFiltersError("cannot normalize: the kernel's weights sum to 0")
 
@@ -1030,8 +1038,19 @@ class ConvolveOptions(Command):
         biases = np.full(weight.shape[0], bias, dtype=np.float32) if bias else None
         geometry = {"stride": self.stride, "padding": pad, "padding_mode": self.padding_mode,
                     "groups": groups}  # fmt: skip
+        # The largest value the result can take: beyond float32, the engine's result
+        # would be infinite where the float64 reference is not (or both infinite, and
+        # then equal: a check that passes on a picture of nothing). 1 % is left for
+        # float32's rounding on the way.
+        scale = float(np.abs(weight).sum(axis=(1, 2, 3), dtype=np.float64).max()) * image.peak
+        scale += abs(bias)
+        if not scale < FLOAT32_MAX / 1.01:
+            raise CnnFiltersError(
+                f"{image.path}: this kernel's results can reach {scale:.3g} on this image "
+                f"(sum of |weights| x peak {image.peak:g} + |bias|), beyond float32's range "
+                f"(+-{FLOAT32_MAX:.4g}), which the engine computes in; scale the kernel down"
+            )
         out = conv2d(base, weight, biases, **geometry)
-        scale = float(np.abs(weight).sum(axis=(1, 2, 3)).max()) * image.peak + abs(bias)
         comparison = Comparison(name="convolution", reference="direct correlation (float64)",
                                 tolerance=float32_tolerance(scale), peak=image.peak,
                                 layout=out.shape[-2:])  # fmt: skip

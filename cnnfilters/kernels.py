@@ -15,11 +15,13 @@ import numpy as np
 from .errors import CnnFiltersError
 
 __all__ = [
+    "FLOAT32_MAX",
     "FORWARD_DIFF_X",
     "FORWARD_DIFF_Y",
     "GRAYSCALE_WEIGHTS",
     "NAMED_KERNELS",
     "Construction",
+    "as_float32_weights",
     "avg_pool_weight",
     "constructions",
     "export_constructions",
@@ -110,10 +112,30 @@ def parse_kernel(text: str) -> np.ndarray:
         raise CnnFiltersError(
             f"kernel rows have different lengths {[len(row) for row in values]} in {text!r}"
         )
-    kernel = np.array(values, dtype=np.float32)
+    kernel = np.array(values, dtype=np.float64)
     if not np.isfinite(kernel).all():
         raise CnnFiltersError(f"kernel {text!r} has values that are not finite")
-    return kernel
+    return as_float32_weights(kernel, "kernel")
+
+
+# The largest float32: the engine computes in float32, so a weight, a bias or a
+# result beyond it would be infinite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_float32_weights(values: np.ndarray, what: str) -> np.ndarray:
+    """``values`` (finite numbers) as float32, or an error naming the first that does
+    not fit float32's range (it would become infinite)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f" and values.dtype.itemsize > 4 and values.size:
+        big = np.abs(values) > FLOAT32_MAX
+        if big.any():
+            first = float(values.reshape(-1)[np.flatnonzero(big.reshape(-1))[0]])
+            raise CnnFiltersError(
+                f"{what} has {first:g}, beyond float32's range (+-{FLOAT32_MAX:.4g}), "
+                "which the engine computes in"
+            )
+    return values.astype(np.float32)
 
 
 def _is_number(text: str) -> bool:
@@ -164,6 +186,8 @@ def load_kernel_file(path: str) -> np.ndarray:
             kernel = parse_kernel(";".join(rows))
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{source}: cannot read the kernel ({exc})") from None
+    except RecursionError:  # lists nested thousands deep: no kernel has more than 4 levels
+        raise InputError(f"{source}: not a kernel (lists nested too deeply)") from None
     except (ValueError, TypeError) as exc:
         # A ragged JSON list, a pickled or corrupt .npy, text that is not JSON.
         raise InputError(f"{source}: not a kernel ({exc})") from None
@@ -176,7 +200,10 @@ def load_kernel_file(path: str) -> np.ndarray:
         )
     if not np.isfinite(kernel).all():
         raise InputError(f"{source}: the kernel has values that are not finite")
-    return kernel.astype(np.float32)
+    try:
+        return as_float32_weights(kernel, "the kernel")
+    except CnnFiltersError as exc:
+        raise InputError(f"{source}: {exc}") from None
 
 
 # Luma weights (R, G, B). They act on gamma-encoded values: this is luma, not

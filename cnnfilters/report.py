@@ -269,7 +269,9 @@ class Comparison:
         mse = self.sum_sq / total
         psnr = None
         if self.peak is not None and mse > 0:
-            psnr = 10.0 * math.log10(self.peak * self.peak / mse)
+            # An infinite difference (an overflow on one side) has no finite PSNR.
+            ratio = self.peak * self.peak / mse
+            psnr = 10.0 * math.log10(ratio) if ratio > 0 else -math.inf
         lone = self.nan_mismatch
         exceeding = self.exceeding + lone
         return Check(

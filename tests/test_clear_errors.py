@@ -55,8 +55,10 @@ def test_a_partial_window_larger_than_the_image_is_the_whole_image(k, photo, cap
 
 @pytest.mark.parametrize(("args", "words"), [
     (["grayscale", "--weights", "1e308,1e308,1e308"], "grayscale weights must be at most 1e6"),
-    (["convolve", "--kernel", "f1", "--bias", "nan"], "--bias must be a finite number, got nan"),
-    (["convolve", "--kernel", "f1", "--bias", "inf"], "--bias must be a finite number, got inf"),
+    (["convolve", "--kernel", "f1", "--bias", "nan"], "--bias must be a finite number within"),
+    (["convolve", "--kernel", "f1", "--bias", "inf"], "--bias must be a finite number within"),
+    (["convolve", "--kernel", "f1", "--bias", "1e300"],
+     "--bias must be a finite number within float32's range (+-3.403e+38), got 1e+300"),
     (["grayscale", "--name", "{stem!r:>99999999999}"], "is not one of {stem}, {output}, {ext}"),
     (["grayscale", "--name", "{stem.__class__}"], "{stem.__class__} is not one of"),
     (["grayscale", "--name", "{nope}"], "{nope} is not one of"),
