@@ -151,6 +151,11 @@ class Command:
         """Compute one decoded image, with its checks."""
         raise NotImplementedError
 
+    def check_output_size(self, image: LoadedImage, max_pixels: int) -> None:
+        """Refuse, before the run, an image whose outputs would hold more than
+        ``max_pixels`` pixels (``--max-pixels``, which bounds the inputs) or four
+        channels of them. By default none can: no output is larger than its input."""
+
     def together(self, results: list[Result]) -> None:
         """Before the checks of several images' results (a batch's chunk), do at once
         the work they can share; each result's figures stay what it gets alone.
@@ -1071,6 +1076,23 @@ class ConvolveOptions(Command):
                            weight_shape=list(weight.shape), bias=bias, on=self.on,
                            normalized=self.normalize, image=mapping, **geometry)  # fmt: skip
         return result
+
+    def check_output_size(self, image: LoadedImage, max_pixels: int) -> None:
+        """Padding can make the result far larger than the image (a 64 x 64 image
+        padded by 20,000 is 1.6 gigapixels)."""
+        kh, kw = self.kernel.shape[-2:]
+        pad = same_padding(self.kernel.shape) if self.padding == "same" else int(self.padding)
+        height, width = image.size
+        rows = max(0, (height + 2 * pad - kh) // self.stride + 1)
+        cols = max(0, (width + 2 * pad - kw) // self.stride + 1)
+        channels = self.kernel.shape[0] if self.kernel.ndim == 4 else (
+            1 if self.on == "gray" else image.channels)  # fmt: skip
+        if rows * cols > max_pixels or rows * cols * channels > 4 * max_pixels:
+            raise CnnFiltersError(
+                f"{image.path}: the result would be {rows:,} x {cols:,} pixels x {channels} "
+                f"channel(s), over --max-pixels {max_pixels:,} (or 4 channels of it); "
+                "use a smaller --padding or kernel tensor"
+            )
 
     def _weight(self, channels: int) -> tuple[np.ndarray, int]:
         """The weight tensor for ``channels`` input channels, and its groups."""

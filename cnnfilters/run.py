@@ -1223,6 +1223,7 @@ def _steps(
                 item = InputReport(name if single else f"{name}[frame {image.frame}]")
                 items.append(item)
                 _describe(item, image)
+                command.check_output_size(image, settings.read.max_pixels)
                 ran = _Ran(command, image, item)
                 if single:
                     yield ran

@@ -86,3 +86,51 @@ def test_an_infinite_difference_fails_its_check_and_has_no_finite_psnr():
     assert check.max_abs == math.inf
     assert check.psnr_db == -math.inf
     assert check.to_dict()["psnr_db"] is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pair", "missing.png", "missing.png", "-k", "15", "--patches", "100000"],
+        ["grayscale", "missing.png", "--patches", "100000"],
+    ],
+)
+def test_a_learn_too_large_for_memory_is_refused_before_reading_anything(args, capsys):
+    from cnnfilters.commands import LearnOptions
+    from cnnfilters.learning import MAX_WORKING_BYTES, working_bytes
+
+    code, out, err = run(capsys, "learn", *args)
+    assert code == 2
+    assert out == ""
+    assert "missing.png" not in err  # refused before any input was looked at
+    most = int(err.split("use --patches ")[1].split()[0].replace(",", ""))
+    options = LearnOptions(what=args[0], k=15 if "-k" in args else None, patches=most)
+    assert working_bytes(options, 2 if args[0] == "pair" else 1) <= MAX_WORKING_BYTES
+    bigger = LearnOptions(what=args[0], k=15 if "-k" in args else None, patches=most + 1)
+    assert working_bytes(bigger, 2 if args[0] == "pair" else 1) > MAX_WORKING_BYTES
+
+
+def test_the_working_set_estimate_grows_with_patches_and_kernel():
+    from cnnfilters.commands import LearnOptions
+    from cnnfilters.learning import MAX_WORKING_BYTES, working_bytes
+
+    small = working_bytes(LearnOptions(what="pair", k=3, patches=64), 1)
+    assert small < MAX_WORKING_BYTES / 100  # the defaults are far from the limit
+    assert working_bytes(LearnOptions(what="pair", k=3, patches=128), 1) > 1.9 * small
+    assert working_bytes(LearnOptions(what="pair", k=15, patches=64), 1) > 10 * small
+    assert working_bytes(LearnOptions(what="pair", k=3, patches=64), 4) > small
+
+
+def test_a_convolve_result_larger_than_max_pixels_is_refused_before_the_run(tmp_path, capsys):
+    path = tmp_path / "small.png"
+    Image.fromarray(np.zeros((6, 10), dtype=np.uint8)).save(path)
+    # 1x1 kernel, padding 45: (6 + 90) x (10 + 90) = 9,600 pixels; padding 46: 9,996.
+    code, _, err = run(capsys, "convolve", path, "--kernel", "1", "--padding", "45",
+                       "--max-pixels", "9600", "-q")  # fmt: skip
+    assert code == 0, err
+    (tmp_path / "small.convolve.png").unlink()
+    code, _, err = run(capsys, "convolve", path, "--kernel", "1", "--padding", "46",
+                       "--max-pixels", "9600", "-q")  # fmt: skip
+    assert code == 3
+    assert "small.png: the result would be 98 x 102 pixels x 1 channel(s), over" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.png"]
