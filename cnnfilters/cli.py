@@ -49,7 +49,9 @@ from .errors import (
     EXIT_IO,
     EXIT_OK,
     EXIT_TERMINATED,
+    STANDARD_OUTPUT,
     CnnFiltersError,
+    ReaderGone,
     Terminated,
     stop_behind,
     stop_outcome,
@@ -1084,6 +1086,40 @@ def _ignore_signals() -> None:
 _ARGV: list[str] | None = None  # the arguments main() ran with, for the HTML report
 
 
+class _StandardOutput:
+    """Standard output for the run: an OSError in writing it names it, so that it is
+    told from an error of another file (a pipe whose reader left is not an error of
+    the run; any other broken pipe is)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._stream.write(data)
+        except BrokenPipeError:
+            raise ReaderGone from None
+        except OSError as exc:
+            exc.filename = exc.filename or STANDARD_OUTPUT
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise ReaderGone from None
+        except OSError as exc:
+            exc.filename = exc.filename or STANDARD_OUTPUT
+            raise
+
+    @property
+    def buffer(self) -> Any:
+        return _StandardOutput(self._stream.buffer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; usage errors and library errors are one line on stderr."""
     global _ARGV
@@ -1091,6 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stdout is None:  # started with standard output closed (>&-)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
         sys.stdout.closed_at_start = True  # type: ignore[attr-defined]
+    stdout, sys.stdout = sys.stdout, _StandardOutput(sys.stdout)
     previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}  # fmt: skip
     if previous[signal.SIGINT] is signal.default_int_handler:  # not ignored (a background job)
@@ -1110,6 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             code = _exit_for(exc)
     finally:
+        sys.stdout = stdout
         if argv is None:
             _ignore_signals()  # the process ends now, with this code
         else:
@@ -1147,7 +1185,7 @@ def _end_at_once(code: int) -> NoReturn:
 
 def _is_internal(exc: Exception) -> bool:
     """Not a user's mistake, a closed pipe or a full disk: a bug."""
-    known = (CnnFiltersError, OSError)
+    known = (CnnFiltersError, OSError, ReaderGone)
     return not isinstance(exc, known) and not hasattr(exc, "format_message")
 
 
@@ -1156,15 +1194,18 @@ def _exit_for(exc: Exception) -> int:
     if isinstance(exc, CnnFiltersError):
         render.error(str(exc))
         return exc.exit_code
-    if isinstance(exc, OSError):
+    if isinstance(exc, ReaderGone) or (
+        isinstance(exc, OSError) and exc.filename == STANDARD_OUTPUT
+    ):
         # Standard output went away (`| head`) or cannot be written (a full disk):
         # later writes go nowhere, so the interpreter's exit cannot fail on them.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        if isinstance(exc, BrokenPipeError):
+        if isinstance(exc, ReaderGone):
             return EXIT_OK  # a reader such as `head` closed the pipe: not an error of ours
-        where = os.fsdecode(exc.filename) if exc.filename else "standard output"
-        render.error(f"{where}: {exc.strerror or exc}")
+    if isinstance(exc, OSError):
+        where = os.fsdecode(exc.filename) + ": " if exc.filename else ""
+        render.error(f"{where}{exc.strerror or exc}")
         return EXIT_IO
     # Click's exceptions (a usage error, an abort), whichever copy of click Typer uses.
     if type(exc).__name__ == "Abort":

@@ -16,6 +16,20 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM
 
 
+# The file name an OSError of standard output's carries (a file's error names its
+# file; one of standard output's names nothing by itself).
+STANDARD_OUTPUT = "standard output"
+
+
+class ReaderGone(Exception):
+    """Standard output's reader went away (``| head``): the run is done, not failed.
+
+    Not an OSError, so that no layer in between takes it for a broken pipe of its
+    own (Click ends the program with exit 1 on one); any other broken pipe is an
+    error.
+    """
+
+
 class CnnFiltersError(ValueError):
     """An invalid argument or an input that cannot be processed.
 

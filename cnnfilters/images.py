@@ -26,7 +26,9 @@ other TIFF layouts        float16/32/64 gray or RGB, planar or not, integers of
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import math
 import mmap
 import os
@@ -421,16 +423,19 @@ def _decode(
     rows_once: bool,
 ) -> list[LoadedImage]:
     try:
-        image = Image.open(path if data is None else io.BytesIO(data))
+        # Only the plugins of the supported formats parse the file: another format's
+        # plugin never runs on it (their parsers are where hostile files do harm).
+        image = Image.open(path if data is None else io.BytesIO(data), formats=_OPENED)
     except Image.UnidentifiedImageError:
         if _is_tiff(path):
             return _decode_tiff_pages(path, options, first_only)
+        other = _other_format(path, data)
+        if other is not None:
+            raise InputError(
+                f"{path}: {other} files are not supported (supported: {', '.join(FORMATS)})"
+            ) from None
         raise InputError(f"{path}: not a recognised image file") from None
     with image:
-        if image.format not in FORMATS and image.format != "MPO":
-            raise InputError(
-                f"{path}: {image.format} files are not supported (supported: {', '.join(FORMATS)})"
-            )
         if image.format == "TIFF":
             _libtiff.install()
         _check_size(image.size, path, options)
@@ -457,6 +462,41 @@ def _decode(
         if damage is not None:
             frames[0].damage = damage.reason
         return frames
+
+
+# Pillow's plugins log what they skip through the "PIL" logger; without a handler
+# Python prints each as a bare line naming no file, before the error that names
+# it. A handler that drops them keeps them off stderr; an application that sets
+# up logging still receives them (they propagate).
+logging.getLogger("PIL").addHandler(logging.NullHandler())
+
+# The plugins that may open a file: the supported formats' (JPEG's opens a
+# multi-picture JPEG too, as MPO).
+_OPENED = FORMATS
+
+
+def _other_format(path: Path, data: bytes | None) -> str | None:
+    """The unsupported format a file is in, told by its first bytes alone as each of
+    Pillow's plugins tells its own (``accept``), without parsing it; the one its
+    extension names where that one accepts them too, or has no signature to tell
+    (TGA). None if none does."""
+    try:
+        if data is None:
+            with open(path, "rb") as handle:
+                data = handle.read(16)
+    except OSError:
+        return None
+    Image.init()
+    accepting = []
+    for name, (_, accept) in Image.OPEN.items():
+        with contextlib.suppress(Exception):
+            if name not in _OPENED and accept is not None and accept(data[:16]):
+                accepting.append(name)
+    named = Image.registered_extensions().get(path.suffix.lower())
+    signless = named in Image.OPEN and Image.OPEN[named][1] is None  # TGA has no signature
+    if named not in _OPENED and (named in accepting or signless):
+        return named
+    return accepting[0] if accepting else None
 
 
 # PNGs that pngrows reads exactly are decoded by its walk of the file (tests turn

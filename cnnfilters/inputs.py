@@ -364,8 +364,10 @@ def stdin_source(data: bytes, folder: Path) -> Source:
 
     from PIL import Image
 
+    from .defaults import FORMATS
+
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as probe:
             suffix = "." + (probe.format or "img").lower()
     except Exception:  # not an image: the loader will say so
         suffix = ".img"

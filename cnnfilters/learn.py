@@ -230,25 +230,29 @@ def train(
     step_rule, rate, beta = _optimizer(optimizer, lr, measured)
     losses: list[float] = []
     best, best_step, stopped = math.inf, 0, None
-    for step in range(1, steps + 1):
-        loss, grad_w, grad_b = normalized.loss_and_grads(w, b)
-        losses.append(loss)
-        if on_step is not None:
-            on_step(step, loss)
-        if not math.isfinite(loss) or loss > DIVERGED_FACTOR * max(losses[0], 1.0):
-            raise Diverged(
-                f"training diverged at step {step} (loss {loss:.3g}, from {losses[0]:.3g}): "
-                f"the learning rate {rate:.3g} is too large for these data; try a smaller "
-                "--lr, or --lr auto"
-            )
-        stopped = _stop_reason(loss, tol, (grad_w, grad_b), measured[1])
-        if stopped is None and loss < (1 - 1e-6) * best:
-            best, best_step = loss, step
-        elif stopped is None and step - best_step >= PLATEAU_STEPS:
-            stopped = "plateau"
-        if stopped is not None:
-            break
-        step_rule(step, (w, b), (grad_w, grad_b))
+    # A rate too large overflows float32 on the way (inf - inf in the backward pass):
+    # the loss that follows is not finite, which is the divergence said below, so
+    # numpy's warnings would only repeat it with a source line.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for step in range(1, steps + 1):
+            loss, grad_w, grad_b = normalized.loss_and_grads(w, b)
+            losses.append(loss)
+            if on_step is not None:
+                on_step(step, loss)
+            if not math.isfinite(loss) or loss > DIVERGED_FACTOR * max(losses[0], 1.0):
+                raise Diverged(
+                    f"training diverged at step {step} (loss {loss:.3g}, from {losses[0]:.3g}): "
+                    f"the learning rate {rate:.3g} is too large for these data; try a smaller "
+                    "--lr, or --lr auto"
+                )
+            stopped = _stop_reason(loss, tol, (grad_w, grad_b), measured[1])
+            if stopped is None and loss < (1 - 1e-6) * best:
+                best, best_step = loss, step
+            elif stopped is None and step - best_step >= PLATEAU_STEPS:
+                stopped = "plateau"
+            if stopped is not None:
+                break
+            step_rule(step, (w, b), (grad_w, grad_b))
     weight, bias = normalized.to_pixels(w, b)
     return Training(weight, bias, losses, len(losses), time.perf_counter() - started,
                     stopped or "steps", optimizer, rate, beta, measured)  # fmt: skip

@@ -479,15 +479,17 @@ def atomic_write(target: Path, write: Callable[[IO[bytes]], None], *, replace: b
     if fd is None:
         _write_named(target, write, replace=replace)
         return
-    with open(fd, "wb") as handle:
-        try:
+    # Closing the file flushes what a failed write left in its buffer, which fails
+    # again (a full disk): that too is this output's error, named.
+    try:
+        with open(fd, "wb") as handle:
             write(handle)
             handle.flush()
             if _SYNC_EACH_FILE:
                 os.fsync(fd)
             _link_unnamed(fd, target, replace=replace)
-        except OSError as exc:
-            raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
 
 
 # Whether this system names open files in /proc: an unnamed file is linked into

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import ReaderGone
+
 if TYPE_CHECKING:
     from .report import RunReport
 
@@ -63,7 +65,7 @@ def _console(**options: Any) -> Any:
 
     class _Console(Console):
         def on_broken_pipe(self) -> None:
-            raise BrokenPipeError
+            raise ReaderGone
 
     return _Console(**options)
 

@@ -23,7 +23,7 @@ RULES = {
         {"typer", "rich"},
     ),
     "pngrows": ({"integrity", "errors"}, {"typer", "rich"}),
-    "inputs": ({"errors"}, {"typer", "rich"}),
+    "inputs": ({"errors", "defaults"}, {"typer", "rich"}),
     "commands": (
         CORE | {"reference", "report", "images", "defaults", "errors"},
         {"typer", "rich"},

@@ -136,3 +136,17 @@ def test_standard_input_is_named_dash_in_errors_not_by_its_scratch_file():
                             capture_output=True, timeout=60)  # fmt: skip
     assert result.returncode == 3
     assert result.stderr.decode().strip() == "cnnfilters: error: -: not a recognised image file"
+
+
+def test_only_standard_outputs_broken_pipe_is_a_reader_gone(capsys):
+    """A reader that left standard output ends the run well (exit 0, tested above);
+    a broken pipe of anything else is an error, and one naming no file is not
+    blamed on standard output."""
+    import errno
+
+    from cnnfilters import cli
+
+    assert cli._exit_for(BrokenPipeError(errno.EPIPE, "Broken pipe")) == 3
+    assert cli._exit_for(OSError(errno.ENOSPC, "No space left on device")) == 3
+    err = capsys.readouterr().err
+    assert err == "cnnfilters: error: Broken pipe\ncnnfilters: error: No space left on device\n"
