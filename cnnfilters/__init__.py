@@ -17,6 +17,11 @@ without loading numpy.
 
 from __future__ import annotations
 
+from . import _early
+
+if _early.is_command_line():
+    _early.guard()  # first: a Ctrl-C from here on is one line, not a traceback
+
 import importlib
 from typing import TYPE_CHECKING
 

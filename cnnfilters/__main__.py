@@ -1,8 +1,9 @@
 """``python -m cnnfilters`` and the ``cnnfilters`` command.
 
 :func:`main` runs :func:`cnnfilters.cli.main`. A Ctrl-C or SIGTERM that comes
-while the command line is being imported (its first tenth of a second) ends
-the run as one that comes later does: one line on stderr, 130 or 143, and
+while the command line is being imported (its first tenth of a second; before
+that, while the package itself is, :mod:`cnnfilters._early`) ends the run as
+one that comes later does: one line on stderr, 130 or 143, and
 no traceback. Settings that numpy reads when it is imported are made first
 (:func:`cnnfilters.startup.calm_blas_threads`).
 """
@@ -13,6 +14,7 @@ import os
 import signal
 import sys
 
+from ._early import release
 from .errors import Terminated, stop_behind, stop_outcome
 from .startup import calm_blas_threads
 
@@ -26,6 +28,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)  # the command line puts its own in place
     calm_blas_threads()  # before numpy is imported
     try:
+        release()  # Ctrl-C is a KeyboardInterrupt again, handled below and by the run
         from .cli import main as run
     except BaseException as exc:
         stop = stop_behind(exc)

@@ -257,3 +257,30 @@ def test_a_stopped_run_ends_at_once_whatever_its_threads_do(tmp_path, how):
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 130, done.stderr
     assert done.stderr == "cnnfilters: error: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "word"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+)
+def test_a_signal_while_the_package_is_imported_is_one_line(sig, code, word):
+    """The command line's first milliseconds (the package's own imports): the signal
+    is raised right after the package is imported as `python -m cnnfilters` imports
+    it, before any handler of the command line's is in place."""
+    script = (
+        "import signal, sys\nsys.argv[0] = '-m'\nimport cnnfilters\n"
+        f"signal.raise_signal(signal.{sig})\nprint('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == code
+    assert done.stdout == ""
+    assert done.stderr == f"cnnfilters: error: {word}\n"
+
+
+def test_a_program_that_imports_the_library_keeps_its_signal_handlers():
+    script = (
+        "import signal, cnnfilters\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler,"
+        " signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout == "True True\n", done.stderr
