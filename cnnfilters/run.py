@@ -46,6 +46,7 @@ from .errors import (
     stop_outcome,
 )
 from .images import LoadedImage, ReadOptions, load_frames
+from .inflight import harvest, written_whole
 from .inputs import Found, InputStream, Names, Source
 from .outputs import (
     Destination,
@@ -654,10 +655,17 @@ def _run_pending(
         _run_here(command, pending, settings, threads, recorder)
         return False
     pool = _Pool(executor, settings, ahead)
+    started_ns = time.time_ns()
     try:
         _run_on(pool, command, pending, settings, threads, recorder)
     finally:
         _close(pool.executor)
+    # The workers are gone: what they wrote of the chunks they never reported is final.
+    for index, source in pool.unreported:
+        item = written_whole(source, command.outputs(), settings, started_ns)
+        if item is not None:
+            recorder.record(index, [item])
+            recorder.summary.not_done -= 1
     return pool.died
 
 
@@ -702,6 +710,7 @@ class _Pool:
         self.executor = executor
         self.settings, self.ahead = settings, ahead
         self.died = False  # a worker died (its temporary files may be left)
+        self.unreported: list[tuple[int, Source]] = []  # a stopped run's inputs in flight
         self.held: list[list[tuple[int, Source]]] = []  # chunks a broken pool refused
         self._processes: dict[int, Any] = {}  # the pool's own (it adds what it starts)
 
@@ -770,7 +779,9 @@ def _run_on(
         deferred.deliver()  # to the handler in place before: KeyboardInterrupt, Terminated, ...
     except (KeyboardInterrupt, Terminated) as exc:
         recorder.summary.stopped(exc)
+        harvest(futures, chunks.outcomes, recorder.record)  # finished before the stop
         _stop(pool.executor, futures)
+        pool.unreported = [pair for chunk in futures.values() for pair in chunk]
     except BaseException:
         _stop(pool.executor, futures)
         raise

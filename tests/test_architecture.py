@@ -31,9 +31,10 @@ RULES = {
     "outputs": ({"images", "defaults", "errors", "report"}, {"typer", "rich"}),
     "runfiles": ({"inputs", "outputs", "errors"}, {"PIL", "typer", "rich"}),
     "run": (
-        {"commands", "images", "inputs", "outputs", "report", "startup", "errors"},
+        {"commands", "images", "inputs", "inflight", "outputs", "report", "startup", "errors"},
         {"typer", "rich"},
     ),
+    "inflight": ({"inputs", "outputs", "report", "errors"}, {"PIL", "typer", "rich"}),
     "learning": (
         {"commands", "images", "kernels", "outputs", "report", "errors"},
         {"typer", "rich"},
