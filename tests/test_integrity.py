@@ -119,8 +119,43 @@ def cut_idat_stream(data: bytes) -> bytes:
     return whole[:last_idat]
 
 
+def one_row_short(image: Image.Image) -> bytes:
+    """A PNG whose pixel data is a whole, valid zlib stream of one row too few: every
+    check but the length of what it inflates to passes."""
+    row = image.width * 3
+    rows = b"".join(b"\0" + image.tobytes()[i : i + row] for i in range(0, row * image.height, row))
+    header = struct.pack(">IIBBBBB", image.width, image.height, 8, 2, 0, 0, 0)
+    stream = zlib.compress(rows[: -(row + 1)])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream)
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+def no_end_of_stream(image: Image.Image) -> bytes:
+    """A PNG whose zlib stream inflates to exactly the right length but never ends (no
+    final block, no Adler-32): a file cut at a flush point."""
+    row = image.width * 3
+    rows = b"".join(b"\0" + image.tobytes()[i : i + row] for i in range(0, row * image.height, row))
+    header = struct.pack(">IIBBBBB", image.width, image.height, 8, 2, 0, 0, 0)
+    packer = zlib.compressobj()
+    stream = packer.compress(rows) + packer.flush(zlib.Z_SYNC_FLUSH)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream)
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+def cut_inside_a_crc(data: bytes) -> bytes:
+    """A file that ends two bytes into the CRC of its last IDAT chunk."""
+    offset, _, body = [c for c in chunks(data) if c[1] == b"IDAT"][-1]
+    return data[: offset + 8 + len(body) + 2]
+
+
 DAMAGED = {
     # name: (bytes, words the error line must contain)
+    "one-row-short.png": (lambda: one_row_short(photo(16, 12)),
+                          "539 bytes of pixel data, the header needs 588"),
+    "stream-never-ends.png": (lambda: no_end_of_stream(photo(16, 12)),
+                              "the compressed pixel data stops early"),
+    "cut-inside-a-crc.png": (lambda: cut_inside_a_crc(encoded(photo(), "PNG")),
+                             "the file ends inside the 'IDAT' chunk"),
     "idat-corrupt.png": (lambda: corrupt_inside(encoded(photo(), "PNG"), b"IDAT"),
                          "IDAT: broken compressed data"),
     "one-of-three-idat.png": (lambda: corrupt_inside(png_split_idat(photo(), 3), b"IDAT", 1),
@@ -174,7 +209,23 @@ def test_allow_truncated_reads_damaged_data_and_says_so(name, tmp_path, capsys):
     assert any("damaged data read anyway" in notice for notice in item["notices"])
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"cnnfilters: notice: {path}: damaged data")
-    assert (tmp_path / f"{path.stem}.grayscale.png").exists()
+    # The rows before the damage are the undamaged file's, at the image's full size.
+    made = np.asarray(Image.open(tmp_path / f"{path.stem}.grayscale.png"))
+    whole = tmp_path / f"whole{path.suffix}"
+    whole.write_bytes(_undamaged(name))
+    assert run(capsys, "grayscale", whole, "-q")[0] == 0
+    expected = np.asarray(Image.open(tmp_path / "whole.grayscale.png"))
+    assert made.shape == expected.shape
+    np.testing.assert_array_equal(made[:3], expected[:3])
+
+
+def _undamaged(name: str) -> bytes:
+    """The file each damaged case was made from."""
+    if name.endswith(".jpg"):
+        return encoded(photo(96, 80), "JPEG")
+    if name == "idat-crc-and-adler-wrong.png":
+        return encoded(photo(16, 12), "PNG")
+    return encoded(photo(), "PNG")
 
 
 def test_quiet_keeps_the_damage_notice_off_stderr(tmp_path, capsys):
@@ -402,3 +453,27 @@ def test_a_small_damaged_png_read_whole_is_refused(tmp_path):
     path.write_bytes(rebuild(data, parts))
     with pytest.raises(InputError, match="damaged data"):
         load_image(path)
+
+
+def _mpo_second_image_damaged() -> tuple[bytes, int]:
+    """A two-image MPO (a camera's JPEG with a second picture) whose second image's
+    entropy-coded data is overwritten in its middle; and where that image starts."""
+    first, second = photo(96, 80), photo(96, 80).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    buffer = io.BytesIO()
+    first.save(buffer, "MPO", save_all=True, append_images=[second])
+    data = buffer.getvalue()
+    with Image.open(io.BytesIO(data)) as image:
+        start = image._MpoImageFile__mpoffsets[1]
+    return data[:start] + corrupt_jpeg_entropy(data[start:]), start
+
+
+def test_every_image_of_a_multi_picture_jpeg_is_checked(tmp_path, capsys):
+    data, _ = _mpo_second_image_damaged()
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(data)
+    code, _, err = run(capsys, "grayscale", path, "--all-frames", "-q")
+    assert code == 3
+    assert f"{path}: cannot decode the image (damaged data: image 1: " in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["camera.jpg"]
+    code, _, err = run(capsys, "grayscale", path, "-q")  # only the first image is read
+    assert code == 0, err
