@@ -205,3 +205,30 @@ def test_output_complete_knows_a_whole_png_from_a_cut_one(tmp_path):
     assert not output_complete(tmp_path / "missing.png")
     (tmp_path / "x.npy").write_bytes(b"")
     assert not output_complete(tmp_path / "x.npy")
+
+
+def test_one_existing_output_refuses_the_input_before_any_is_written(tmp_path, capsys):
+    """The clobber rule is checked for all of an input's outputs before the first is
+    written: with only a.dy.png there, a.dx.png and a.gradient.png are not made."""
+    path = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(34).integers(0, 256, (9, 12), dtype=np.uint8)).save(path)
+    (tmp_path / "a.dy.png").write_bytes(b"an earlier result")
+    code, _, err = run(capsys, "gradient", path, "-q")
+    assert code == 3
+    assert err == (f"cnnfilters: error: {path}: {tmp_path / 'a.dy.png'}: exists "
+                   "(use --force to overwrite)\n")  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dy.png", "a.png"]
+    assert (tmp_path / "a.dy.png").read_bytes() == b"an earlier result"
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_folder_in_an_outputs_place_is_refused_by_name_before_any_is_written(
+    tmp_path, capsys, force
+):
+    path = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(34).integers(0, 256, (9, 12), dtype=np.uint8)).save(path)
+    (tmp_path / "a.dx.png").mkdir()
+    code, _, err = run(capsys, "gradient", path, "-q", *force)
+    assert code == 3
+    assert err == f"cnnfilters: error: {path}: {tmp_path / 'a.dx.png'}: is a directory\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dx.png", "a.png"]
