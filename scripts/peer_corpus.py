@@ -98,9 +98,14 @@ def run_measured(command: list[str], timeout: float, cwd: Path) -> dict:
     """Run ``command`` in a session of its own; its exit code (None: killed, with all
     its processes, at the timeout), seconds and output."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     killed = threading.Event()
 
     def kill() -> None:
@@ -175,9 +180,14 @@ def compare_decodes(path: str) -> dict:
     diff = np.abs(mine.astype(np.float64) - theirs.astype(np.float64))
     both_nan = np.isnan(mine.astype(np.float64)) & np.isnan(theirs.astype(np.float64))
     diff[both_nan] = 0
-    return {"ours": "read", "pillow": "read", "mode": ours.mode,
-            "max_diff": float(np.nanmax(diff)) if diff.size else 0.0,
-            "differing": int(np.count_nonzero(diff)), "total": int(diff.size)}  # fmt: skip
+    return {
+        "ours": "read",
+        "pillow": "read",
+        "mode": ours.mode,
+        "max_diff": float(np.nanmax(diff)) if diff.size else 0.0,
+        "differing": int(np.count_nonzero(diff)),
+        "total": int(diff.size),
+    }
 
 
 def _like(image, ours):
@@ -201,8 +211,17 @@ def examine(path: Path, root: Path, out: Path, timeout: float) -> dict:
     folder = Path(tempfile.mkdtemp(dir=out))
     try:
         for command in COMMANDS:
-            call = [sys.executable, "-m", "cnnfilters", command, str(path), "--out-dir",
-                    str(folder), "-q", "--force"]  # fmt: skip
+            call = [
+                sys.executable,
+                "-m",
+                "cnnfilters",
+                command,
+                str(path),
+                "--out-dir",
+                str(folder),
+                "-q",
+                "--force",
+            ]
             result = run_with_rss(call, timeout, folder)
             lines = [line for line in result["stderr"].splitlines() if line]
             entry[command] = {
@@ -216,8 +235,11 @@ def examine(path: Path, root: Path, out: Path, timeout: float) -> dict:
         try:
             entry["decode"] = json.loads(compare["stdout"])
         except json.JSONDecodeError:
-            entry["decode"] = {"ours": "crashed", "code": compare["code"],
-                               "stderr": compare["stderr"][-300:]}  # fmt: skip
+            entry["decode"] = {
+                "ours": "crashed",
+                "code": compare["code"],
+                "stderr": compare["stderr"][-300:],
+            }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return entry

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
 from unittest.mock import patch
 
 import numpy as np
@@ -469,21 +468,23 @@ def _pairs(keywords: dict) -> dict:
 
 def test_threads_run_every_block_and_an_error_in_one_reaches_the_caller(engine_threads):
     """32 blocks in 4 runs of 8; the second run fails at once (output row 8), while
-    the last two take their time. conv2d raises that error only once they have
-    ended: none is left writing into an array after conv2d returns."""
+    the last two go on only once it has failed. conv2d raises that error only once
+    they have ended: none is left writing into an array after conv2d returns."""
     x = np.ones((1, 1, 64, 8), np.float32)
     weight = np.full((1, 1, 2, 2), 0.25, np.float32)
     engine_threads(4)
     seen, running, real_rows = [], [], engine._padded_rows
+    failed = threading.Event()
 
     def padded_rows(x, first, stop, *args):
         running.append(first)
         try:
             seen.append(threading.get_ident())
             if first == 8:
+                failed.set()
                 raise MemoryError("row 8")
             if first >= 16:
-                time.sleep(0.005)
+                failed.wait()  # in flight when the error is raised
             return real_rows(x, first, stop, *args)
         finally:
             running.remove(first)

@@ -403,12 +403,19 @@ def test_a_step_stopped_by_ctrl_c_stops_the_other_thread_too():
 
     order = _InOrder(6)
     done, seen = [], []
-    started = threading.Event()
+    started, waiting = threading.Event(), threading.Event()
+
+    class Watched(threading.Condition):
+        def wait(self, timeout=None):
+            waiting.set()  # the other thread waits for the step under way
+            return super().wait(timeout)
+
+    order._changed = Watched()
 
     def step(index: int) -> None:
         if index == 2 and not started.is_set():  # the first time only
             started.set()
-            time.sleep(0.2)  # the other thread waits for this step meanwhile
+            waiting.wait()  # raised only once the other thread waits for this step
             raise KeyboardInterrupt
         done.append(index)
 
