@@ -56,6 +56,29 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
+# The address space a bounded run may take: a run of the command line on a small
+# image takes under 300 MB; what these tests guard against is gigabytes.
+BOUND_BYTES = 1 << 30
+
+
+def run_bounded(*args, limit: int = BOUND_BYTES) -> tuple[int, str, str]:
+    """The command line in a process whose address space is bounded (RLIMIT_AS):
+    a run that would allocate more fails its allocation instead (and then says
+    "not enough memory", which a test of a refusal does not accept), whether or
+    not the memory would ever be touched. (code, stdout, stderr)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def bounded() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    command = [sys.executable, "-m", "cnnfilters", *(os.fsdecode(a) for a in args)]
+    done = subprocess.run(command, preexec_fn=bounded, capture_output=True, text=True)
+    return done.returncode, done.stdout, done.stderr
+
+
 def random_conv_case(rng):
     """A random conv geometry: (groups, c_in, c_out, kernel, stride, dilation, mode, (h, w),
     padding), small, every padding mode, always valid."""

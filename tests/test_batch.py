@@ -189,8 +189,7 @@ def test_the_example_batch_scripts_run(script, tree, tmp_path):
     import sys
 
     exe_dir = os.path.dirname(sys.executable)
-    if shutil.which("cnnfilters", path=exe_dir) is None:
-        pytest.skip("the cnnfilters executable is not installed beside this Python")
+    assert shutil.which("cnnfilters", path=exe_dir), "no cnnfilters executable beside this Python"
     scripts = Path(__file__).resolve().parent.parent / "scripts"
     env = {**os.environ, "PATH": exe_dir + os.pathsep + os.environ.get("PATH", "")}
     out = tmp_path / "out"

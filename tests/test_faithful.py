@@ -9,7 +9,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import png
 import pytest
 from decoders import tiff_bytes
+from held import held_batch, wait_gone
 from helpers import run_cli as run
 from PIL import Image
 
@@ -82,33 +82,22 @@ def test_workers_die_with_their_parent_and_a_rerun_completes(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     for index in range(24):
-        values = RNG.integers(0, 256, (900, 900, 3), dtype=np.uint8)
+        values = RNG.integers(0, 256, (60, 60, 3), dtype=np.uint8)
         Image.fromarray(values).save(folder / f"p{index:02d}.png", compress_level=1)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "cnnfilters", "gradient", os.fsdecode(folder),
-               "--out-dir", os.fsdecode(out), "-j", "2", "-q"]  # fmt: skip
-    parent = subprocess.Popen(command)
-    children: list[int] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (len(children) < 2 or not out.exists()):
-        time.sleep(0.05)
-        try:
-            tasks = Path(f"/proc/{parent.pid}/task").iterdir()
-            children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            break
-    if len(children) < 2:
-        parent.kill()
-        pytest.skip("the batch ended before its workers could be seen")
-    parent.send_signal(signal.SIGKILL)  # as the OOM killer does
-    parent.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    alive = children
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [c for c in alive if _running(c)]
-    assert not alive, f"workers outlived their parent: {alive}"
-    result = subprocess.run([*command, "--skip-existing"], capture_output=True, timeout=120)
+    args = ["gradient", os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2", "-q"]
+    with held_batch(args) as batch:
+        workers = set()
+        while len(workers) < 2:  # both workers in the middle of a write
+            workers.update(batch.writers(1))
+            if len(workers) < 2:
+                batch.release(1)
+        batch.process.send_signal(signal.SIGKILL)  # as the OOM killer does
+        batch.process.wait()
+        alive = [pid for pid in workers if not wait_gone(pid)]
+        assert not alive, f"workers outlived their parent: {alive}"
+    command = [sys.executable, "-m", "cnnfilters", *args]
+    result = subprocess.run([*command, "--skip-existing"], capture_output=True)
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 24 * 3  # and no temporary file left by the killed run
@@ -118,63 +107,32 @@ def test_workers_die_with_their_parent_and_a_rerun_completes(tmp_path):
                 image.load()  # every output whole
 
 
-# A batch whose writes pause once their file has data, until the test lets go
-# (argv[1] appears); each paused writer says so with a file named by its process
-# id beside argv[1]. argv[2] "named" turns unnamed files off (another file system).
-_PAUSING_BATCH = """
-import os, sys, time
-from pathlib import Path
-from cnnfilters import cli, outputs
-go = Path(sys.argv[1])
-outputs._UNNAMED = outputs._UNNAMED and sys.argv[2] != "named"
-real = outputs.atomic_write
-def atomic_write(target, write, **kwargs):
-    def slow(handle):
-        write(handle)
-        handle.flush()
-        go.with_name(f"writing-{os.getpid()}").touch()
-        while not go.exists():
-            time.sleep(0.02)
-    return real(target, slow, **kwargs)
-outputs.atomic_write = atomic_write
-sys.exit(cli.main(sys.argv[3:]))
-"""
-
-
 @pytest.mark.parametrize("files", ["unnamed", "named"])
 def test_a_killed_worker_leaves_no_file_behind(tmp_path, files):
-    if files == "unnamed" and not outputs._UNNAMED:
-        pytest.skip("no unnamed files here (O_TMPFILE and /proc)")
-    folder, out, go = tmp_path / "in", tmp_path / "out", tmp_path / "go"
+    assert files == "named" or outputs._UNNAMED, "no unnamed files here (O_TMPFILE and /proc)"
+    folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     for index in range(4):
         Image.fromarray(RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(
             folder / f"p{index}.png"
         )
-    command = [sys.executable, "-c", _PAUSING_BATCH, os.fsdecode(go), files, "grayscale",
-               os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2", "-q"]  # fmt: skip
-    batch = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        writers: list[Path] = []
-        while len(writers) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-            writers = sorted(tmp_path.glob("writing-*"))
-        assert len(writers) == 2, "the two workers never started writing"
+    args = ["grayscale", os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2", "-q"]
+    with held_batch(args, named=files == "named", stderr=subprocess.PIPE, text=True) as batch:
+        writers = []
+        while len(set(writers)) < 2:  # both workers in the middle of a write
+            writers += batch.writers(1)
+            if len(set(writers)) < 2:
+                batch.release(1)
         temps = sorted(out.glob(".cnnfilters-*.tmp"))
         assert len(temps) == (2 if files == "named" else 0)
-        victim = int(writers[0].name.split("-")[1])
+        victim = writers[-1]
         os.kill(victim, signal.SIGKILL)  # as the OOM killer kills a worker
-        deadline = time.monotonic() + 10
-        while _running(victim) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        go.touch()
-        _, err = batch.communicate(timeout=60)
-    finally:
-        batch.kill()
+        assert wait_gone(victim)
+        batch.release()
+        _, err = batch.process.communicate()
     # Its input ran again on a new worker; a named temporary file of the killed
     # worker was removed: only whole outputs.
-    assert batch.returncode == 0, err
+    assert batch.process.returncode == 0, err
     assert sorted(os.listdir(out)) == [f"p{index}.grayscale.png" for index in range(4)]
     for path in out.iterdir():
         with Image.open(path) as image:
@@ -256,14 +214,6 @@ def test_a_rerun_removes_only_the_temporary_files_of_dead_writers(tmp_path, caps
     assert code == 0, err
     assert not stale.exists()
     assert live.exists() and elsewhere.exists()
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")  # a zombie has exited; only its parent's reaping is left
 
 
 # ------------------------------------------------------- wrong pixels

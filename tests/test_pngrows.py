@@ -12,9 +12,9 @@ import hashlib
 import io
 import itertools
 import json
+import queue
 import struct
 import threading
-import time
 import zlib
 from pathlib import Path
 
@@ -345,9 +345,17 @@ def test_a_reader_that_stops_early_lets_the_thread_go(tmp_path, monkeypatch):
     photo(16, 400).save(path)
     rows = pngrows.PngRows(path, "RGB", (16, 400), background=True)
     rows.take(0, 8)
-    deadline = time.monotonic() + 5
-    while rows._queue.qsize() < pngrows._AHEAD and time.monotonic() < deadline:
-        time.sleep(0.01)  # the thread fills the queue and waits for room
+    waiting, real_put = threading.Event(), rows._queue.put
+
+    def put(item, timeout=None):
+        try:
+            return real_put(item, timeout=timeout)
+        except queue.Full:
+            waiting.set()  # the thread filled the queue and waits for room
+            raise
+
+    rows._queue.put = put
+    assert waiting.wait(timeout=30)
     rows.close()
     rows._thread.join(timeout=5)
     assert not rows._thread.is_alive()

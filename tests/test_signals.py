@@ -3,16 +3,17 @@ no worker left, no temporary file, and a rerun finishes the job."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from held import held_batch, wait_gone
 from PIL import Image
 
 
@@ -27,23 +28,6 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        tasks = Path(f"/proc/{pid}/task").iterdir()
-        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
-@pytest.mark.skipif(not Path("/proc").exists(), reason="reads worker processes from /proc")
 @pytest.mark.parametrize(
     ("sig", "code", "word"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
@@ -51,44 +35,26 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("to_group", [True, False])
 def test_two_signals_end_the_batch_at_once(photos, tmp_path, sig, code, word, to_group):
     out, report = tmp_path / "out", tmp_path / "report.json"
-    command = [sys.executable, "-m", "cnnfilters", "gradient", os.fsdecode(photos),
-               "--out-dir", os.fsdecode(out), "-j", "2", "-q"]  # fmt: skip
-
+    args = ["gradient", os.fsdecode(photos), "--out-dir", os.fsdecode(out), "-j", "2", "-q"]
     # A shell starts background jobs with SIGINT ignored; a terminal's Ctrl-C is not.
-    def default_sigint() -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    process = subprocess.Popen([*command, "--report", os.fsdecode(report)], stderr=subprocess.PIPE,
-                               start_new_session=True, preexec_fn=default_sigint)  # fmt: skip
-    deadline = time.monotonic() + 30
-    workers: list[int] = []
-    while time.monotonic() < deadline and (len(workers) < 2 or not out.exists()):
-        time.sleep(0.05)
-        workers = _children(process.pid)
-    if len(workers) < 2:
-        process.kill()
-        pytest.skip("the batch ended before its workers could be seen")
-    for _ in range(2):  # a second signal while the first is being handled
-        try:
-            if to_group:
-                os.killpg(process.pid, sig)
-            else:
-                os.kill(process.pid, sig)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    try:
-        _, err = process.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail("the batch hung after two signals")
-    assert process.returncode == code, err.decode()
+    with held_batch([*args, "--report", os.fsdecode(report)], stderr=subprocess.PIPE,
+                    start_new_session=True, preexec_fn=_default_sigint) as batch:  # fmt: skip
+        workers: set[int] = set()
+        while len(workers) < 2:  # both workers in the middle of a write
+            workers.update(batch.writers(1))
+            if len(workers) < 2:
+                batch.release(1)
+        for _ in range(2):  # a second signal while the first is being handled
+            with contextlib.suppress(ProcessLookupError):
+                if to_group:
+                    os.killpg(batch.process.pid, sig)
+                else:
+                    os.kill(batch.process.pid, sig)
+        _, err = batch.process.communicate()
+    assert batch.process.returncode == code, err.decode()
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"cnnfilters: error: {word}"), lines
-    settle = time.monotonic() + 5
-    while any(_alive(w) for w in workers) and time.monotonic() < settle:
-        time.sleep(0.05)
-    assert not any(_alive(w) for w in workers)
+    assert all(wait_gone(pid) for pid in workers)
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     # The report of what was done is whole: the workers, stopped by the same signal,
     # left the parent's report alone.
@@ -99,7 +65,8 @@ def test_two_signals_end_the_batch_at_once(photos, tmp_path, sig, code, word, to
     for entry in written["inputs"]:
         assert entry["passed"] and all(Path(name).exists() for name in entry["outputs"])
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    rerun = subprocess.run([*command, "--skip-existing"], capture_output=True, timeout=120)
+    rerun = subprocess.run([sys.executable, "-m", "cnnfilters", *args, "--skip-existing"],
+                           capture_output=True)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     assert len(list(out.glob("*.png"))) == 24 * 3
 
@@ -170,33 +137,26 @@ def _default_sigint() -> None:
 def test_ctrl_c_at_any_moment_of_a_batch_ends_it_with_one_line(tmp_path):
     """A signal raised inside concurrent.futures.wait's loop over the futures' locks
     left one held: the run hung at its exit, or printed a traceback after its last
-    line. Signals at spread-out moments of a -j 2 batch of quick files."""
+    line. Ctrl-C after 0 to 11 writes of a -j 2 batch, one write held: the parent is
+    then waiting on its workers' futures."""
     folder = tmp_path / "in"
     folder.mkdir()
     image = Image.linear_gradient("L").resize((300, 200))
     for index in range(60):
         image.save(folder / f"p{index:02d}.png", compress_level=1)
-    command = [sys.executable, "-m", "cnnfilters", "gradient", os.fsdecode(folder),
-               "-j", "2", "-q"]  # fmt: skip
     for trial in range(12):
         out = tmp_path / f"out{trial}"
-        process = subprocess.Popen([*command, "--out-dir", os.fsdecode(out)],
-                                   stderr=subprocess.PIPE, start_new_session=True,
-                                   preexec_fn=_default_sigint)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(out.glob("*.png")):
-            time.sleep(0.002)
-        time.sleep(0.004 * trial)
-        process.send_signal(signal.SIGINT)
-        try:
-            _, err = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"the batch hung after Ctrl-C (trial {trial})")
+        args = ["gradient", os.fsdecode(folder), "-j", "2", "-q", "--out-dir", os.fsdecode(out)]
+        with held_batch(args, stderr=subprocess.PIPE, start_new_session=True,
+                        preexec_fn=_default_sigint) as batch:  # fmt: skip
+            for _ in range(trial):
+                batch.writers(1)
+                batch.release(1)
+            batch.writers(1)
+            batch.process.send_signal(signal.SIGINT)
+            _, err = batch.process.communicate()
         lines = err.decode().strip().splitlines()
-        if process.returncode == 0:
-            continue  # it finished first
-        assert process.returncode == 130, lines
+        assert batch.process.returncode == 130, lines
         assert len(lines) == 1 and lines[0].startswith("cnnfilters: error: interrupted"), lines
 
 
