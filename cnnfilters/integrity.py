@@ -69,10 +69,9 @@ _INFLATE_ERRORS = (zlib.error, _inflating.error)
 
 @dataclass(frozen=True)
 class Damage:
-    """What is wrong with a file's data; ``truncated`` when it simply stops early."""
+    """What is wrong with a file's data."""
 
     reason: str
-    truncated: bool = False
 
 
 @dataclass
@@ -146,7 +145,7 @@ class _Inflater:
 
     def finish(self) -> Damage | None:
         if not self.engine.eof:
-            return Damage(f"{self.what}: the compressed pixel data stops early", truncated=True)
+            return Damage(f"{self.what}: the compressed pixel data stops early")
         if self.extra:
             return Damage(f"{self.what}: data after the end of the compressed pixels")
         if self.length != self.expected:
@@ -163,7 +162,7 @@ def _chunks(handle: IO[bytes]) -> Iterator[tuple[int, bytes, bytes] | Damage]:
     while True:
         head = handle.read(8)
         if len(head) < 8:
-            yield Damage(f"the file ends at byte {offset}, before IEND", truncated=True)
+            yield Damage(f"the file ends at byte {offset}, before IEND")
             return
         length, kind = struct.unpack(">I4s", head)
         name = kind.decode("latin-1")
@@ -173,7 +172,7 @@ def _chunks(handle: IO[bytes]) -> Iterator[tuple[int, bytes, bytes] | Damage]:
         data = handle.read(length)
         stored = handle.read(4)
         if len(data) < length or len(stored) < 4:
-            yield Damage(f"the file ends inside the {name!r} chunk at byte {offset}", True)
+            yield Damage(f"the file ends inside the {name!r} chunk at byte {offset}")
             return
         if zlib.crc32(data, zlib.crc32(kind)) != struct.unpack(">I", stored)[0]:
             yield Damage(f"CRC error in the {name!r} chunk at byte {offset}")
@@ -221,7 +220,7 @@ class _PngWalk:
 
     def finish(self) -> Damage | None:
         if self.image is None:
-            return Damage("no IDAT chunk: the image has no pixel data", truncated=True)
+            return Damage("no IDAT chunk: the image has no pixel data")
         for stream in (self.image, *self.frames):
             damage = stream.finish()
             if damage:
@@ -297,9 +296,7 @@ def check_jpeg(data: bytes) -> Damage | None:
         target = "CMYK" if space in ("CMYK", "YCCK") else "GRAY"
         simplejpeg.decode_jpeg(data, target, min_factor=8, strict=True)
     except ValueError as exc:
-        reason = str(exc).strip() or "broken data"
-        truncated = "premature end" in reason.lower()
-        return Damage(reason, truncated=truncated and "data segment" not in reason.lower())
+        return Damage(str(exc).strip() or "broken data")
     return None
 
 
@@ -324,7 +321,7 @@ def check_file(
         for number, start in enumerate(starts):
             damage = check_jpeg(memoryview(data)[start:] if start else data)
             if damage is not None and number:
-                return Damage(f"image {number}: {damage.reason}", damage.truncated), None
+                return Damage(f"image {number}: {damage.reason}"), None
             if damage is not None:
                 return damage, None
         return None, None

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .clobber import check_targets
 from .commands import Learned, LearnOptions
 from .errors import EXIT_IO, CnnFiltersError, OutputError
 from .images import LoadedImage, ReadOptions, load_image
 from .kernels import Construction, export_constructions
-from .outputs import atomic_write, check_targets, output_complete
+from .outputs import atomic_write, output_complete
 from .report import InputReport, RunReport
 
 __all__ = [

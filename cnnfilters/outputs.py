@@ -1,12 +1,12 @@
-"""Writing outputs: names, the clobber rule, atomic writes, PNG encoding, ICC, stdout.
+"""Writing outputs: names, atomic writes, PNG encoding, ICC, stdout.
 
 Every file cnnfilters writes goes through :func:`atomic_write`: an unnamed
 file in the target's folder (a named temporary one where the file system has
 none), flushed and fsynced (a batch syncs once at its end instead:
 :func:`synced_once`), then linked into place, so a target is either untouched
 or whole. Output names come from one
-rule (:func:`output_targets`), and :func:`check_targets` refuses to clobber
-an input or, without ``force``, an existing file. :func:`write_result`
+rule (:func:`output_targets`), and :func:`~cnnfilters.clobber.check_targets`
+refuses to clobber an input or, without ``force``, an existing file. :func:`write_result`
 writes one :class:`~cnnfilters.commands.Result` while its checks run.
 """
 
@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from .clobber import target_exists
 from .defaults import DEFAULT_NAME, OUTPUT_FORMATS, PNG_COMPRESS_LEVEL
 from .errors import CnnFiltersError, OutputError
 from .images import LoadedImage, ReadOptions, Rows, load_image
@@ -44,7 +45,6 @@ __all__ = [
     "PngWriter",
     "ReportStream",
     "atomic_write",
-    "check_targets",
     "make_folder",
     "output_complete",
     "output_filenames",
@@ -56,7 +56,6 @@ __all__ = [
     "save_array",
     "save_image",
     "synced_once",
-    "target_exists",
     "write_result",
 ]
 
@@ -208,38 +207,6 @@ def make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
-
-
-def target_exists(target: Path) -> bool:
-    """Whether something (a file, a dangling symlink) is at ``target``; a path that
-    cannot be used at all (a name over the file system's limit, a folder that
-    cannot be searched) is that output's error, raised here before any work."""
-    try:
-        os.lstat(target)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot write this output ({exc.strerror or exc})") from None
-    return True
-
-
-def check_targets(targets: dict[str, list[Path]], source: Path, *, force: bool) -> None:
-    """The clobber rule: an input is never a target (even through a symlink or a hard
-    link); an existing file is replaced only with ``force``; a directory never."""
-    for files in targets.values():
-        for target in files:
-            if not target_exists(target):
-                continue
-            try:
-                same = os.path.samefile(target, source)
-            except OSError:
-                same = False
-            if same:
-                raise OutputError(f"{target}: this is the input file; it is never overwritten")
-            if target.is_dir():
-                raise OutputError(f"{target}: is a directory")
-            if not force:
-                raise OutputError(f"{target}: exists (use --force to overwrite)")
 
 
 def icc_for(output: Output, image: LoadedImage) -> tuple[bytes | None, str | None]:

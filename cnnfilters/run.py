@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .clobber import check_targets
 from .commands import Command
 from .errors import (
     EXIT_CHECK_FAILED,
@@ -50,7 +51,6 @@ from .inflight import harvest, written_whole
 from .inputs import Found, InputStream, Names, Source
 from .outputs import (
     Destination,
-    check_targets,
     forget_temporary_files,
     make_folder,
     output_complete,

@@ -2,7 +2,7 @@
 ``learn``'s layer, loss curve and kernel, ``kernels --export``.
 
 They follow the rule every image output follows (see
-:func:`~cnnfilters.outputs.check_targets`), checked by :func:`check_run_files`
+:func:`~cnnfilters.clobber.check_targets`), checked by :func:`check_run_files`
 before any work, so that a refused file costs nothing and loses nothing:
 
 - an input of the run is never one of them, not even with ``--force``: a
@@ -23,9 +23,9 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from .clobber import target_exists
 from .errors import CnnFiltersError, OutputError
 from .inputs import InputStream, Source
-from .outputs import target_exists
 
 __all__ = ["check_run_files", "run_files"]
 
