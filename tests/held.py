@@ -56,6 +56,14 @@ class HeldBatch:
             pids.append(int(line))
         return pids
 
+    def distinct_writers(self, count: int) -> set[int]:
+        """Wait until ``count`` different processes each hold a write (none is let go
+        meanwhile: a process that holds one writes nothing more); their ids."""
+        pids: set[int] = set()
+        while len(pids) < count:
+            pids.update(self.writers(1))
+        return pids
+
     def release(self, count: int = 1 << 16) -> None:
         """Let ``count`` held writes (by default all, now and later) go on."""
         with contextlib.suppress(BrokenPipeError):

@@ -87,11 +87,7 @@ def test_workers_die_with_their_parent_and_a_rerun_completes(tmp_path):
     out = tmp_path / "out"
     args = ["gradient", os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2", "-q"]
     with held_batch(args) as batch:
-        workers = set()
-        while len(workers) < 2:  # both workers in the middle of a write
-            workers.update(batch.writers(1))
-            if len(workers) < 2:
-                batch.release(1)
+        workers = batch.distinct_writers(2)  # both workers in the middle of a write
         batch.process.send_signal(signal.SIGKILL)  # as the OOM killer does
         batch.process.wait()
         alive = [pid for pid in workers if not wait_gone(pid)]
@@ -118,11 +114,7 @@ def test_a_killed_worker_leaves_no_file_behind(tmp_path, files):
         )
     args = ["grayscale", os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2", "-q"]
     with held_batch(args, named=files == "named", stderr=subprocess.PIPE, text=True) as batch:
-        writers = []
-        while len(set(writers)) < 2:  # both workers in the middle of a write
-            writers += batch.writers(1)
-            if len(set(writers)) < 2:
-                batch.release(1)
+        writers = sorted(batch.distinct_writers(2))  # both workers in the middle of a write
         temps = sorted(out.glob(".cnnfilters-*.tmp"))
         assert len(temps) == (2 if files == "named" else 0)
         victim = writers[-1]

@@ -39,11 +39,7 @@ def test_two_signals_end_the_batch_at_once(photos, tmp_path, sig, code, word, to
     # A shell starts background jobs with SIGINT ignored; a terminal's Ctrl-C is not.
     with held_batch([*args, "--report", os.fsdecode(report)], stderr=subprocess.PIPE,
                     start_new_session=True, preexec_fn=_default_sigint) as batch:  # fmt: skip
-        workers: set[int] = set()
-        while len(workers) < 2:  # both workers in the middle of a write
-            workers.update(batch.writers(1))
-            if len(workers) < 2:
-                batch.release(1)
+        workers = batch.distinct_writers(2)  # both workers in the middle of a write
         for _ in range(2):  # a second signal while the first is being handled
             with contextlib.suppress(ProcessLookupError):
                 if to_group:
