@@ -85,12 +85,35 @@ def imports(path: Path, *, top_level_only: bool = False) -> tuple[set[str], set[
     return ours, theirs
 
 
+def _files(module: str) -> list[Path]:
+    """A module's file, or every file of a package."""
+    folder = PACKAGE / module
+    return sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
+
+
+def _ours(path: Path, module: str) -> set[str]:
+    """The package's modules that ``path`` imports: within a package of its own,
+    ``from .x`` is its own room, ``from ..x`` another."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            inside = path.parent != PACKAGE and node.level == 1
+            top = module if inside else (node.module or "").split(".")[0]
+            names = [a.name for a in node.names] if not node.module and not inside else [top]
+            found.update(names)
+    return found
+
+
 @pytest.mark.parametrize("module", sorted(RULES))
 def test_each_room_imports_only_what_it_may(module):
     allowed, forbidden = RULES[module]
-    ours, theirs = imports(PACKAGE / f"{module}.py")
-    assert ours - {module} <= allowed, f"{module} imports {sorted(ours - allowed - {module})}"
-    assert not theirs & forbidden, f"{module} imports {sorted(theirs & forbidden)}"
+    for path in _files(module):
+        ours, theirs = imports(path)
+        if path.parent != PACKAGE:
+            ours = _ours(path, module)
+        assert ours - {module} <= allowed, f"{path} imports {sorted(ours - allowed - {module})}"
+        assert not theirs & forbidden, f"{path} imports {sorted(theirs & forbidden)}"
 
 
 def test_the_command_line_loads_numpy_and_pillow_only_inside_commands():
@@ -104,9 +127,29 @@ def test_the_command_line_loads_numpy_and_pillow_only_inside_commands():
 
 def test_every_module_is_in_a_room():
     documented = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
-    for path in PACKAGE.glob("*.py"):
-        if path.stem not in ("__init__", "__main__", "_version"):
-            assert f"`{path.stem}`" in documented, f"{path.stem} is not in docs/ARCHITECTURE.md"
+    for path in [*PACKAGE.glob("*.py"), *PACKAGE.glob("*/__init__.py")]:
+        name = path.parent.name if path.name == "__init__.py" else path.stem
+        if name not in ("cnnfilters", "__main__", "_version"):
+            assert f"`{name}`" in documented, f"{name} is not in docs/ARCHITECTURE.md"
+
+
+# Lines a module may hold: a room that fills up is split by purpose, the new
+# work beside it (docs/ARCHITECTURE.md). The engine is one coherent thing. The
+# four rooms still over the 750 lines of any other are held where they stand
+# until they are split (the command line's goal: 550).
+LINE_LIMITS = {"engine": 950, "cli": 1230, "run": 1590, "images": 1340, "outputs": 810}
+COMMAND_FILE_LIMIT = 250
+MODULE_LIMIT = 750
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.stem)
+def test_no_room_fills_up_again(path):
+    lines = len(path.read_text().splitlines())
+    if path.parent.name == "commands":
+        limit = COMMAND_FILE_LIMIT
+    else:
+        limit = LINE_LIMITS.get(path.stem, MODULE_LIMIT)
+    assert lines <= limit, f"{path.name}: {lines} lines, at most {limit}"
 
 
 def test_only_a_library_caller_spreads_the_engine_over_threads():

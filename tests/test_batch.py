@@ -449,13 +449,13 @@ def test_small_images_checked_side_by_side_get_what_they_get_alone(tmp_path, mon
         image.save(tmp_path / name)
         sources.append(Source(tmp_path / name))
     shared = []
-    real = commands._luma_side_by_side
+    real = commands.grayscale._luma_side_by_side
 
     def counting(works):  # how many of ``works`` got their strip computed side by side
         real(works)
         shared.append(sum(work.shared is not None for work in works))
 
-    monkeypatch.setattr(commands, "_luma_side_by_side", counting)
+    monkeypatch.setattr(commands.grayscale, "_luma_side_by_side", counting)
     command = GrayscaleOptions(weights=weights)
 
     def settings(folder: str) -> Settings:
@@ -496,7 +496,7 @@ def test_work_shared_by_a_chunk_that_fails_is_done_by_each_input(tmp_path, monke
 
     settings = Settings(destination=Destination(out_dir=tmp_path / "fine"), keep=False)
     _, fine = run_module.process_sources(GrayscaleOptions(), sources, settings, 1)
-    monkeypatch.setattr(commands, "_luma_side_by_side", broken)
+    monkeypatch.setattr(commands.grayscale, "_luma_side_by_side", broken)
     settings = Settings(destination=Destination(out_dir=tmp_path / "failed"), keep=False)
     _, failed = run_module.process_sources(GrayscaleOptions(), sources, settings, 1)
     assert [[item.checks for item in items] for items in failed] == [

@@ -154,11 +154,11 @@ def test_commute_raw_values_are_both_orders_and_their_exact_difference(rgb_png, 
     from cnnfilters import commands, ops
     from cnnfilters.images import load_image, mosaic, signed_to_image
 
-    monkeypatch.setattr(commands, "_STRIP_BYTES", 1)
+    monkeypatch.setattr(commands.strips, "STRIP_BYTES", 1)
     result = invoke("commute", rgb_png, "-a", "gelu", "-a", "square", "--on", on, *window,
                     "--raw", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
-    x = commands._commute_input(load_image(rgb_png), on)
+    x = commands.commute._commute_input(load_image(rgb_png), on)
     kernel, stride = (int(window[1]), int(window[3])) if window else (2, None)
     for act in ("gelu", "square"):
         expected = ops.commute(x, act, kernel, stride)
@@ -314,10 +314,10 @@ def test_gradient_streams_large_images_to_the_same_files(tmp_path, monkeypatch, 
     rng = np.random.default_rng(5)
     path = tmp_path / "wide.png"
     Image.fromarray(rng.integers(0, 256, (203, 64, 3), dtype=np.uint8)).save(path)
-    monkeypatch.setattr(commands, "_STRIP_BYTES", 64 * 4 * 3 * 8)  # strips of 8 rows
+    monkeypatch.setattr(commands.strips, "STRIP_BYTES", 64 * 4 * 3 * 8)  # strips of 8 rows
     written = {}
     for keep in (32 << 20, 0):
-        monkeypatch.setattr(commands, "_KEEP_BYTES", keep)
+        monkeypatch.setattr(commands.gradient, "_KEEP_BYTES", keep)
         out = tmp_path / f"keep{keep}"
         result = invoke("gradient", path, "--on", on, "--raw", "--out-dir", out, "-q")
         assert result.exit_code == 0, result.output

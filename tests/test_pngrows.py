@@ -168,7 +168,7 @@ def test_a_command_writes_the_same_file_streamed_or_not(mode, command, tmp_path,
         monkeypatch.setattr(images, "_WALK_PNG", walk)
         monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", limit)
         monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)
-        monkeypatch.setattr(commands, "_STRIP_BYTES", 1)  # strips of one window's rows
+        monkeypatch.setattr(commands.strips, "STRIP_BYTES", 1)  # strips of one window's rows
         out = tmp_path / f"{name}.png"
         code, stdout, err = run(capsys, *command, path, "-o", out, "--json")
         assert code == 0, err
@@ -241,9 +241,9 @@ def test_only_what_the_walk_reads_exactly_is_walked(tmp_path):
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 @pytest.mark.parametrize("edge", ["drop", "partial"])
 def test_avgpool_strips_are_whole_windows_covering_every_row(k, edge, monkeypatch):
-    from cnnfilters.commands import _PoolStrips
+    from cnnfilters.commands.avgpool import _PoolStrips
 
-    monkeypatch.setattr(commands, "_STRIP_BYTES", 1)
+    monkeypatch.setattr(commands.strips, "STRIP_BYTES", 1)
     for height in range(k, 4 * k + 3):
         image = images.LoadedImage(Path("x.png"), "PNG", "L",
                                    np.zeros((1, height, 9), np.uint8), 8, "uint8")  # fmt: skip
@@ -405,11 +405,11 @@ def test_an_images_work_is_freed_when_it_is_done(size, threads, tmp_path, monkey
 
 
 def test_a_step_stopped_by_ctrl_c_stops_the_other_thread_too():
-    """The writer and the checks share the strips (commands._InOrder): after Ctrl-C in
+    """The writer and the checks share the strips (commands.strips.InOrder): after Ctrl-C in
     one of them, the other does not go on computing the strips that are left."""
-    from cnnfilters.commands import _InOrder
+    from cnnfilters.commands.strips import InOrder
 
-    order = _InOrder(6)
+    order = InOrder(6)
     done, seen = [], []
     started, waiting = threading.Event(), threading.Event()
 

@@ -1,0 +1,181 @@
+"""``convolve``: any kernel through the engine, checked against a direct
+correlation in float64."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import reference as ref
+from ..defaults import (
+    GRADIENT_BASES,
+    PADDING_MODES,
+)
+from ..engine import conv2d
+from ..errors import CnnFiltersError
+from ..images import (
+    LoadedImage,
+    mosaic,
+    quantize,
+    signed_mosaic,
+    unsigned_to_image,
+)
+from ..kernels import (
+    FLOAT32_MAX,
+    as_float32_weights,
+    same_padding,
+)
+from ..report import Comparison
+from .base import Command, Output, Result, float32_tolerance, gray_levels, one_of
+from .strips import held_rows, rows_per_strip
+
+
+@dataclass(frozen=True)
+class ConvolveOptions(Command):
+    """Any kernel through the engine, checked against a direct correlation.
+
+    A 2-D kernel is applied to each channel (``groups = C``); a 4-D
+    ``(C_out, C_in, kh, kw)`` tensor must take the input's channels.
+    """
+
+    name: ClassVar[str] = "convolve"
+    kernel: np.ndarray = field(default_factory=lambda: np.ones((1, 1), dtype=np.float32))
+    stride: int = 1
+    padding: int | str = "same"
+    padding_mode: str = "zeros"
+    bias: float = 0.0
+    on: str = "gray"
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        kernel = np.asarray(self.kernel)
+        if kernel.dtype.kind not in "biuf" or not np.isfinite(kernel).all():
+            raise CnnFiltersError("a kernel's weights must be finite numbers")
+        kernel = as_float32_weights(kernel, "the kernel")
+        if kernel.ndim not in (2, 4) or kernel.size == 0:
+            raise CnnFiltersError(f"a kernel is a 2-D matrix or a 4-D tensor, got {kernel.shape}")
+        object.__setattr__(self, "kernel", kernel)
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride <= 0:
+            raise CnnFiltersError(f"stride must be a positive int, got {self.stride!r}")
+        if self.padding == "same":
+            same_padding(kernel.shape)
+        elif (
+            isinstance(self.padding, bool)
+            or not isinstance(self.padding, int)
+            or (self.padding < 0)
+        ):
+            raise CnnFiltersError(f"padding must be 'same' or an int >= 0, got {self.padding!r}")
+        one_of(self.padding_mode, PADDING_MODES, "padding mode")
+        one_of(self.on, GRADIENT_BASES, "on")
+        if not (math.isfinite(self.bias) and abs(self.bias) <= FLOAT32_MAX):
+            raise CnnFiltersError(
+                f"bias must be a finite number within float32's range (+-{FLOAT32_MAX:.4g}), "
+                f"got {self.bias!r}"
+            )
+        if self.normalize and abs(float(kernel.sum())) < 1e-12:
+            raise CnnFiltersError("cannot normalize: the kernel's weights sum to 0")
+
+    def outputs(self) -> list[str]:
+        return ["convolve"]
+
+    def kernels(self) -> list[tuple[str, np.ndarray]]:
+        kernel = self.kernel
+        if kernel.ndim == 2:
+            return [("kernel", kernel)]
+        return [(f"w[{o}, {c}]", kernel[o, c]) for o in range(min(kernel.shape[0], 4))
+                for c in range(min(kernel.shape[1], 3))]  # fmt: skip
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "kernel": self.kernel.tolist()}
+
+    def run(self, image: LoadedImage) -> Result:
+        result = Result()
+        base = gray_levels(image) if self.on == "gray" else image.pixels
+        weight, groups = self._weight(base.shape[0])
+        kh, kw = weight.shape[-2:]
+        pad = same_padding(weight.shape) if self.padding == "same" else int(self.padding)
+        bias = self.bias
+        biases = np.full(weight.shape[0], bias, dtype=np.float32) if bias else None
+        geometry = {"stride": self.stride, "padding": pad, "padding_mode": self.padding_mode,
+                    "groups": groups}  # fmt: skip
+        # The largest value the result can take: beyond float32, the engine's result
+        # would be infinite where the float64 reference is not (or both infinite, and
+        # then equal: a check that passes on a picture of nothing). 1 % is left for
+        # float32's rounding on the way.
+        scale = float(np.abs(weight).sum(axis=(1, 2, 3), dtype=np.float64).max()) * image.peak
+        scale += abs(bias)
+        if not scale < FLOAT32_MAX / 1.01:
+            raise CnnFiltersError(
+                f"{image.path}: this kernel's results can reach {scale:.3g} on this image "
+                f"(sum of |weights| x peak {image.peak:g} + |bias|), beyond float32's range "
+                f"(+-{FLOAT32_MAX:.4g}), which the engine computes in; scale the kernel down"
+            )
+        out = conv2d(base, weight, biases, **geometry)
+        comparison = Comparison(name="convolution", reference="direct correlation (float64)",
+                                tolerance=float32_tolerance(scale), peak=image.peak,
+                                layout=out.shape[-2:])  # fmt: skip
+        comparison.add_shape(out.shape)
+        # The reference a strip of output rows at a time, from the input rows under
+        # them: its float64 copy of the padded input and its result were each a whole
+        # image (12 MP, gray, 3 x 3: 565 MB at the peak of the command).
+        rows, width = out.shape[-2:]
+        step = rows_per_strip(8 * width * (base.shape[0] * self.stride + len(out)))
+        for first in range(0, rows, step):
+            stop = min(rows, first + step)
+            expected = ref.direct_correlation(base, weight, biases, rows=(first, stop), **geometry)
+            comparison.update(out[:, first:stop], expected, top=first)
+        result.checks.append(comparison.check())
+        pixels, mapping = _drawn(out, image)
+        result.outputs["convolve"] = Output(pixels, out, f"convolution with a {kh}x{kw} kernel")
+        result.info.update(kernel=weight.tolist() if weight.size <= 81 else list(weight.shape),
+                           weight_shape=list(weight.shape), bias=bias, on=self.on,
+                           normalized=self.normalize, image=mapping, **geometry)  # fmt: skip
+        return result
+
+    def check_output_size(self, image: LoadedImage, max_pixels: int) -> None:
+        """Padding can make the result far larger than the image (a 64 x 64 image
+        padded by 20,000 is 1.6 gigapixels)."""
+        kh, kw = self.kernel.shape[-2:]
+        pad = same_padding(self.kernel.shape) if self.padding == "same" else int(self.padding)
+        height, width = image.size
+        rows = max(0, (height + 2 * pad - kh) // self.stride + 1)
+        cols = max(0, (width + 2 * pad - kw) // self.stride + 1)
+        channels = self.kernel.shape[0] if self.kernel.ndim == 4 else (
+            1 if self.on == "gray" else image.channels)  # fmt: skip
+        if rows * cols > max_pixels or rows * cols * channels > 4 * max_pixels:
+            raise CnnFiltersError(
+                f"{image.path}: the result would be {rows:,} x {cols:,} pixels x {channels} "
+                f"channel(s), over --max-pixels {max_pixels:,} (or 4 channels of it); "
+                "use a smaller --padding or kernel tensor"
+            )
+
+    def _weight(self, channels: int) -> tuple[np.ndarray, int]:
+        """The weight tensor for ``channels`` input channels, and its groups."""
+        weight = self.kernel
+        if self.normalize:
+            weight = weight / np.float32(weight.sum())
+        if weight.ndim == 2:
+            return np.tile(weight, (channels, 1, 1, 1)), channels
+        if weight.shape[1] != channels:
+            raise CnnFiltersError(
+                f"the kernel tensor {tuple(weight.shape)} takes {weight.shape[1]} input "
+                f"channels, the image has {channels} (on {self.on})"
+            )
+        return weight, 1
+
+
+def _drawn(out: np.ndarray, image: LoadedImage) -> tuple[np.ndarray, str]:
+    """A convolution's result as levels: signed around mid-gray, as it is, or scaled."""
+    low, high = float(out.min(initial=0.0)), float(out.max(initial=0.0))
+    if low < 0:
+        pixels, units = signed_mosaic(held_rows(out), gap=2, bit_depth=image.bit_depth)
+        mid = 1 << (image.bit_depth - 1)
+        return pixels, f"signed: value = (pixel - {mid}) * {units:.6g}"
+    shown = mosaic(out, gap=2)
+    if high <= image.max_value + 0.5 and image.kind in ("uint8", "uint16"):
+        return quantize(shown, image.bit_depth), "pixel = value (rounded)"
+    pixels, units = unsigned_to_image(shown, image.bit_depth)
+    return pixels, f"value = pixel * {units:.6g}"
