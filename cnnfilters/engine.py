@@ -69,8 +69,8 @@ _NUMPY_PAD_MODE = {
 # Above this many input channels per group, one matrix product per tap beats
 # one broadcast multiply-add per channel. So does it for a 1x1 kernel over two
 # channels or more: the product reads each input block once and writes the
-# output once, where the multiply-adds make five passes (12 MP RGB to luma:
-# 17 ms against 20 to 26 ms; a 32 x 32 image: 23 us against 33 us).
+# output once, where the multiply-adds make five passes over memory (the
+# figures: docs/PERFORMANCE.md, "Why the code is as it is").
 _MATMUL_MIN_CHANNELS = 8
 
 
@@ -308,8 +308,7 @@ def set_num_threads(threads: int) -> None:
     row blocks, one run a thread; every value is computed as on one thread,
     so the results are the same to the bit. Inputs of a single block stay on
     one thread. numpy releases the interpreter's lock inside its loops, so
-    the threads run in parallel (12 MP RGB, 4 x 4 average pooling on two
-    cores: 11 ms against 17 ms). The command line keeps one thread: it runs
+    the threads run in parallel. The command line keeps one thread: it runs
     the decode, the computation and the encoder side by side, and a batch
     one process a core.
     """
@@ -571,16 +570,15 @@ def _layout(
 
 
 # A batch convolves thousands of images of one size with the same arguments: their
-# checked shapes are worked out once (3.6 us a call, against 0.7 us looked up with
-# the check of the arguments; the engine's grayscale of a 32 x 32 image took 23 us).
-# An argument that fails a check raises every time.
+# checked shapes are worked out once, as working them out is a sizeable part of
+# the engine's time on a tiny image. An argument that fails a check raises every
+# time.
 _cached_layout = functools.lru_cache(maxsize=64)(_layout)
 
 
 # Rows of input a block of output reads (for pooling, the sums of those rows):
-# about this many bytes, so that a block and its temporaries stay in cache
-# (measured: 0.5-2 MB is the sweet spot here; 128 KB blocks were 1.5x slower,
-# whole images 2-3x slower; 4 x 4 pooling, sized by its input rows, 1.1x slower).
+# about this many bytes, so that a block and its temporaries stay in cache (smaller
+# blocks pay the loop's overhead, whole images miss the cache).
 _BLOCK_BYTES = 1024 * 1024
 
 
@@ -794,7 +792,7 @@ class _Plan:
         kh, kw = kernel
         if self.sums_rows(kh, sh, dh):
             # Each window's rows are adjacent: one reduction over them reads the block
-            # once (12 MP RGB, k=4: 11.5 ms against 14.5 ms, an addition per kernel row).
+            # once, where an addition per kernel row reads it kh times.
             src = block[:, :, 0, : rows * kh, :]
             src = src.reshape(*src.shape[:2], rows, kh, src.shape[-1])
             lines = np.add.reduce(src, axis=3, dtype=self.dtype)

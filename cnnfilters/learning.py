@@ -141,7 +141,8 @@ def learn(
 
 
 # The most memory a learn may take, estimated from its options before any input
-# is read: 100,000 patches for a 15 x 15 pair asked for 172 GiB after 8.5 s.
+# is read: a fit that would need more is refused at once, not after it has read
+# its inputs and begun to allocate.
 MAX_WORKING_BYTES = 4 << 30
 
 

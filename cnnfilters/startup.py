@@ -25,12 +25,10 @@ def calm_blas_threads() -> None:
 
     OpenBLAS starts a thread for each further core when numpy is imported, and
     again in each forked worker, and an idle thread spins for 2^28 cycles
-    (about 0.1 s) before it sleeps. The run's matrix products are small (the
-    engine's 1x1 convolutions), so the spins were lost: a tenth of a second of
-    a core at each start, taken from the workers of a batch (0.2 s of the
-    1.9 s of CPU of a -j 2 run over 2,000 small PNGs; 0.1 s of a 12 MP
-    grayscale). With the shortest spin (2^4 cycles) a thread sleeps at once
-    and is woken when a product needs it.
+    before it sleeps. The run's matrix products are small (the engine's 1x1
+    convolutions), so the spins were lost: a core's time at each start, taken
+    from the workers of a batch. With the shortest spin (2^4 cycles) a thread
+    sleeps at once and is woken when a product needs it.
     """
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
