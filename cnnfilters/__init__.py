@@ -2,7 +2,7 @@
 
 The library under the ``cnnfilters`` command. One engine (:func:`conv2d`,
 :func:`max_pool2d`, :func:`avg_pool2d`, with the semantics of
-``torch.nn.functional``) runs every construction of the course: gradients,
+``torch.nn.functional``) runs every construction: gradients,
 average pooling and grayscale are weight tensors handed to ``conv2d``.
 
 >>> import numpy as np, cnnfilters

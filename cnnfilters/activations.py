@@ -1,4 +1,4 @@
-"""Named activations, each labelled by its monotonicity (SPEC section 4).
+"""Named activations, each labelled by its monotonicity (see docs/MATHS.md).
 
 Every activation is evaluated in float64 and rounded to the input's dtype.
 Rounding to nearest is nondecreasing, so a function that is nondecreasing in

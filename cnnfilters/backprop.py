@@ -1,8 +1,8 @@
-"""SPEC section 5: the backpropagation formulas of an MLP, checked numerically.
+"""The backpropagation formulas of an MLP, checked numerically (docs/MATHS.md).
 
 The network: ``y_0 = x``; ``y_l = sigma(A_l y_{l-1} + b_l)`` for
 ``l = 1 .. L-1``; a scalar output ``y_L = A_L y_{L-1} + b_L``. With
-``D_l = diag(sigma'(A_l y_{l-1} + b_l))`` the course derives
+``D_l = diag(sigma'(A_l y_{l-1} + b_l))`` the chain rule gives
 
 - ``dy_L/db_L = 1``, ``dy_L/dy_{L-1} = A_L``, ``dy_L/dA_L = y_{L-1}^T``;
 - ``dy_l/db_l = D_l``, ``dy_l/dy_{l-1} = D_l A_l``;

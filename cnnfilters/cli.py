@@ -812,9 +812,9 @@ def backprop(
     quiet: QuietOpt = False,
     force: ForceOpt = False,
 ) -> None:
-    """Check the MLP backpropagation formulas (SPEC section 5) numerically.
+    """Check the backpropagation formulas of an MLP numerically.
 
-    For every layer: dy_L/db_l, dy_L/dA_l and dy_l/dy_(l-1) by the course's
+    For every layer: dy_L/db_l, dy_L/dA_l and dy_l/dy_(l-1) by the
     formulas, against central differences (relative error <= 1e-6) and the
     gradients against reverse-mode autodiff written separately (<= 1e-12).
     """

@@ -920,7 +920,7 @@ def avg_pool2d(
     stride: int | tuple[int, int] | None = None,
     padding: int | tuple[int, int] = 0,
 ) -> np.ndarray:
-    """k x k average pooling, computed as a convolution (SPEC section 2).
+    """k x k average pooling, computed as a convolution (docs/MATHS.md).
 
     Equals ``torch.nn.functional.avg_pool2d`` with its defaults
     (``count_include_pad=True``, ``ceil_mode=False``): a depthwise

@@ -207,7 +207,7 @@ def load_kernel_file(path: str) -> np.ndarray:
 
 
 # Luma weights (R, G, B). They act on gamma-encoded values: this is luma, not
-# the luminance of linear light. bt601 is the homework's choice and Pillow's.
+# the luminance of linear light. bt601 is Pillow's choice, and the default.
 GRAYSCALE_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "bt601": (0.299, 0.587, 0.114),
     "bt709": (0.2126, 0.7152, 0.0722),
@@ -289,7 +289,7 @@ def avg_pool_weight(
 
 
 def one_hot_filters(k: int, *, dtype: type = np.float32) -> np.ndarray:
-    """The homework's k^2 filters ``delta_{u,v} / k^2``: shape ``(k*k, 1, k, k)``.
+    """The k^2 one-hot filters ``delta_{u,v} / k^2``: shape ``(k*k, 1, k, k)``.
 
     Filter ``u*k + v`` picks pixel ``(u, v)`` of each window; their sum is the
     all-``1/k^2`` average-pooling filter.
@@ -341,7 +341,7 @@ class Construction:
 
 
 def constructions(avg_kernel_size: int = 2) -> dict[str, Construction]:
-    """Every construction of the course, by name, in torch layout."""
+    """Every construction, by name, in torch layout."""
     k = avg_kernel_size
     return {
         "gradient": Construction(
@@ -353,7 +353,7 @@ def constructions(avg_kernel_size: int = 2) -> dict[str, Construction]:
         ),
         "grayscale-bt601": Construction(
             "grayscale-bt601",
-            "1x1 conv RGB -> luma, ITU-R BT.601 (the homework's weights)",
+            "1x1 conv RGB -> luma, ITU-R BT.601 (Pillow's weights)",
             grayscale_weight("bt601"),
         ),
         "grayscale-bt709": Construction(
@@ -371,7 +371,7 @@ def constructions(avg_kernel_size: int = 2) -> dict[str, Construction]:
         ),
         f"avgpool{k}-onehot": Construction(
             f"avgpool{k}-onehot",
-            f"the homework's {k * k} one-hot filters delta_uv/{k * k}; they sum to avgpool{k}",
+            f"the {k * k} one-hot filters delta_uv/{k * k}; they sum to avgpool{k}",
             one_hot_filters(k),
             stride=k,
         ),

@@ -40,7 +40,7 @@ def grayscale(
     *,
     rows: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Luma as a 1x1 convolution: ``Y = wR R + wG G + wB B`` (SPEC section 3).
+    """Luma as a 1x1 convolution: ``Y = wR R + wG G + wB B`` (docs/MATHS.md).
 
     ``weights`` is ``"bt601"`` (0.299, 0.587, 0.114), ``"bt709"``, ``"R,G,B"``
     or three numbers. Returns one channel: ``(1, H, W)`` (only rows
@@ -55,7 +55,7 @@ def grayscale(
 def gradients(
     x: np.ndarray, padding_mode: str = "zeros", *, rows: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Vertical and horizontal forward differences, F1 and F2 of SPEC section 1.
+    """Vertical and horizontal forward differences, F1 and F2 (docs/MATHS.md).
 
     One depthwise conv (``groups = C``, padding 1) of every channel with the
     pair F1, F2. Returns ``(dy, dx)``, each shaped like ``x``:
@@ -85,7 +85,7 @@ def avgpool_shape(height: int, width: int, k: int, edge: EdgeMode = "drop") -> t
 
 
 def avgpool(x: np.ndarray, k: int, edge: EdgeMode = "drop") -> np.ndarray:
-    """k x k average pooling as a stride-k convolution (SPEC section 2).
+    """k x k average pooling as a stride-k convolution (docs/MATHS.md).
 
     ``edge="drop"`` is the convolution's own rule: the last ``H mod k`` rows
     and ``W mod k`` columns are dropped. ``edge="partial"`` keeps them, as
@@ -227,7 +227,7 @@ def commute(
     kernel_size: int | tuple[int, int] = 2,
     stride: int | tuple[int, int] | None = None,
 ) -> CommuteResult:
-    """Compare ``sigma(maxpool(x))`` with ``maxpool(sigma(x))`` (SPEC section 4).
+    """Compare ``sigma(maxpool(x))`` with ``maxpool(sigma(x))`` (docs/MATHS.md).
 
     Both are exact float computations: for a nondecreasing ``sigma`` they are
     equal bit for bit, for any window size and stride (overlapping windows

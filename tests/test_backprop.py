@@ -1,4 +1,4 @@
-"""SPEC section 5: the course's backpropagation formulas against two independent checks."""
+"""The backpropagation formulas of an MLP against two independent checks (docs/MATHS.md)."""
 
 from __future__ import annotations
 

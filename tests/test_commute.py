@@ -1,4 +1,4 @@
-"""SPEC section 4: monotone activations commute with max pooling, exactly."""
+"""Monotone activations commute with max pooling, exactly (docs/MATHS.md)."""
 
 from __future__ import annotations
 

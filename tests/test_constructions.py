@@ -23,7 +23,7 @@ from cnnfilters.kernels import (
 )
 
 
-def test_kernels_are_the_homework_matrices_in_torch_layout():
+def test_kernels_are_the_construction_matrices_in_torch_layout():
     np.testing.assert_array_equal(FORWARD_DIFF_Y, [[0, 0, 0], [0, -1, 0], [0, 1, 0]])
     np.testing.assert_array_equal(FORWARD_DIFF_X, [[0, 0, 0], [0, -1, 1], [0, 0, 0]])
     assert gradient_weight(1).shape == (2, 1, 3, 3)

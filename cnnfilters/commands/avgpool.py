@@ -30,7 +30,7 @@ from .strips import Strips, rows_per_strip, strip_ranges
 
 @dataclass(frozen=True)
 class AvgpoolOptions(Command):
-    """k x k average pooling as a stride-k convolution (SPEC section 2)."""
+    """k x k average pooling as a stride-k convolution (docs/MATHS.md)."""
 
     name: ClassVar[str] = "avgpool"
     rows_once: ClassVar[bool] = True

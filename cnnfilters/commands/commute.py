@@ -30,7 +30,7 @@ from .strips import held_rows, rows_per_strip
 
 @dataclass(frozen=True)
 class CommuteOptions(Command):
-    """Both orders of each activation and max pooling (SPEC section 4)."""
+    """Both orders of each activation and max pooling (docs/MATHS.md)."""
 
     name: ClassVar[str] = "commute"
     activations: tuple[str, ...] = tuple(ACTIVATIONS)

@@ -39,7 +39,7 @@ _KEEP_BYTES = 32 << 20
 
 @dataclass(frozen=True)
 class GradientOptions(Command):
-    """F1 and F2 of SPEC section 1 on the gray image or each RGB channel."""
+    """F1 and F2 (docs/MATHS.md) on the gray image or each RGB channel."""
 
     name: ClassVar[str] = "gradient"
     padding: str = "zeros"

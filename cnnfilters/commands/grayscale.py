@@ -29,7 +29,7 @@ from .strips import Strips, strip_ranges
 
 @dataclass(frozen=True)
 class GrayscaleOptions(Command):
-    """Luma as a 1x1 convolution: ``bt601``, ``bt709`` or ``R,G,B`` weights (SPEC section 3)."""
+    """Luma as a 1x1 convolution: ``bt601``, ``bt709`` or ``R,G,B`` weights (docs/MATHS.md)."""
 
     name: ClassVar[str] = "grayscale"
     rows_once: ClassVar[bool] = True
