@@ -231,3 +231,44 @@ def test_a_folder_in_an_outputs_place_is_refused_by_name_before_any_is_written(
     assert code == 3
     assert err == f"cnnfilters: error: {path}: {tmp_path / 'a.dx.png'}: is a directory\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dx.png", "a.png"]
+
+
+def _image(path: Path) -> Path:
+    Image.fromarray(np.random.default_rng(35).integers(0, 256, (9, 12), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_with_raw_an_existing_array_refuses_the_input_before_its_picture(tmp_path, capsys):
+    """Every file of every output is checked, the .npy beside the PNG too."""
+    path = _image(tmp_path / "a.png")
+    (tmp_path / "a.grayscale.npy").write_bytes(b"an earlier array")
+    code, _, err = run(capsys, "grayscale", path, "--raw", "-q")
+    assert code == 3
+    assert f"{tmp_path / 'a.grayscale.npy'}: exists (use --force to overwrite)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.grayscale.npy", "a.png"]
+
+
+def test_an_output_that_is_a_hard_link_to_its_input_is_never_replaced(tmp_path, capsys):
+    """In a folder, a.grayscale.png linked to a.png is an output of this run (not an
+    input), and replacing it with --force would replace the input's bytes."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = _image(folder / "a.png")
+    os.link(path, folder / "a.grayscale.png")
+    before = path.read_bytes()
+    code, _, err = run(capsys, "grayscale", folder, "--force", "-q")
+    assert code == 3
+    assert f"{folder / 'a.grayscale.png'}: this is the input file; it is never overwritten" in err
+    assert path.read_bytes() == before
+
+
+def test_a_dangling_symlink_in_an_outputs_place_is_replaced_with_force(tmp_path, capsys):
+    path = _image(tmp_path / "a.png")
+    (tmp_path / "a.grayscale.png").symlink_to(tmp_path / "nowhere.png")
+    code, _, err = run(capsys, "grayscale", path, "-q")
+    assert code == 3 and "exists (use --force to overwrite)" in err
+    code, _, err = run(capsys, "grayscale", path, "--force", "-q")
+    assert code == 0, err
+    assert not (tmp_path / "a.grayscale.png").is_symlink()
+    with Image.open(tmp_path / "a.grayscale.png") as image:
+        assert image.size == (12, 9)
