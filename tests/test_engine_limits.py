@@ -53,13 +53,13 @@ def test_the_weight_gradient_sums_over_the_batch(c_in, groups):
     np.testing.assert_allclose(grad_w, one_by_one, rtol=1e-12, atol=1e-12)
 
 
-def direct_max_pool(x, kernel, stride, padding, ceil_mode):
+def direct_max_pool(x, kernel, stride, padding, ceil_mode, dilation=(1, 1)):
     """Max pooling by loops, with torch's rule for ceil_mode: a last window is kept
     only when it starts inside the input or its left padding."""
     height, width = x.shape[-2:]
     sizes = []
-    for size, k, s, p in zip((height, width), kernel, stride, padding, strict=True):
-        span = size + 2 * p - k
+    for size, k, s, p, d in zip((height, width), kernel, stride, padding, dilation, strict=True):
+        span = size + 2 * p - d * (k - 1) - 1
         out = (math.ceil(span / s) if ceil_mode else span // s) + 1
         if ceil_mode and (out - 1) * s >= size + p:
             out -= 1
@@ -67,10 +67,28 @@ def direct_max_pool(x, kernel, stride, padding, ceil_mode):
     result = np.full((x.shape[0], *sizes), -np.inf)
     for c, i, j in np.ndindex(result.shape):
         for u, v in np.ndindex(*kernel):
-            r, q = stride[0] * i + u - padding[0], stride[1] * j + v - padding[1]
+            r = stride[0] * i + dilation[0] * u - padding[0]
+            q = stride[1] * j + dilation[1] * v - padding[1]
             if 0 <= r < height and 0 <= q < width:
                 result[c, i, j] = max(result[c, i, j], x[c, r, q])
     return result
+
+
+@pytest.mark.parametrize("dilation", [(2, 1), (1, 2), (2, 3)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pooling_spreads_its_window_by_the_dilation_of_each_axis(dilation, ceil_mode):
+    x = (np.arange(2 * 9 * 11, dtype=np.float64).reshape(2, 9, 11) * 37) % 29
+    pooled = max_pool2d(x, (2, 3), (2, 1), (1, 1), dilation, ceil_mode=ceil_mode)
+    expected = direct_max_pool(x, (2, 3), (2, 1), (1, 1), ceil_mode, dilation)
+    np.testing.assert_array_equal(pooled, expected)
+
+
+def test_a_pool_window_larger_than_the_padded_input_is_named_with_its_sizes():
+    with pytest.raises(CnnFiltersError) as raised:
+        max_pool2d(np.ones((1, 3, 4)), (6, 2), 1, (1, 0))
+    assert str(raised.value) == (
+        "kernel size (6, 2) is larger than the padded input (5 x 4 pixels, from 3 x 4)"
+    )
 
 
 @pytest.mark.parametrize(
