@@ -990,12 +990,12 @@ def kernels(
     """
     import json
 
-    from .kernels import constructions, export_constructions
+    from .kernels import construction_named, constructions, export_constructions
 
-    available = constructions(kernel_size)
-    if name is not None and name not in available:
-        raise CnnFiltersError(f"unknown construction {name!r}; choose from {', '.join(available)}")
-    chosen = [available[name]] if name else list(available.values())
+    if name is not None:
+        chosen = [construction_named(name, kernel_size)]
+    else:
+        chosen = list(constructions(kernel_size).values())
     if export is not None:
         from .outputs import atomic_write
         from .runfiles import check_run_files

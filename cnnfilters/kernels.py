@@ -23,6 +23,7 @@ __all__ = [
     "Construction",
     "as_float32_weights",
     "avg_pool_weight",
+    "construction_named",
     "constructions",
     "export_constructions",
     "gradient_weight",
@@ -338,6 +339,26 @@ class Construction:
             "out_channels": self.out_channels,
             "notes": list(self.notes),
         }
+
+
+def construction_named(name: str, avg_kernel_size: int = 2) -> Construction:
+    """One construction by its name, or by its command's: ``grayscale`` is
+    ``grayscale-bt601`` (the command's default weights), ``avgpool`` is
+    ``avgpool{k}`` of ``avg_kernel_size``, and ``avgpoolN`` (or
+    ``avgpoolN-onehot``) names its own k."""
+    import re
+
+    key = name.strip().lower()
+    sized = re.fullmatch(r"avgpool(\d+)(-onehot)?", key)
+    if sized is not None and 1 <= int(sized[1]) <= 64:
+        avg_kernel_size = int(sized[1])
+    available = constructions(avg_kernel_size)
+    aliases = {"grayscale": "grayscale-bt601", "avgpool": f"avgpool{avg_kernel_size}"}
+    key = aliases.get(key, key)
+    if key not in available:
+        names = ", ".join([*available, *aliases])
+        raise CnnFiltersError(f"unknown construction {name!r}; choose from {names}")
+    return available[key]
 
 
 def constructions(avg_kernel_size: int = 2) -> dict[str, Construction]:

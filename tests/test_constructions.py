@@ -154,3 +154,20 @@ def test_avgpool_rejects_a_bad_edge_or_size():
         avgpool(np.zeros((1, 4, 4)), 2, "keep")
     with pytest.raises(CnnFiltersError, match="kernel size must be a positive int, got 0"):
         avgpool(np.zeros((1, 4, 4)), 0)
+
+
+def test_kernels_takes_a_commands_name_and_an_avgpool_size():
+    """A construction is named as its command (grayscale: its default weights) or
+    with its own window size; any other name is refused with the choices."""
+    import pytest
+
+    from cnnfilters.errors import CnnFiltersError
+    from cnnfilters.kernels import construction_named
+
+    assert construction_named("grayscale").name == "grayscale-bt601"
+    assert construction_named("avgpool", 4).name == "avgpool4"
+    pooled = construction_named("avgpool3")
+    assert pooled.name == "avgpool3" and pooled.weight.shape == (3, 1, 3, 3)
+    assert construction_named("avgpool5-onehot").weight.shape == (25, 1, 5, 5)
+    with pytest.raises(CnnFiltersError, match="unknown construction 'nope'; choose from gradient"):
+        construction_named("nope")
