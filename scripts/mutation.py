@@ -74,9 +74,11 @@ def main() -> int:
         return 2
     if args.fresh:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-    # The property tests derandomized, as in CI; subprocesses of the tests import
-    # the mutated copy too (mutmut tells them which mutant through the environment).
-    env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT / "mutants")}
+    # The property tests derandomized and with fewer examples (tests/conftest.py);
+    # subprocesses of the tests import the mutated copy too (mutmut tells them
+    # which mutant through the environment).
+    env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT / "mutants"),
+           "HYPOTHESIS_PROFILE": "mutation"}  # fmt: skip
     started = time.perf_counter()
     for _ in range(3):
         # A first run in a fresh mutants/ can find no test for any mutant (mutmut

@@ -20,4 +20,7 @@ def rng() -> np.random.Generator:
 # examples each run, to look for more.
 settings.register_profile("derandomized", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
+# Mutation testing runs each property test once for every mutant that reaches it:
+# a few derandomized examples find a wrong mutant, the pinned @examples first.
+settings.register_profile("mutation", derandomize=True, max_examples=10)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derandomized"))
