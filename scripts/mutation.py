@@ -48,8 +48,8 @@ def known_equivalent() -> set[str]:
 
 def results() -> dict[str, str]:
     """Every mutant's status, from mutmut's records."""
-    done = subprocess.run(["mutmut", "results", "--all", "true"], cwd=ROOT, text=True,
-                          capture_output=True, check=True)  # fmt: skip
+    command = ["mutmut", "results", "--all", "true"]
+    done = subprocess.run(command, cwd=ROOT, text=True, capture_output=True, check=True)
     found = {}
     for line in done.stdout.splitlines():
         name, _, status = line.strip().rpartition(": ")
@@ -77,15 +77,19 @@ def main() -> int:
     # The property tests derandomized and with fewer examples (tests/conftest.py);
     # subprocesses of the tests import the mutated copy too (mutmut tells them
     # which mutant through the environment).
-    env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT / "mutants"),
-           "HYPOTHESIS_PROFILE": "mutation"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CI": "true",
+        "PYTHONPATH": str(ROOT / "mutants"),
+        "HYPOTHESIS_PROFILE": "mutation",
+    }
     started = time.perf_counter()
     for _ in range(3):
         # A first run in a fresh mutants/ can find no test for any mutant (mutmut
         # 3.8 reads the call statistics it has just collected only on its next
         # run): the next run then tests them.
-        done = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=ROOT,
-                              env=env, text=True, capture_output=True)  # fmt: skip
+        command = ["mutmut", "run", "--max-children", str(args.jobs)]
+        done = subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=True)
         if "Stopping early" not in done.stdout + done.stderr:
             break
     minutes = (time.perf_counter() - started) / 60
