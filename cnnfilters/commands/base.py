@@ -12,14 +12,8 @@ import numpy as np
 
 from .. import ops
 from ..errors import CnnFiltersError
-from ..images import (
-    LoadedImage,
-    Rows,
-    quantize,
-)
-from ..kernels import (
-    parse_grayscale_weights,
-)
+from ..images import LoadedImage, Rows, quantize
+from ..kernels import parse_grayscale_weights
 from ..report import Check
 from ..rounding import luma_exact
 from .strips import Strips

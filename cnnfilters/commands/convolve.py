@@ -10,24 +10,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import reference as ref
-from ..defaults import (
-    GRADIENT_BASES,
-    PADDING_MODES,
-)
+from ..defaults import GRADIENT_BASES, PADDING_MODES
 from ..engine import conv2d
 from ..errors import CnnFiltersError
-from ..images import (
-    LoadedImage,
-    mosaic,
-    quantize,
-    signed_mosaic,
-    unsigned_to_image,
-)
-from ..kernels import (
-    FLOAT32_MAX,
-    as_float32_weights,
-    same_padding,
-)
+from ..images import LoadedImage, mosaic, quantize, signed_mosaic, unsigned_to_image
+from ..kernels import FLOAT32_MAX, as_float32_weights, same_padding
 from ..report import Comparison
 from .base import Command, Output, Result, float32_tolerance, gray_levels, one_of
 from .strips import held_rows, rows_per_strip

@@ -11,21 +11,9 @@ import numpy as np
 
 from .. import ops
 from .. import reference as ref
-from ..defaults import (
-    GRADIENT_BASES,
-    PADDING_MODES,
-)
-from ..images import (
-    LoadedImage,
-    Rows,
-    signed_to_image,
-    units_per_level,
-    unsigned_to_image,
-)
-from ..kernels import (
-    FORWARD_DIFF_X,
-    FORWARD_DIFF_Y,
-)
+from ..defaults import GRADIENT_BASES, PADDING_MODES
+from ..images import LoadedImage, Rows, signed_to_image, units_per_level, unsigned_to_image
+from ..kernels import FORWARD_DIFF_X, FORWARD_DIFF_Y
 from ..report import Check, Comparison
 from .base import Command, Output, Result, alpha_levels, gray_levels, one_of
 from .strips import strip_ranges

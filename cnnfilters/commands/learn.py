@@ -13,21 +13,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from .. import reference as ref
-from ..defaults import (
-    GRADIENT_BASES,
-    LEARN_TARGETS,
-    OPTIMIZERS,
-)
+from ..defaults import GRADIENT_BASES, LEARN_TARGETS, OPTIMIZERS
 from ..engine import conv2d
 from ..errors import CnnFiltersError, InputError
-from ..images import (
-    LoadedImage,
-)
-from ..kernels import (
-    avg_pool_weight,
-    constructions,
-    grayscale_weight,
-)
+from ..images import LoadedImage
+from ..kernels import avg_pool_weight, constructions, grayscale_weight
 from ..report import Check, compare
 from .base import as_rgb, gray_levels, in_range, one_of
 from .training import WindowPool, pair_targets

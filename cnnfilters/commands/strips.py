@@ -24,11 +24,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..images import (
-    LoadedImage,
-    Rows,
-    level_dtype,
-)
+from ..images import LoadedImage, Rows, level_dtype
 from ..report import Check, Comparison
 from ..rounding import Exact
 

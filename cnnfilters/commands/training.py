@@ -9,9 +9,7 @@ import numpy as np
 
 from ..engine import conv2d
 from ..errors import CnnFiltersError, InputError
-from ..images import (
-    LoadedImage,
-)
+from ..images import LoadedImage
 
 if TYPE_CHECKING:  # learn is imported by the learn command alone (1.3 ms a run)
     from ..learn import Layer
