@@ -59,14 +59,13 @@ def as_fractions(weights: tuple[float, ...]) -> tuple[tuple[int, ...], int]:
     return tuple(int(f * denominator) for f in fractions), denominator
 
 
-def correct_ties(pixels: np.ndarray, values: np.ndarray, exact: Exact, top: int) -> int:
+def correct_ties(pixels: np.ndarray, values: np.ndarray, exact: Exact, top: int) -> None:
     """Re-round, in place, the ``pixels`` whose float ``values`` lie within ``exact.bound``
-    of a tie; returns how many changed.
+    of a tie.
 
     ``pixels`` is ``floor(values + 1/2)`` clipped to ``0..top`` (same shape).
     """
     flat_values, flat_pixels = values.reshape(-1), pixels.reshape(-1)
-    changed = 0
     step = 1 << 16  # blocks in cache
     # The distance to the nearest tie, |x - floor(x) - 1/2|, is exact in the
     # values' own float type wherever it is below 1/4 (Sterbenz), and the
@@ -86,9 +85,7 @@ def correct_ties(pixels: np.ndarray, values: np.ndarray, exact: Exact, top: int)
         numerators, denominators = exact.values(index)
         rounded = (2 * numerators + denominators) // (2 * denominators)
         rounded = np.clip(rounded.astype(np.float64), 0, top).astype(flat_pixels.dtype)
-        changed += int(np.count_nonzero(rounded != flat_pixels[index]))
         flat_pixels[index] = rounded
-    return changed
 
 
 def _integers(values: np.ndarray, largest: int) -> np.ndarray:
