@@ -476,3 +476,47 @@ def test_every_image_of_a_multi_picture_jpeg_is_checked(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["camera.jpg"]
     code, _, err = run(capsys, "grayscale", path, "-q")  # only the first image is read
     assert code == 0, err
+
+
+def test_a_damaged_chunk_is_named_with_the_byte_it_starts_at():
+    data = corrupt_inside(encoded(photo(), "PNG"), b"IDAT", fix_crc=False)
+    offset = next(o for o, kind, _ in chunks(data) if kind == b"IDAT")
+    damage, _ = integrity.check_png(io.BytesIO(data))
+    assert damage.reason == f"CRC error in the 'IDAT' chunk at byte {offset}"
+
+
+@pytest.mark.parametrize(("declared", "words"), [
+    (0x7FFFFFFF, "the file ends inside the 'tEXt' chunk at byte 33"),
+    (0x80000000, "the 'tEXt' chunk at byte 33 declares 2147483648 bytes"),
+])  # fmt: skip
+def test_a_chunk_length_is_at_most_two_to_the_31_minus_one(declared, words):
+    good = encoded(photo(8, 8), "PNG")
+    data = good[:33] + struct.pack(">I4s", declared, b"tEXt") + b"comment"
+    damage, _ = integrity.check_png(io.BytesIO(data))
+    assert damage.reason == words
+
+
+def test_data_after_the_end_of_the_stream_in_a_later_idat_is_damage():
+    """The zlib stream ends in the first IDAT; a second one holds more bytes."""
+    data = encoded(photo(), "PNG")
+    parts = [(k, b) for _, k, b in chunks(data)]
+    at = next(i for i, (k, _) in enumerate(parts) if k == b"IDAT")
+    parts.insert(at + 1, (b"IDAT", b"\x00\x01\x02"))
+    damage, _ = integrity.check_png(io.BytesIO(rebuild(data, parts)))
+    assert damage is not None and "data after the end of the compressed pixels" in damage.reason
+
+
+@pytest.mark.parametrize("background", [True, False])
+@pytest.mark.parametrize("read", [True, False])
+def test_the_stream_check_finds_damage_in_a_file_or_in_its_bytes(tmp_path, background, read):
+    """In a thread or at once, from the file or from bytes already read: the same."""
+    path = tmp_path / "bad.png"
+    path.write_bytes(DAMAGED["idat-bad-crc.png"][0]())
+    data = path.read_bytes() if read else None
+    damage, _ = integrity.StreamCheck(path, "PNG", background=background, data=data).result()
+    assert damage is not None and damage.reason.startswith("CRC error in the 'IDAT' chunk")
+    good = tmp_path / "good.png"
+    photo().save(good)
+    data = good.read_bytes() if read else None
+    damage, facts = integrity.StreamCheck(good, "PNG", background=background, data=data).result()
+    assert damage is None and (facts.width, facts.height) == (48, 40)
