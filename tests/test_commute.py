@@ -199,3 +199,44 @@ def test_commute_holds_one_strip_of_the_activated_input_not_all_of_it():
         # masks, and a strip (measured: 1.08x the input, 1.33x for neg; the whole
         # activated input made it 2.06x, and 4.4x to 5.6x for neg).
         assert peak < 1.5 * x.nbytes, (name, peak / x.nbytes)
+
+
+@pytest.mark.parametrize("name", [*NOT_MONOTONE, "neg"])
+def test_a_counterexample_is_a_window_where_the_two_orders_differ(name):
+    """sigma(max(a, b)) = sigma(b) is below max(sigma(a), sigma(b)) = sigma(a)."""
+    found = find_counterexample(name)
+    act = get_activation(name)
+    ((a, b),) = found["values"]
+    assert found["activated"] == [[float(act(np.float32(a))), float(act(np.float32(b)))]]
+    assert found["max_of_act"] == float(act(np.float32(a))) > found["act_of_max"]
+
+
+@pytest.mark.parametrize("name", NONDECREASING)
+def test_a_nondecreasing_activation_has_no_counterexample(name):
+    assert find_counterexample(name) is None
+
+
+def test_the_result_names_its_activation_the_windows_and_the_channel():
+    x = np.ones((2, 4, 6), dtype=np.float32)
+    x[1, 2:4, 3:6] = [[1, 2, 3], [4, 5, 6]]  # one window of channel 1 differs
+    result = commute(x, "neg", kernel_size=(2, 3))
+    assert result.activation == "neg" and result.monotonicity == "nonincreasing"
+    assert result.kernel_size == (2, 3) and result.stride == (2, 3)
+    assert result.total == 2 * 2 * 2 and result.differing == 1
+    example = result.counterexample
+    assert example["channel"] == 1 and example["top_left"] == [2, 3]
+    assert example["activated"] == [[-1, -2, -3], [-4, -5, -6]]
+
+
+@pytest.mark.parametrize("name", [*NOT_MONOTONE, "neg"])
+def test_the_counterexample_has_the_largest_gap_on_its_grid(name):
+    """Against every pair a < b of a grid of 257 values, by brute force."""
+    act = get_activation(name)
+    grid = np.linspace(-8.0, 8.0, 257, dtype=np.float32)
+    values = act(grid).astype(np.float64)
+    gaps = values[:, None] - values[None, :]  # sigma(a) - sigma(b) for a = grid[i], b = grid[j]
+    gaps[np.tril_indices(257)] = -np.inf  # only a < b
+    found = find_counterexample(name, steps=257)
+    ((a, b),) = found["values"]
+    assert a < b and found["max_of_act"] - found["act_of_max"] == gaps.max()
+    assert b == grid[np.argmax(gaps.max(axis=0))]
