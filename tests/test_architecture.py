@@ -135,9 +135,9 @@ def test_every_module_is_in_a_room():
 
 # Lines a module may hold: a room that fills up is split by purpose, the new
 # work beside it (docs/ARCHITECTURE.md). The engine is one coherent thing. The
-# four rooms still over the 750 lines of any other are held where they stand
+# three rooms still over the 750 lines of any other are held where they stand
 # until they are split (the command line's goal: 550).
-LINE_LIMITS = {"engine": 950, "cli": 1230, "run": 1590, "images": 1340, "outputs": 810}
+LINE_LIMITS = {"engine": 950, "cli": 1230, "images": 1340, "outputs": 810}
 COMMAND_FILE_LIMIT = 250
 MODULE_LIMIT = 750
 

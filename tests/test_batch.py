@@ -222,7 +222,7 @@ def _small_pngs(folder: Path, count: int, *, seed: int, shape=(6, 5, 3)) -> Path
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_batch_that_streams_its_entries_keeps_counts_not_entries(tmp_path, monkeypatch, jobs):
-    import cnnfilters.run as run_module
+    from cnnfilters.run import pool as run_module
 
     monkeypatch.setattr(run_module, "_WINDOW_PER_JOB", 1)  # refill the window at every step
     folder = _small_pngs(tmp_path / "in", 12, seed=3, shape=(6, 8, 3))
@@ -262,7 +262,7 @@ def test_the_report_is_streamed_in_input_order_and_equals_the_json(tmp_path, job
 
 
 def test_a_quiet_batch_with_a_report_keeps_no_entries_in_memory(tmp_path, monkeypatch):
-    import cnnfilters.run as run_module
+    from cnnfilters.run import loop as run_module
 
     kept = []
     real = run_module._Recorder.__init__
@@ -295,7 +295,7 @@ def test_a_batch_worker_keeps_its_matrix_products_to_one_thread():
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from cnnfilters import run as run_module
+    from cnnfilters.run import workers as run_module
 
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(1, mp_context=context, initializer=run_module._worker_start,
@@ -327,7 +327,7 @@ def test_a_chunk_done_in_steps_keeps_each_inputs_own_result(tmp_path, monkeypatc
     """A chunk runs its inputs a step at a time; each input still gets its own entries:
     a bad file fails alone, a file of several frames writes each, and the outputs
     are those of the inputs run one by one."""
-    from cnnfilters import run as run_module
+    from cnnfilters.run import steps as run_module
 
     names = ["a.png", "bad.png", "c.png", "frames.gif", "e.png"]
     sources = _chunk(tmp_path, names)
@@ -353,7 +353,7 @@ def test_a_chunk_done_in_steps_keeps_each_inputs_own_result(tmp_path, monkeypatc
 def test_a_chunks_decoded_images_are_bounded_between_steps(tmp_path, monkeypatch):
     """Once a chunk's decoded images hold _STEP_BYTES, the inputs decoded so far finish
     before the next is decoded (a chunk of large images goes one by one)."""
-    from cnnfilters import run as run_module
+    from cnnfilters.run import steps as run_module
 
     sources = _chunk(tmp_path, [f"{index}.png" for index in range(5)])
     events = []
@@ -383,8 +383,8 @@ def test_a_chunks_decoded_images_are_bounded_between_steps(tmp_path, monkeypatch
 def test_a_chunk_makes_each_output_folder_once(tmp_path, monkeypatch):
     """A chunk's inputs mostly share an output folder: it is made (or found) once for
     them, and each folder of a mirrored tree is made for the inputs in it."""
-    from cnnfilters import run as run_module
     from cnnfilters.inputs import Source
+    from cnnfilters.run import steps as run_module
 
     tree = tmp_path / "tree"
     for sub in ("a", "a/b", "c"):
@@ -430,8 +430,8 @@ def test_small_images_checked_side_by_side_get_what_they_get_alone(tmp_path, mon
     gets alone. Ties of the rounding, gray inputs, and images of other sizes or
     depths (not put side by side) among them."""
     from cnnfilters import commands
-    from cnnfilters import run as run_module
     from cnnfilters.inputs import Source
+    from cnnfilters.run import steps as run_module
 
     rng = np.random.default_rng(21)
     ties = _ties_bt601()
@@ -487,7 +487,7 @@ def test_small_images_checked_side_by_side_get_what_they_get_alone(tmp_path, mon
 def test_work_shared_by_a_chunk_that_fails_is_done_by_each_input(tmp_path, monkeypatch):
     """Should the shared work fail, each input does its own, with the same results."""
     from cnnfilters import commands
-    from cnnfilters import run as run_module
+    from cnnfilters.run import steps as run_module
 
     sources = _chunk(tmp_path, ["a.png", "b.png", "c.png"])
 
@@ -510,7 +510,7 @@ def test_a_chunk_a_broken_pool_refuses_is_held_and_none_after_it_is_lost(tmp_pat
     refusal once dropped every chunk that did not fit in the next window)."""
     from concurrent.futures.process import BrokenProcessPool
 
-    from cnnfilters import run as run_module
+    from cnnfilters.run import pool as run_module
 
     folder = _small_pngs(tmp_path / "in", 60, seed=4)
     monkeypatch.setattr(run_module, "_CHUNK_SECONDS", 1e-9)  # 60 chunks: more than a window

@@ -137,7 +137,8 @@ def test_a_killed_worker_leaves_no_file_behind(tmp_path, files):
 _KILLING_BATCH = """
 import os, signal, sys
 from pathlib import Path
-from cnnfilters import cli, run
+from cnnfilters import cli
+from cnnfilters.run import steps as run
 marker, mode = Path(sys.argv[1]), sys.argv[2]
 real = run._steps
 def steps(command, source, *args, **kwargs):

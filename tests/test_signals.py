@@ -68,7 +68,7 @@ def test_two_signals_end_the_batch_at_once(photos, tmp_path, sig, code, word, to
 
 
 def test_a_pool_loop_notes_a_signal_and_delivers_it_to_the_handler_before():
-    from cnnfilters.run import _SignalsDeferred
+    from cnnfilters.run.signals import _SignalsDeferred
 
     deferred = _SignalsDeferred()
     before = signal.getsignal(signal.SIGINT)
@@ -82,7 +82,7 @@ def test_a_pool_loop_notes_a_signal_and_delivers_it_to_the_handler_before():
 
 
 def test_a_noted_sigterm_reaches_the_command_lines_handler_and_an_ignored_signal_stays_ignored():
-    from cnnfilters.run import _SignalsDeferred
+    from cnnfilters.run.signals import _SignalsDeferred
 
     class Terminated(BaseException):
         pass
@@ -111,7 +111,7 @@ def test_a_noted_sigterm_reaches_the_command_lines_handler_and_an_ignored_signal
 def test_off_the_main_thread_the_handlers_are_left_alone():
     import threading
 
-    from cnnfilters.run import _SignalsDeferred
+    from cnnfilters.run.signals import _SignalsDeferred
 
     seen = []
 

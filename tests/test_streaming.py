@@ -18,7 +18,7 @@ from cnnfilters import inputs
 from cnnfilters.commands import GrayscaleOptions
 from cnnfilters.inputs import Source, expand_inputs, stream_inputs
 from cnnfilters.outputs import Destination
-from cnnfilters.run import Settings, plan_outputs
+from cnnfilters.run import Settings, loop, plan_outputs, planning, pool
 
 RNG = np.random.default_rng(23)
 
@@ -114,7 +114,7 @@ def test_a_folder_is_planned_alike_when_every_name_hashes_alike(tmp_path, monkey
         return [(item.source.path.name, item.refused and item.refused.error) for item in found]
 
     screened = planned()
-    monkeypatch.setattr(run_module, "hash", lambda value: 7, raising=False)
+    monkeypatch.setattr(planning, "hash", lambda value: 7, raising=False)
     assert planned() == screened
     names = [name for name, _ in screened]
     refused = {name: error for name, error in screened if error}
@@ -162,15 +162,15 @@ def test_a_dry_run_names_a_refused_input_and_goes_on(tmp_path, capsys):
 
 def test_a_stopped_run_counts_what_it_left_within_half_a_second(tree):
     settings = Settings()
-    recorder = run_module._Recorder(None, None)
+    recorder = loop._Recorder(None, None)
     found = stream_inputs([tree], recursive=True)
-    planner = run_module._Planner(GrayscaleOptions(), settings, found)
-    pending = run_module._Pending(planner, found, settings, recorder)
+    planner = planning._Planner(GrayscaleOptions(), settings, found)
+    pending = loop._Pending(planner, found, settings, recorder)
     next(iter(pending))
     pending.not_done()
     assert (recorder.summary.not_done, recorder.summary.not_counted) == (6, False)
     found = stream_inputs([tree], recursive=True)
-    pending = run_module._Pending(planner, found, settings, recorder)
+    pending = loop._Pending(planner, found, settings, recorder)
     assert pending.count_rest(seconds=-1) == (1, False)  # out of time: a lower bound
     recorder.summary.not_done, recorder.summary.not_counted = 3, True
     assert recorder.summary.not_done_text == "at least 3 input(s) not done"
@@ -178,7 +178,7 @@ def test_a_stopped_run_counts_what_it_left_within_half_a_second(tree):
 
 def test_chunks_grow_for_small_files_and_stay_single_for_large_ones():
     sources = iter([(index, Source(Path(f"{index}.png"))) for index in range(100)])
-    chunks = run_module._Chunks(sources)
+    chunks = pool._Chunks(sources)
     first = next(chunks)
     assert len(first) == 1  # one at a time until an input has been timed
 
@@ -188,12 +188,12 @@ def test_chunks_grow_for_small_files_and_stay_single_for_large_ones():
         return future
 
     chunks.outcomes(finished(0.0001, 1), first)  # 0.1 ms an input
-    assert len(next(chunks)) == run_module._CHUNK_MAX
+    assert len(next(chunks)) == pool._CHUNK_MAX
     chunks.took(0.002, 1)  # 2 ms an input: 25 of them make a chunk's time
     assert len(next(chunks)) == 25
     chunks.outcomes(finished(2.0, 16), [(0, first[0][1])] * 16)  # 125 ms an input
     assert len(next(chunks)) == 1
-    one_by_one = run_module._Chunks(sources, most=1)  # --fail-fast in one process
+    one_by_one = pool._Chunks(sources, most=1)  # --fail-fast in one process
     one_by_one.took(0.0001, 1)
     assert len(next(one_by_one)) == 1
 
