@@ -727,7 +727,7 @@ def convolve(
         typer.Option(
             "--kernel",
             help="Rows by ';', values by ',' or spaces (\"0,0,0;0,-1,0;0,1,0\"), or a name: "
-            "f1, f2, sobel-x, sobel-y, scharr-x, scharr-y, laplacian, box3, gaussian5.",
+            "f1, f2, sobel-x, sobel-y, scharr-x, scharr-y, laplacian, box3, gaussian5, sharpen.",
         ),
     ] = None,
     kernel_file: Annotated[

@@ -67,6 +67,13 @@ LAPLACIAN = np.array([
     [0,  1, 0],
 ], dtype=np.float32)  # fmt: skip
 
+# Pillow's ImageFilter.SHARPEN: the centre against its eight neighbours, scale 16.
+SHARPEN = np.array([
+    [-2, -2, -2],
+    [-2, 32, -2],
+    [-2, -2, -2],
+], dtype=np.float32) / np.float32(16)  # fmt: skip
+
 _BINOMIAL5 = np.array([1, 4, 6, 4, 1], dtype=np.float32)
 
 # Kernels by name for ``cnnfilters convolve --kernel NAME``.
@@ -80,6 +87,7 @@ NAMED_KERNELS: dict[str, np.ndarray] = {
     "laplacian": LAPLACIAN,
     "box3": np.full((3, 3), 1 / 9, dtype=np.float32),
     "gaussian5": np.outer(_BINOMIAL5, _BINOMIAL5) / np.float32(256),
+    "sharpen": SHARPEN,
 }
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from helpers import naive_conv2d
+from helpers import run_cli as run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -171,3 +172,18 @@ def test_exported_weights_reproduce_the_constructions(tmp_path):
     assert invoke("kernels", "--export", tmp_path / "k.json").exit_code == 0
     listed = json.loads((tmp_path / "k.json").read_text())
     assert listed[0]["name"] == "gradient" and listed[0]["padding"] == 1
+
+
+def test_the_named_sharpen_kernel_is_pillows_and_passes_its_check(tmp_path, capsys):
+    """Pillow's ImageFilter.SHARPEN, as a named kernel of convolve."""
+    from PIL import ImageFilter
+
+    pillow = ImageFilter.SHARPEN.filterargs  # (size, scale, offset, kernel)
+    size, scale, _, weights = pillow
+    expected = np.array(weights, dtype=np.float32).reshape(size) / np.float32(scale)
+    np.testing.assert_array_equal(NAMED_KERNELS["sharpen"], expected)
+    path = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(36).integers(0, 256, (9, 12), dtype=np.uint8)).save(path)
+    code, out, err = run(capsys, "convolve", path, "--kernel", "sharpen", "--json")
+    assert code == 0, err
+    assert json.loads(out)["inputs"][0]["checks"][0]["passed"]
