@@ -915,7 +915,7 @@ def learn(
     from .commands import LearnOptions
     from .images import ReadOptions
     from .learning import learn as run_learn
-    from .learning import targets_for
+    from .learning import named_targets, targets_for
     from .runfiles import check_run_files
 
     if what.value == "pair" and len(inputs) != 2:
@@ -931,7 +931,7 @@ def learn(
     options = LearnOptions(what=what.value, k=k, on=basis, optimizer=optimizer.value, lr=rate,
                            steps=steps, tol=tol, seed=seed, patches=patches, atol=atol)  # fmt: skip
     targets = targets_for(options, inputs[0], output=output, out_dir=out_dir)
-    own = _learn_files(targets)
+    own = named_targets(targets)
     check_run_files({"--report": report, "--html": html, **own}, inputs=inputs, force=force,
                     replaced=own if skip_existing else ())  # fmt: skip
     if out_dir is not None:
@@ -950,12 +950,6 @@ def learn(
                                      title=f"cnnfilters learn {options.label}",
                                      replace=force))  # fmt: skip
     raise typer.Exit(code)
-
-
-def _learn_files(targets: dict[str, Path]) -> dict[str, Path]:
-    """learn's own files, named as its messages name them."""
-    names = {"layer": "the learned layer", "curve": "the loss curve", "kernel": "the kernel"}
-    return {names[key]: path for key, path in targets.items()}
 
 
 @app.command()
@@ -1086,40 +1080,6 @@ def _ignore_signals() -> None:
 _ARGV: list[str] | None = None  # the arguments main() ran with, for the HTML report
 
 
-class _StandardOutput:
-    """Standard output for the run: an OSError in writing it names it, so that it is
-    told from an error of another file (a pipe whose reader left is not an error of
-    the run; any other broken pipe is)."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, data: Any) -> int:
-        try:
-            return self._stream.write(data)
-        except BrokenPipeError:
-            raise ReaderGone from None
-        except OSError as exc:
-            exc.filename = exc.filename or STANDARD_OUTPUT
-            raise
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            raise ReaderGone from None
-        except OSError as exc:
-            exc.filename = exc.filename or STANDARD_OUTPUT
-            raise
-
-    @property
-    def buffer(self) -> Any:
-        return _StandardOutput(self._stream.buffer)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; usage errors and library errors are one line on stderr."""
     global _ARGV
@@ -1127,7 +1087,7 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stdout is None:  # started with standard output closed (>&-)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
         sys.stdout.closed_at_start = True  # type: ignore[attr-defined]
-    stdout, sys.stdout = sys.stdout, _StandardOutput(sys.stdout)
+    stdout, sys.stdout = sys.stdout, render.StandardOutput(sys.stdout)
     previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}  # fmt: skip
     if previous[signal.SIGINT] is signal.default_int_handler:  # not ignored (a background job)

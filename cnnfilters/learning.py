@@ -45,6 +45,7 @@ __all__ = [
     "check_working_set",
     "learn",
     "loss_curve_png",
+    "named_targets",
     "targets_for",
     "working_bytes",
 ]
@@ -73,6 +74,12 @@ def targets_for(
     if options.what == "pair":
         targets["kernel"] = Path(f"{stem}.txt")
     return targets
+
+
+def named_targets(targets: dict[str, Path]) -> dict[str, Path]:
+    """``targets`` by the names messages give them ("the learned layer", ...)."""
+    names = {"layer": "the learned layer", "curve": "the loss curve", "kernel": "the kernel"}
+    return {names[key]: path for key, path in targets.items()}
 
 
 def learn(

@@ -13,13 +13,21 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ReaderGone
+from .errors import STANDARD_OUTPUT, ReaderGone
 
 if TYPE_CHECKING:
     from .report import RunReport
 
-__all__ = ["Progress", "error", "notice", "render_demo", "render_kernels", "render_table",
-           "write_stderr"]  # fmt: skip
+__all__ = [
+    "Progress",
+    "StandardOutput",
+    "error",
+    "notice",
+    "render_demo",
+    "render_kernels",
+    "render_table",
+    "write_stderr",
+]
 
 # Control characters (newline, ESC, ...) in a file name would split the one
 # error line or drive the terminal: they are shown escaped.
@@ -68,6 +76,40 @@ def _console(**options: Any) -> Any:
             raise ReaderGone
 
     return _Console(**options)
+
+
+class StandardOutput:
+    """Standard output for the run: an OSError in writing it names it, so that it is
+    told from an error of another file (a pipe whose reader left is not an error of
+    the run; any other broken pipe is)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._stream.write(data)
+        except BrokenPipeError:
+            raise ReaderGone from None
+        except OSError as exc:
+            exc.filename = exc.filename or STANDARD_OUTPUT
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise ReaderGone from None
+        except OSError as exc:
+            exc.filename = exc.filename or STANDARD_OUTPUT
+            raise
+
+    @property
+    def buffer(self) -> Any:
+        return StandardOutput(self._stream.buffer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 # The table shows at most this many inputs, failures first (a Rich table takes
