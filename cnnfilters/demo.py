@@ -9,7 +9,6 @@ from typing import Any
 
 from PIL import Image
 
-from .backprop import check_backprop
 from .commands import (
     AvgpoolOptions,
     Command,
@@ -19,13 +18,8 @@ from .commands import (
     LearnOptions,
 )
 from .errors import EXIT_OK
-from .html import write_page
-from .images import ReadOptions
-from .inputs import Source
-from .learning import learn, targets_for
-from .outputs import Destination, atomic_write
-from .report import InputReport, RunReport
-from .run import Settings, run
+from .report import RunReport
+from .session import RunOptions, Session
 
 __all__ = ["run_demo", "sample_paths"]
 
@@ -69,21 +63,20 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
     for command, inputs in plan:
         options = command.options()
         label = command.name if command.name != "avgpool" else f"avgpool-k{options['kernel_size']}"
-        # The demo's own earlier outputs are replaced; the visual report needs the maps.
-        settings = Settings(destination=Destination(out_dir=out_dir / label, force=True),
-                            maps=True)  # fmt: skip
-        report, _ = run(command, [Source(path) for path in inputs], settings)
-        runs.append((report, command.kernels()))
         report_path = out_dir / f"{label}.json"
-        text = report.to_json() + "\n"
-        atomic_write(report_path, lambda fh, text=text: fh.write(text.encode("utf-8")))
+        # The demo's own earlier outputs are replaced; its page needs every entry's maps.
+        chosen = RunOptions(out_dir=out_dir / label, force=True, report=report_path, quiet=True,
+                            jobs=1)  # fmt: skip
+        with Session(chosen, command_line=command_line, collect=True) as session:
+            report = session.run(command, inputs)
+            worst = max(worst, session.finish(report))
+        runs.append((report, command.kernels()))
         checks = [c for item in report.inputs for c in item.checks]
         finite = [c for c in checks if c.tolerance != float("inf")]
         largest = max(finite, key=lambda c: c.max_abs, default=None)
         described = (
             f"{largest.max_abs:.4g} ({largest.name} vs {largest.reference})" if largest else "-"
         )
-        worst = max(worst, report.exit_code)
         commands.append(
             {
                 "command": command.name,
@@ -98,27 +91,27 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
             }
         )
     photo = next((p for p in samples if p.stem == "ihc"), colour[0])
+    learned = RunOptions(out_dir=out_dir / "learn", force=True, quiet=True)
     for options in (LearnOptions(what="grayscale", on="rgb"), LearnOptions(what="gradient"),
                     LearnOptions(what="avgpool", k=3)):  # fmt: skip
-        targets = targets_for(options, photo, output=None, out_dir=out_dir / "learn")
-        (out_dir / "learn").mkdir(exist_ok=True)
-        fitted = learn(options, [photo], read=ReadOptions(), targets=targets, force=True)
-        runs.append((fitted.report, fitted.kernels))
-        worst = max(worst, fitted.report.exit_code)
-        commands.append(_learn_row(options, fitted.report))
-    backprop = check_backprop((4, 8, 8, 1), "sigmoid", points=8)
-    item = InputReport("MLP 4,8,8,1 sigmoid", checks=backprop.checks, info=backprop.info)
-    backprop_run = RunReport("backprop", [item], options=dict(backprop.info))
-    runs.append((backprop_run, []))
-    worst = max(worst, backprop_run.exit_code)
+        with Session(learned, command_line=command_line) as session:
+            report = session.learn(options, [photo])
+            worst = max(worst, session.finish(report))
+        runs.append((report, session.kernels))
+        commands.append(_learn_row(options, report))
+    with Session(RunOptions(force=True, quiet=True), command_line=command_line) as session:
+        backprop = session.backprop((4, 8, 8, 1), "sigmoid", points=8)
+        worst = max(worst, session.finish(backprop))
+        runs.append((backprop, []))
+        index = out_dir / "index.html"
+        worst = max(worst, session.write_html(index, runs, title="cnnfilters demo"))
+    checks = backprop.inputs[0].checks
     commands.append(
         {"command": "backprop", "options": "widths=4,8,8,1, activation=sigmoid", "inputs": 1,
-         "checks": len(backprop.checks), "checks_passed": sum(c.passed for c in backprop.checks),
-         "largest_difference": f"{max(c.max_abs for c in backprop.checks):.3g} (relative)",
-         "outputs": 0, "report": os.fsdecode(out_dir / "index.html"), "errors": []}
+         "checks": len(checks), "checks_passed": sum(c.passed for c in checks),
+         "largest_difference": f"{max(c.max_abs for c in checks):.3g} (relative)",
+         "outputs": 0, "report": os.fsdecode(index), "errors": []}
     )  # fmt: skip
-    index = out_dir / "index.html"
-    write_page(index, runs, title="cnnfilters demo", command_line=command_line)
     return {"out_dir": os.fsdecode(out_dir), "html": os.fsdecode(index), "commands": commands,
             "exit_code": worst}  # fmt: skip
 

@@ -39,6 +39,16 @@ class CnnFiltersError(ValueError):
     exit_code = EXIT_USAGE
 
 
+class OptionError(CnnFiltersError):
+    """A command's option with a value it cannot take: ``option`` names the field,
+    ``reason`` says why, so that the command line can name its own spelling."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option} {reason}")
+        self.option = option
+        self.reason = reason
+
+
 class InputError(CnnFiltersError):
     """An input file could not be read, decoded or processed."""
 

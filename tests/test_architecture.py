@@ -51,6 +51,42 @@ RULES = {
         {"typer", "rich"},
     ),
     "startup": (set(), {"numpy", "PIL", "rich"}),
+    "session": (
+        {
+            "backprop",
+            "commands",
+            "html",
+            "images",
+            "inputs",
+            "learning",
+            "outputs",
+            "render",
+            "report",
+            "run",
+            "runfiles",
+            "defaults",
+            "errors",
+            "_version",
+        },
+        {"typer", "rich"},
+    ),
+    "cli": (
+        {
+            "activations",
+            "commands",
+            "demo",
+            "kernels",
+            "outputs",
+            "render",
+            "runfiles",
+            "session",
+            "startup",
+            "defaults",
+            "errors",
+            "_version",
+        },
+        {"numpy", "PIL", "rich"},
+    ),
 }
 
 
@@ -91,12 +127,12 @@ def _files(module: str) -> list[Path]:
     return sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
 
 
-def _ours(path: Path, module: str) -> set[str]:
-    """The package's modules that ``path`` imports: within a package of its own,
-    ``from .x`` is its own room, ``from ..x`` another."""
+def _ours(path: Path, module: str, *, top_level_only: bool = False) -> set[str]:
+    """The package's modules that ``path`` imports (at its top level only, if asked):
+    within a package of its own, ``from .x`` is its own room, ``from ..x`` another."""
     tree = ast.parse(path.read_text())
     found = set()
-    for node in ast.walk(tree):
+    for node in tree.body if top_level_only else ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:
             inside = path.parent != PACKAGE and node.level == 1
             top = module if inside else (node.module or "").split(".")[0]
@@ -117,10 +153,13 @@ def test_each_room_imports_only_what_it_may(module):
 
 
 def test_the_command_line_loads_numpy_and_pillow_only_inside_commands():
-    _, theirs = imports(PACKAGE / "cli.py", top_level_only=True)
-    assert not theirs & {"numpy", "PIL", "rich"}
-    ours, _ = imports(PACKAGE / "cli.py", top_level_only=True)
-    assert ours <= {"render", "startup", "_version", "defaults", "errors"}
+    light = {"render", "startup", "_version", "defaults", "errors", "session"}
+    for path in [*(PACKAGE / "cli").glob("*.py"), PACKAGE / "session.py"]:
+        ours, theirs = imports(path, top_level_only=True)
+        assert not theirs & {"numpy", "PIL", "rich"}, path.name
+        if path.parent.name == "cli":
+            ours = _ours(path, "cli", top_level_only=True)
+        assert ours <= light | {"cli"}, f"{path.name} imports {sorted(ours - light)}"
     _, rendering = imports(PACKAGE / "render.py", top_level_only=True)
     assert not rendering & {"numpy", "PIL", "rich"}
 
@@ -137,7 +176,8 @@ def test_every_module_is_in_a_room():
 # work beside it (docs/ARCHITECTURE.md). The engine is one coherent thing. The
 # three rooms still over the 750 lines of any other are held where they stand
 # until they are split (the command line's goal: 550).
-LINE_LIMITS = {"engine": 950, "cli": 1230, "images": 1340, "outputs": 810}
+LINE_LIMITS = {"engine": 950, "images": 1340, "outputs": 810}
+CLI_LIMIT = 550
 COMMAND_FILE_LIMIT = 250
 MODULE_LIMIT = 750
 
@@ -147,6 +187,8 @@ def test_no_room_fills_up_again(path):
     lines = len(path.read_text().splitlines())
     if path.parent.name == "commands":
         limit = COMMAND_FILE_LIMIT
+    elif path.parent.name == "cli":
+        limit = CLI_LIMIT
     else:
         limit = LINE_LIMITS.get(path.stem, MODULE_LIMIT)
     assert lines <= limit, f"{path.name}: {lines} lines, at most {limit}"

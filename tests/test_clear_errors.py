@@ -137,9 +137,9 @@ def test_only_standard_outputs_broken_pipe_is_a_reader_gone(capsys):
     blamed on standard output."""
     import errno
 
-    from cnnfilters import cli
+    from cnnfilters.cli.exits import exit_for
 
-    assert cli._exit_for(BrokenPipeError(errno.EPIPE, "Broken pipe")) == 3
-    assert cli._exit_for(OSError(errno.ENOSPC, "No space left on device")) == 3
+    assert exit_for(BrokenPipeError(errno.EPIPE, "Broken pipe")) == 3
+    assert exit_for(OSError(errno.ENOSPC, "No space left on device")) == 3
     err = capsys.readouterr().err
     assert err == "cnnfilters: error: Broken pipe\ncnnfilters: error: No space left on device\n"

@@ -12,7 +12,7 @@ import numpy as np
 from .. import reference as ref
 from ..defaults import GRADIENT_BASES, PADDING_MODES
 from ..engine import conv2d
-from ..errors import CnnFiltersError
+from ..errors import CnnFiltersError, OptionError
 from ..images import LoadedImage, mosaic, quantize, signed_mosaic, unsigned_to_image
 from ..kernels import FLOAT32_MAX, as_float32_weights, same_padding
 from ..report import Comparison
@@ -54,16 +54,17 @@ class ConvolveOptions(Command):
             or not isinstance(self.padding, int)
             or (self.padding < 0)
         ):
-            raise CnnFiltersError(f"padding must be 'same' or an int >= 0, got {self.padding!r}")
+            raise OptionError("padding", f"must be 'same' or an int >= 0, got {self.padding!r}")
         one_of(self.padding_mode, PADDING_MODES, "padding mode")
         one_of(self.on, GRADIENT_BASES, "on")
         if not (math.isfinite(self.bias) and abs(self.bias) <= FLOAT32_MAX):
-            raise CnnFiltersError(
-                f"bias must be a finite number within float32's range (+-{FLOAT32_MAX:.4g}), "
-                f"got {self.bias!r}"
+            raise OptionError(
+                "bias",
+                f"must be a finite number within float32's range (+-{FLOAT32_MAX:.4g}), "
+                f"got {self.bias!r}",
             )
         if self.normalize and abs(float(kernel.sum())) < 1e-12:
-            raise CnnFiltersError("cannot normalize: the kernel's weights sum to 0")
+            raise OptionError("normalize", "cannot be used: the kernel's weights sum to 0")
 
     def outputs(self) -> list[str]:
         return ["convolve"]
