@@ -387,7 +387,7 @@ def write_page(
 ) -> None:
     """Render and write the page atomically; an existing file is replaced only with
     ``replace``."""
-    from .outputs import atomic_write
+    from .atomic import atomic_write
 
     text = render_page(runs, title=title, command_line=command_line)
     atomic_write(Path(target), lambda handle: handle.write(text.encode("utf-8")), replace=replace)

@@ -4,7 +4,7 @@ Not the loop of :mod:`cnnfilters.run` (which runs an image command on each
 input by itself): ``learn`` trains one layer on all its inputs together.
 It uses the same parts: :func:`~cnnfilters.images.load_image` to read,
 :class:`~cnnfilters.commands.LearnOptions` to fit and check,
-:func:`~cnnfilters.outputs.atomic_write` and the clobber rule to write, one
+:func:`~cnnfilters.atomic.atomic_write` and the clobber rule to write, one
 :class:`~cnnfilters.report.RunReport`. An input that cannot be read is that
 input's error (exit 3); the others are still used.
 
@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .clobber import check_targets
 from .commands import Learned, LearnOptions
 from .errors import EXIT_IO, CnnFiltersError, OutputError
 from .images import LoadedImage, ReadOptions, load_image
 from .kernels import Construction, export_constructions
-from .outputs import atomic_write, output_complete
+from .outputs import output_complete
 from .report import InputReport, RunReport
 
 __all__ = [

@@ -389,7 +389,7 @@ def _said(
 ) -> int:
     """Errors to stderr (unless shown as they came), the report to stdout and/or a file
     (an existing one replaced only with ``force``); the worst exit code of the inputs'."""
-    from .outputs import atomic_write
+    from .atomic import atomic_write
 
     for item in report.inputs:
         if item.error and not errors_shown:
@@ -508,12 +508,12 @@ def _aborted_on_failure(stream: Any) -> Iterator[None]:
 
 
 def _report_stream(path: Path | None, command: Command, *, replace: bool) -> Any:
-    """``--report`` written as the inputs finish (see ``outputs.ReportStream``), or None;
+    """``--report`` written as the inputs finish (see ``atomic.ReportStream``), or None;
     an existing file is replaced only with ``replace``."""
     if path is None:
         return None
     from ._version import __version__ as version
-    from .outputs import ReportStream
+    from .atomic import ReportStream
     from .report import SCHEMA_VERSION
 
     head = {

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 _SCRIPT = """
 import os, sys
-from cnnfilters import cli, outputs
+from cnnfilters import atomic, cli, outputs
 ready, hold, named = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "named"
-outputs._UNNAMED = outputs._UNNAMED and not named
-real = outputs.atomic_write
+atomic._UNNAMED = atomic._UNNAMED and not named
+real = atomic.atomic_write
 def atomic_write(target, write, **kwargs):
     def held(handle):
         write(handle)
@@ -31,7 +31,7 @@ def atomic_write(target, write, **kwargs):
         os.write(ready, f"{os.getpid()}\\n".encode())
         os.read(hold, 1)  # until the test lets it go, or the process ends
     return real(target, held, **kwargs)
-outputs.atomic_write = atomic_write
+outputs.atomic_write = atomic.atomic_write = atomic_write
 sys.exit(cli.main(sys.argv[4:]))
 """
 

@@ -19,20 +19,29 @@ RULES = {
     "errors": (set(), {"numpy", "PIL", "typer", "rich"}),
     "integrity": (set(), {"typer", "rich"}),
     "images": (
-        {"_libtiff", "integrity", "pngrows", "rounding", "defaults", "errors"},
+        {"_libtiff", "frames", "integrity", "loaded", "pngrows", "tiff", "defaults", "errors"},
         {"typer", "rich"},
     ),
+    "loaded": ({"levels", "pngrows", "rounding", "defaults", "errors"}, {"typer", "rich"}),
+    "frames": ({"integrity", "levels", "loaded", "pngrows", "errors"}, {"typer", "rich"}),
+    "tiff": ({"_libtiff", "frames", "levels", "loaded", "errors"}, {"typer", "rich"}),
+    "levels": (set(), {"PIL", "typer", "rich"}),
     "pngrows": ({"integrity", "errors"}, {"typer", "rich"}),
     "inputs": ({"errors", "defaults"}, {"typer", "rich"}),
     "commands": (
-        CORE | {"reference", "report", "images", "defaults", "errors"},
+        CORE | {"reference", "report", "images", "levels", "loaded", "defaults", "errors"},
         {"typer", "rich"},
     ),
-    "outputs": ({"clobber", "images", "defaults", "errors", "report"}, {"typer", "rich"}),
+    "outputs": (
+        {"atomic", "clobber", "images", "levels", "loaded", "defaults", "errors", "report"},
+        {"typer", "rich"},
+    ),
+    "atomic": ({"errors", "report"}, {"numpy", "PIL", "typer", "rich"}),
     "clobber": ({"errors"}, {"numpy", "PIL", "typer", "rich"}),
     "runfiles": ({"clobber", "inputs", "errors"}, {"PIL", "typer", "rich"}),
     "run": (
         {
+            "atomic",
             "clobber",
             "commands",
             "images",
@@ -47,12 +56,13 @@ RULES = {
     ),
     "inflight": ({"inputs", "outputs", "report", "errors"}, {"PIL", "typer", "rich"}),
     "learning": (
-        {"clobber", "commands", "images", "kernels", "outputs", "report", "errors"},
+        {"atomic", "clobber", "commands", "images", "kernels", "outputs", "report", "errors"},
         {"typer", "rich"},
     ),
     "startup": (set(), {"numpy", "PIL", "rich"}),
     "session": (
         {
+            "atomic",
             "backprop",
             "commands",
             "html",
@@ -73,6 +83,7 @@ RULES = {
     "cli": (
         {
             "activations",
+            "atomic",
             "commands",
             "demo",
             "kernels",
@@ -176,7 +187,7 @@ def test_every_module_is_in_a_room():
 # work beside it (docs/ARCHITECTURE.md). The engine is one coherent thing. The
 # three rooms still over the 750 lines of any other are held where they stand
 # until they are split (the command line's goal: 550).
-LINE_LIMITS = {"engine": 950, "images": 1340, "outputs": 810}
+LINE_LIMITS = {"engine": 950}
 CLI_LIMIT = 550
 COMMAND_FILE_LIMIT = 250
 MODULE_LIMIT = 750

@@ -367,7 +367,7 @@ def test_exif_orientation_is_applied_unless_told(tmp_path, capsys):
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_sixteen_bit_orientation_matches_pillows(orientation):
-    from cnnfilters.images import _orient_array
+    from cnnfilters.frames import orient_array
 
     array = np.arange(12 * 7, dtype=np.uint8).reshape(12, 7)
     image = Image.fromarray(array)
@@ -379,21 +379,21 @@ def test_sixteen_bit_orientation_matches_pillows(orientation):
 
     turned = ImageOps.exif_transpose(Image.open(buffer))
     expected_size = turned.size
-    assert _orient_array(array, orientation).shape[::-1] == expected_size
+    assert orient_array(array, orientation).shape[::-1] == expected_size
     ref = (
         ImageOps.exif_transpose(Image.fromarray(array).copy(), in_place=False)
         if orientation == 1
         else None
     )
     if ref is not None:
-        np.testing.assert_array_equal(np.asarray(ref), _orient_array(array, 1))
+        np.testing.assert_array_equal(np.asarray(ref), orient_array(array, 1))
     method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_90}.get(orientation)  # fmt: skip
     if method is not None:
         np.testing.assert_array_equal(
-            np.asarray(Image.fromarray(array).transpose(method)), _orient_array(array, orientation)
+            np.asarray(Image.fromarray(array).transpose(method)), orient_array(array, orientation)
         )
 
 
@@ -558,7 +558,7 @@ def test_an_unwritable_folder_is_one_clear_error(tmp_path, capsys, monkeypatch):
 
             monkeypatch.setattr(os, "open", refuse_in_locked)
             # A named temporary file, where unnamed ones are not to be had.
-            monkeypatch.setattr("cnnfilters.outputs.open", refuse, raising=False)
+            monkeypatch.setattr("cnnfilters.atomic.open", refuse, raising=False)
         code, _, err = run(capsys, "grayscale", source, "--out-dir", out, "-q")
     finally:
         out.chmod(stat.S_IRWXU)

@@ -152,7 +152,8 @@ def test_commute_raw_values_are_both_orders_and_their_exact_difference(rgb_png, 
     (windows side by side and overlapping; a strip per pooled row); the pictures,
     drawn a strip at a time too, are those maps drawn whole."""
     from cnnfilters import commands, ops
-    from cnnfilters.images import load_image, mosaic, signed_to_image
+    from cnnfilters.images import load_image
+    from cnnfilters.levels import mosaic, signed_to_image
 
     monkeypatch.setattr(commands.strips, "STRIP_BYTES", 1)
     result = invoke("commute", rgb_png, "-a", "gelu", "-a", "square", "--on", on, *window,

@@ -20,7 +20,7 @@ from held import held_batch, wait_gone
 from helpers import run_cli as run
 from PIL import Image
 
-from cnnfilters import outputs
+from cnnfilters import atomic
 from cnnfilters.cli import main
 from cnnfilters.errors import InputError
 from cnnfilters.images import ReadOptions, load_frames, load_image
@@ -105,7 +105,7 @@ def test_workers_die_with_their_parent_and_a_rerun_completes(tmp_path):
 
 @pytest.mark.parametrize("files", ["unnamed", "named"])
 def test_a_killed_worker_leaves_no_file_behind(tmp_path, files):
-    assert files == "named" or outputs._UNNAMED, "no unnamed files here (O_TMPFILE and /proc)"
+    assert files == "named" or atomic._UNNAMED, "no unnamed files here (O_TMPFILE and /proc)"
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     for index in range(4):
@@ -191,13 +191,12 @@ def test_a_worker_killed_in_a_batch_fails_only_its_own_input(tmp_path, mode):
 
 
 def test_a_rerun_removes_only_the_temporary_files_of_dead_writers(tmp_path, capsys):
-    from cnnfilters import outputs
 
     source = tmp_path / "a.png"
     Image.new("RGB", (4, 4)).save(source)
     gone = subprocess.Popen([sys.executable, "-c", ""])
     gone.wait()
-    host = outputs._HOST
+    host = atomic._HOST
     stale = tmp_path / f".cnnfilters-{host}-{gone.pid}-{'0' * 16}.tmp"
     live = tmp_path / f".cnnfilters-{host}-{os.getpid()}-{'1' * 16}.tmp"
     elsewhere = tmp_path / f".cnnfilters-{'f' * 8 if host != 'f' * 8 else 'e' * 8}-1-{'2' * 16}.tmp"

@@ -10,19 +10,17 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageFile, ImageOps
 
 from cnnfilters import conv2d, gradients
-from cnnfilters.images import (
-    ReadOptions,
+from cnnfilters.images import ReadOptions, load_image, pil_image
+from cnnfilters.kernels import gradient_weight
+from cnnfilters.levels import (
     Rows,
-    load_image,
     mosaic,
-    pil_image,
     quantize,
     signed_mosaic,
     signed_to_image,
     units_per_level,
     unsigned_to_image,
 )
-from cnnfilters.kernels import gradient_weight
 from cnnfilters.outputs import save_array, save_image
 
 RNG = np.random.default_rng(5)

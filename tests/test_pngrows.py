@@ -25,7 +25,7 @@ from helpers import run_cli as run
 from PIL import Image
 from test_integrity import DAMAGED, chunk, chunks, photo, rebuild
 
-from cnnfilters import commands, images, ops, pngrows
+from cnnfilters import commands, frames, images, ops, pngrows
 from cnnfilters.errors import InputError
 from cnnfilters.images import ReadOptions, load_frames
 
@@ -35,7 +35,7 @@ RNG = np.random.default_rng(20)
 @pytest.fixture
 def stream_all(monkeypatch):
     """Every PNG that can be streamed is, in bands of a few rows."""
-    monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", 0)
+    monkeypatch.setattr(frames, "MAPPED_MEMORY_BYTES", 0)
     monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)  # the smallest band: 8 rows
 
 
@@ -166,7 +166,7 @@ def test_a_command_writes_the_same_file_streamed_or_not(mode, command, tmp_path,
     for name, walk, limit in (("plain", False, 0), ("whole", True, 1 << 40),
                               ("streamed", True, 0)):  # fmt: skip
         monkeypatch.setattr(images, "_WALK_PNG", walk)
-        monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", limit)
+        monkeypatch.setattr(frames, "MAPPED_MEMORY_BYTES", limit)
         monkeypatch.setattr(pngrows, "_BAND_BYTES", 1)
         monkeypatch.setattr(commands.strips, "STRIP_BYTES", 1)  # strips of one window's rows
         out = tmp_path / f"{name}.png"
@@ -327,7 +327,7 @@ def test_a_bad_filter_type_fails_as_pillows_decode_does(tmp_path, capsys, monkey
     for name, walk, limit in (("plain", False, 0), ("whole", True, 1 << 40),
                               ("streamed", True, 0)):  # fmt: skip
         monkeypatch.setattr(images, "_WALK_PNG", walk)
-        monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", limit)
+        monkeypatch.setattr(frames, "MAPPED_MEMORY_BYTES", limit)
         for command in (("grayscale",), ("gradient",)):
             code, _, err = run(capsys, *command, path, "-q")
             assert code == 3, err
@@ -385,7 +385,7 @@ def test_an_images_work_is_freed_when_it_is_done(size, threads, tmp_path, monkey
     from cnnfilters.outputs import Destination
     from cnnfilters.run import Settings, process_source
 
-    monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", 40_000)  # 300 x 211 RGB is streamed
+    monkeypatch.setattr(frames, "MAPPED_MEMORY_BYTES", 40_000)  # 300 x 211 RGB is streamed
     sources = []
     for index in range(5):
         path = tmp_path / f"in{index}.png"

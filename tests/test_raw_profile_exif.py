@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps, PngImagePlugin
 
-from cnnfilters import images, pngrows
+from cnnfilters import frames, pngrows
 from cnnfilters.images import load_frames
 
 
@@ -47,7 +47,7 @@ def test_an_imagemagick_exif_orientation_turns_the_image(
     tmp_path, monkeypatch, kind, orientation, streamed
 ):
     if streamed:  # the walk of pngrows would decode it, were it not turned
-        monkeypatch.setattr(images, "_MAPPED_MEMORY_BYTES", 0)
+        monkeypatch.setattr(frames, "MAPPED_MEMORY_BYTES", 0)
     path = tmp_path / "turned.png"
     pixels = RNG.integers(0, 256, (6, 10, 3), dtype=np.uint8)  # not square: a turn shows
     save_with_raw_profile(path, pixels, orientation, kind)

@@ -11,9 +11,9 @@ import pytest
 from helpers import run_cli as run
 from PIL import Image
 
-from cnnfilters import inputs, outputs
+from cnnfilters import atomic, inputs
+from cnnfilters.atomic import atomic_write
 from cnnfilters.errors import OutputError
-from cnnfilters.outputs import atomic_write
 
 
 @pytest.fixture
@@ -58,8 +58,8 @@ def test_skip_existing_finishes_an_input_that_has_some_of_its_outputs(folder, ca
 def files(request, monkeypatch):
     """atomic_write with unnamed files (O_TMPFILE), and with named temporary files
     as on a file system that has none."""
-    assert request.param == "named" or outputs._UNNAMED, "no unnamed files (O_TMPFILE, /proc)"
-    monkeypatch.setattr(outputs, "_UNNAMED", outputs._UNNAMED and request.param == "unnamed")
+    assert request.param == "named" or atomic._UNNAMED, "no unnamed files (O_TMPFILE, /proc)"
+    monkeypatch.setattr(atomic, "_UNNAMED", atomic._UNNAMED and request.param == "unnamed")
     return request.param
 
 
@@ -99,7 +99,7 @@ def test_a_failed_or_interrupted_write_leaves_the_target_as_it_was(tmp_path, fil
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
     atomic_write(tmp_path / "new.png", lambda handle: handle.write(b"new"))
     mode = (tmp_path / "new.png").stat().st_mode & 0o777
-    assert mode == 0o666 & ~outputs._UMASK  # as any new file's
+    assert mode == 0o666 & ~atomic._UMASK  # as any new file's
 
 
 def test_a_missing_folder_is_named(tmp_path, files):

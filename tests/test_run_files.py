@@ -12,9 +12,9 @@ import pytest
 from helpers import run_cli as run
 from PIL import Image
 
+from cnnfilters.atomic import ReportStream
 from cnnfilters.errors import OutputError
 from cnnfilters.inputs import stream_inputs
-from cnnfilters.outputs import ReportStream
 from cnnfilters.runfiles import check_run_files
 
 EXIT_USAGE, EXIT_IO = 2, 3

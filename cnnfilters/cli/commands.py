@@ -443,7 +443,7 @@ def kernels(
     else:
         chosen = list(constructions(kernel_size).values())
     if export is not None:
-        from ..outputs import atomic_write
+        from ..atomic import atomic_write
         from ..runfiles import check_run_files
 
         fmt = (

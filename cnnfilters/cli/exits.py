@@ -89,9 +89,9 @@ def end_at_once(code: int) -> NoReturn:
     output leaves nothing (the output is an unnamed file until it is whole; a named
     temporary file is removed here), and the interpreter's exit hooks, which join
     threads and pools, can neither hang nor print on the way out."""
-    outputs = sys.modules.get(__name__.split(".")[0] + ".outputs")
-    if outputs is not None:
-        outputs.remove_temporary_files()
+    atomic = sys.modules.get(__name__.split(".")[0] + ".atomic")
+    if atomic is not None:
+        atomic.remove_temporary_files()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

@@ -14,7 +14,8 @@ from .. import ops
 from .. import reference as ref
 from ..defaults import EDGE_MODES
 from ..errors import CnnFiltersError
-from ..images import LoadedImage, Rows, pil_image, quantize
+from ..images import LoadedImage, pil_image
+from ..levels import Rows, quantize
 from ..report import Check, Comparison
 from ..rounding import block_mean_exact, correct_ties
 from .base import Command, Output, Result, float32_tolerance, one_of

@@ -12,8 +12,9 @@ import numpy as np
 
 from .. import ops
 from ..errors import CnnFiltersError
-from ..images import LoadedImage, Rows, quantize
+from ..images import LoadedImage
 from ..kernels import parse_grayscale_weights
+from ..levels import Rows, quantize
 from ..report import Check
 from ..rounding import luma_exact
 from .strips import Strips

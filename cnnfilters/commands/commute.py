@@ -16,7 +16,8 @@ from ..activations import ACTIVATIONS, get_activation
 from ..defaults import COMMUTE_INPUTS
 from ..engine import max_pool2d
 from ..errors import CnnFiltersError
-from ..images import LoadedImage, Rows, signed_mosaic
+from ..images import LoadedImage
+from ..levels import Rows, signed_mosaic
 from ..report import Check, compare
 from .base import Command, Output, Result, gray_levels, one_of
 from .strips import held_rows, rows_per_strip

@@ -13,8 +13,9 @@ from .. import reference as ref
 from ..defaults import GRADIENT_BASES, PADDING_MODES
 from ..engine import conv2d
 from ..errors import CnnFiltersError, OptionError
-from ..images import LoadedImage, mosaic, quantize, signed_mosaic, unsigned_to_image
+from ..images import LoadedImage
 from ..kernels import FLOAT32_MAX, as_float32_weights, same_padding
+from ..levels import mosaic, quantize, signed_mosaic, unsigned_to_image
 from ..report import Comparison
 from .base import Command, Output, Result, float32_tolerance, gray_levels, one_of
 from .strips import held_rows, rows_per_strip

@@ -12,8 +12,9 @@ import numpy as np
 from .. import ops
 from .. import reference as ref
 from ..defaults import GRADIENT_BASES, PADDING_MODES
-from ..images import LoadedImage, Rows, signed_to_image, units_per_level, unsigned_to_image
+from ..images import LoadedImage
 from ..kernels import FORWARD_DIFF_X, FORWARD_DIFF_Y
+from ..levels import Rows, signed_to_image, units_per_level, unsigned_to_image
 from ..report import Check, Comparison
 from .base import Command, Output, Result, alpha_levels, gray_levels, one_of
 from .strips import strip_ranges

@@ -12,8 +12,9 @@ import numpy as np
 
 from .. import ops
 from .. import reference as ref
-from ..images import LoadedImage, Rows, levels_outside, pil_image
+from ..images import LoadedImage, pil_image
 from ..kernels import parse_grayscale_weights
+from ..levels import Rows, levels_outside
 from ..report import Check, Comparison
 from ..rounding import luma_exact
 from .base import Command, Output, Result, alpha_levels, float32_tolerance

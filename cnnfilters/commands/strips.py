@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..images import LoadedImage, Rows, level_dtype
+from ..images import LoadedImage
+from ..levels import Rows, level_dtype
 from ..report import Check, Comparison
 from ..rounding import Exact
 

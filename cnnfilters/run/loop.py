@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from ..atomic import remove_stale_temporary_files
 from ..commands import Command
 from ..errors import (
     EXIT_IO,
@@ -17,11 +18,7 @@ from ..errors import (
 )
 from ..inflight import written_whole
 from ..inputs import InputStream, Source
-from ..outputs import (
-    make_folder,
-    output_complete,
-    remove_stale_temporary_files,
-)
+from ..outputs import make_folder, output_complete
 from ..report import InputReport, RunReport
 from ..startup import tune_malloc
 from .planning import _an_input_among, _as_inputs, _Planner

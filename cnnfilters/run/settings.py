@@ -44,7 +44,7 @@ class Settings:
     the first in input order (what a table or a page shows of a large
     batch), so that its memory does not grow with its inputs; ``sync_once`` syncs
     the file systems once at the end instead of each file as it is written
-    (see :func:`~cnnfilters.outputs.synced_once`); ``run_files`` the files the
+    (see :func:`~cnnfilters.atomic.synced_once`); ``run_files`` the files the
     run writes once (see :mod:`cnnfilters.runfiles`), which no input's output
     may take.
     """

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import synced_once
 from ..clobber import check_targets
 from ..commands import Command
 from ..errors import (
@@ -21,13 +22,7 @@ from ..errors import (
 )
 from ..images import LoadedImage, load_frames
 from ..inputs import Source
-from ..outputs import (
-    make_folder,
-    output_targets,
-    synced_once,
-    verify_result,
-    write_result,
-)
+from ..outputs import make_folder, output_targets, verify_result, write_result
 from ..report import Check, InputReport, difference_maps
 from .settings import Settings
 

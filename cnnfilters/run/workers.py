@@ -8,12 +8,9 @@ import signal
 import sys
 from typing import Any
 
+from ..atomic import forget_temporary_files, remove_temporary_files
 from ..errors import (
     EXIT_TERMINATED,
-)
-from ..outputs import (
-    forget_temporary_files,
-    remove_temporary_files,
 )
 from ..startup import tune_malloc
 from .signals import _STOPPING_SIGNALS
