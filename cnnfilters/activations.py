@@ -113,31 +113,68 @@ def _silu_grad(x: np.ndarray) -> np.ndarray:
 
 
 _LIST = [
-    Activation("relu", "max(0, x)", "nondecreasing",
-               lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(np.float64), smooth=False),
-    Activation("leaky_relu", f"x if x > 0 else {LEAKY_SLOPE} x", "nondecreasing",
-               lambda x: np.where(x > 0, x, LEAKY_SLOPE * x),
-               lambda x: np.where(x > 0, 1.0, LEAKY_SLOPE), smooth=False),
-    Activation("elu", "x if x > 0 else exp(x) - 1", "nondecreasing",
-               lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-               lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0))), smooth=False),
-    Activation("sigmoid", "1 / (1 + exp(-x))", "nondecreasing",
-               _sigmoid, lambda x: _sigmoid(x) * (1.0 - _sigmoid(x))),
+    Activation(
+        "relu",
+        "max(0, x)",
+        "nondecreasing",
+        lambda x: np.maximum(x, 0.0),
+        lambda x: (x > 0).astype(np.float64),
+        smooth=False,
+    ),
+    Activation(
+        "leaky_relu",
+        f"x if x > 0 else {LEAKY_SLOPE} x",
+        "nondecreasing",
+        lambda x: np.where(x > 0, x, LEAKY_SLOPE * x),
+        lambda x: np.where(x > 0, 1.0, LEAKY_SLOPE),
+        smooth=False,
+    ),
+    Activation(
+        "elu",
+        "x if x > 0 else exp(x) - 1",
+        "nondecreasing",
+        lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+        lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0))),
+        smooth=False,
+    ),
+    Activation(
+        "sigmoid",
+        "1 / (1 + exp(-x))",
+        "nondecreasing",
+        _sigmoid,
+        lambda x: _sigmoid(x) * (1.0 - _sigmoid(x)),
+    ),
     Activation("tanh", "tanh(x)", "nondecreasing", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2),
-    Activation("softplus", "log(1 + exp(x))", "nondecreasing",
-               lambda x: np.logaddexp(0.0, x), _sigmoid),
-    Activation("hardtanh", "clip(x, -1, 1)", "nondecreasing",
-               lambda x: np.clip(x, -1.0, 1.0),
-               lambda x: ((x > -1) & (x < 1)).astype(np.float64), smooth=False),
+    Activation(
+        "softplus", "log(1 + exp(x))", "nondecreasing", lambda x: np.logaddexp(0.0, x), _sigmoid
+    ),
+    Activation(
+        "hardtanh",
+        "clip(x, -1, 1)",
+        "nondecreasing",
+        lambda x: np.clip(x, -1.0, 1.0),
+        lambda x: ((x > -1) & (x < 1)).astype(np.float64),
+        smooth=False,
+    ),
     Activation("identity", "x", "nondecreasing", lambda x: x.copy(), np.ones_like),
     Activation("neg", "-x", "nonincreasing", np.negative, lambda x: -np.ones_like(x)),
-    Activation("gelu", "x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))", "neither",
-               _with_limits(_gelu, 0.0, np.inf), _with_limits(_gelu_grad, 0.0, 1.0)),
-    Activation("silu", "x * sigmoid(x)", "neither",
-               _with_limits(_silu, 0.0, np.inf), _with_limits(_silu_grad, 0.0, 1.0)),
+    Activation(
+        "gelu",
+        "x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))",
+        "neither",
+        _with_limits(_gelu, 0.0, np.inf),
+        _with_limits(_gelu_grad, 0.0, 1.0),
+    ),
+    Activation(
+        "silu",
+        "x * sigmoid(x)",
+        "neither",
+        _with_limits(_silu, 0.0, np.inf),
+        _with_limits(_silu_grad, 0.0, 1.0),
+    ),
     Activation("abs", "|x|", "neither", np.abs, np.sign, smooth=False),
     Activation("square", "x^2", "neither", np.square, lambda x: 2.0 * x),
-]  # fmt: skip
+]
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in _LIST}
 

@@ -240,8 +240,10 @@ class ReportStream:
         passed = self.passed and stopped is None
         try:
             end = "\n  ]" if not self.first else "]"
-            self.handle.write(f'{end},\n  "stopped": {to_json(stopped)},\n  '
-                              f'"passed": {"true" if passed else "false"}\n}}\n')  # fmt: skip
+            self.handle.write(
+                f'{end},\n  "stopped": {to_json(stopped)},\n  '
+                f'"passed": {"true" if passed else "false"}\n}}\n'
+            )
             self.handle.flush()
             os.fsync(self.handle.fileno())
             self.handle.close()

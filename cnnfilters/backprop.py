@@ -376,19 +376,35 @@ def check_backprop(
     for (quantity, layer), parts in errors.items():
         name = f"layer {layer} {QUANTITIES[quantity]}"
         result.checks.append(
-            compare(np.array(parts), np.zeros(len(parts)), name=name,
-                    reference="central differences", tolerance=tolerance,
-                    extra={"layer": layer, "quantity": QUANTITIES[quantity],
-                           "metric": "normwise relative error, one per point"})
-        )  # fmt: skip
+            compare(
+                np.array(parts),
+                np.zeros(len(parts)),
+                name=name,
+                reference="central differences",
+                tolerance=tolerance,
+                extra={
+                    "layer": layer,
+                    "quantity": QUANTITIES[quantity],
+                    "metric": "normwise relative error, one per point",
+                },
+            )
+        )
     for (quantity, layer), parts in reverse.items():
         name = f"layer {layer} {QUANTITIES[quantity]}"
         result.checks.append(
-            compare(np.array(parts), np.zeros(len(parts)), name=name,
-                    reference="reverse-mode autodiff", tolerance=1e-12,
-                    extra={"layer": layer, "quantity": QUANTITIES[quantity],
-                           "metric": "normwise relative error, one per point"})
-        )  # fmt: skip
+            compare(
+                np.array(parts),
+                np.zeros(len(parts)),
+                name=name,
+                reference="reverse-mode autodiff",
+                tolerance=1e-12,
+                extra={
+                    "layer": layer,
+                    "quantity": QUANTITIES[quantity],
+                    "metric": "normwise relative error, one per point",
+                },
+            )
+        )
     result.info = {
         "widths": list(widths),
         "activation": mlp.activation.name,

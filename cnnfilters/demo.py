@@ -65,8 +65,9 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
         label = command.name if command.name != "avgpool" else f"avgpool-k{options['kernel_size']}"
         report_path = out_dir / f"{label}.json"
         # The demo's own earlier outputs are replaced; its page needs every entry's maps.
-        chosen = RunOptions(out_dir=out_dir / label, force=True, report=report_path, quiet=True,
-                            jobs=1)  # fmt: skip
+        chosen = RunOptions(
+            out_dir=out_dir / label, force=True, report=report_path, quiet=True, jobs=1
+        )
         with Session(chosen, command_line=command_line, collect=True) as session:
             report = session.run(command, inputs)
             worst = max(worst, session.finish(report))
@@ -92,8 +93,11 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
         )
     photo = next((p for p in samples if p.stem == "ihc"), colour[0])
     learned = RunOptions(out_dir=out_dir / "learn", force=True, quiet=True)
-    for options in (LearnOptions(what="grayscale", on="rgb"), LearnOptions(what="gradient"),
-                    LearnOptions(what="avgpool", k=3)):  # fmt: skip
+    for options in (
+        LearnOptions(what="grayscale", on="rgb"),
+        LearnOptions(what="gradient"),
+        LearnOptions(what="avgpool", k=3),
+    ):
         with Session(learned, command_line=command_line) as session:
             report = session.learn(options, [photo])
             worst = max(worst, session.finish(report))
@@ -107,13 +111,24 @@ def run_demo(out_dir: Path, *, command_line: str = "cnnfilters demo") -> dict[st
         worst = max(worst, session.write_html(index, runs, title="cnnfilters demo"))
     checks = backprop.inputs[0].checks
     commands.append(
-        {"command": "backprop", "options": "widths=4,8,8,1, activation=sigmoid", "inputs": 1,
-         "checks": len(checks), "checks_passed": sum(c.passed for c in checks),
-         "largest_difference": f"{max(c.max_abs for c in checks):.3g} (relative)",
-         "outputs": 0, "report": os.fsdecode(index), "errors": []}
-    )  # fmt: skip
-    return {"out_dir": os.fsdecode(out_dir), "html": os.fsdecode(index), "commands": commands,
-            "exit_code": worst}  # fmt: skip
+        {
+            "command": "backprop",
+            "options": "widths=4,8,8,1, activation=sigmoid",
+            "inputs": 1,
+            "checks": len(checks),
+            "checks_passed": sum(c.passed for c in checks),
+            "largest_difference": f"{max(c.max_abs for c in checks):.3g} (relative)",
+            "outputs": 0,
+            "report": os.fsdecode(index),
+            "errors": [],
+        }
+    )
+    return {
+        "out_dir": os.fsdecode(out_dir),
+        "html": os.fsdecode(index),
+        "commands": commands,
+        "exit_code": worst,
+    }
 
 
 def _learn_row(options: LearnOptions, report: RunReport) -> dict[str, Any]:
@@ -122,10 +137,20 @@ def _learn_row(options: LearnOptions, report: RunReport) -> dict[str, Any]:
     checks = item.checks
     first = checks[0] if checks else None
     info = item.info
-    described = (f"{first.max_abs:.2g} (learned weights vs the construction; "
-                 f"{info.get('steps')} steps, {info.get('seconds', 0):.1f} s)"
-                 if first is not None else (item.error or "-"))  # fmt: skip
-    return {"command": "learn", "options": options.label, "inputs": 1, "checks": len(checks),
-            "checks_passed": sum(c.passed for c in checks), "largest_difference": described,
-            "outputs": len(item.outputs), "report": "", "errors": [item.error] if item.error
-            else []}  # fmt: skip
+    described = (
+        f"{first.max_abs:.2g} (learned weights vs the construction; "
+        f"{info.get('steps')} steps, {info.get('seconds', 0):.1f} s)"
+        if first is not None
+        else (item.error or "-")
+    )
+    return {
+        "command": "learn",
+        "options": options.label,
+        "inputs": 1,
+        "checks": len(checks),
+        "checks_passed": sum(c.passed for c in checks),
+        "largest_difference": described,
+        "outputs": len(item.outputs),
+        "report": "",
+        "errors": [item.error] if item.error else [],
+    }

@@ -249,8 +249,9 @@ def conv2d(
     x = np.asarray(x)
     dtype = _compute_dtype(x)
     batch, added_axis = as_batch(x)
-    geo = _Geometry.of(batch, weight, bias, stride, padding, dilation, groups, padding_mode,
-                       x.shape)  # fmt: skip
+    geo = _Geometry.of(
+        batch, weight, bias, stride, padding, dilation, groups, padding_mode, x.shape
+    )
     weight, bias = geo.weight, geo.bias
     n, c_in = batch.shape[:2]
     c_out, c_in_group, kh, kw = weight.shape
@@ -270,8 +271,9 @@ def conv2d(
 
     def compute(span: _Blocks) -> None:
         for first, stop in span:
-            block = _padded_rows(batch, first, stop, pads, padding_mode, (kh, kw), stride_hw,
-                                 dilation_hw, dtype)  # fmt: skip
+            block = _padded_rows(
+                batch, first, stop, pads, padding_mode, (kh, kw), stride_hw, dilation_hw, dtype
+            )
             grouped = block.reshape(n, groups, c_in_group, *block.shape[-2:])
             target = out[..., first - begin : stop - begin, :]
             plan.run(grouped, target, (kh, kw), stride_hw, dilation_hw)
@@ -405,11 +407,13 @@ def conv2d_grad(
     (array([[ 8., 12.]], dtype=float32), array([4.], dtype=float32))
     """
     x, grad_out = np.asarray(x), np.asarray(grad_out)
-    dtype = np.result_type(_compute_dtype(x), _compute_dtype(np.asarray(weight)),
-                           _compute_dtype(grad_out)).type  # fmt: skip
+    dtype = np.result_type(
+        _compute_dtype(x), _compute_dtype(np.asarray(weight)), _compute_dtype(grad_out)
+    ).type
     batch, added_axis = as_batch(x)
-    geo = _Geometry.of(batch, weight, None, stride, padding, dilation, groups, padding_mode,
-                       x.shape)  # fmt: skip
+    geo = _Geometry.of(
+        batch, weight, None, stride, padding, dilation, groups, padding_mode, x.shape
+    )
     n, c_in, height, width = batch.shape
     c_out, c_in_group, kh, kw = geo.weight.shape
     expected = (n, c_out, *geo.out_hw)
@@ -424,9 +428,11 @@ def conv2d_grad(
     w = geo.weight.astype(dtype, copy=False).reshape(g, c_out // g, c_in_group, kh, kw)
     grad_w = np.empty_like(w)
     grad_xpad = np.zeros_like(xpad)
-    taps = zip(_tap_views(xpad, geo.out_hw, (kh, kw), geo.stride, geo.dilation),
-               _tap_views(grad_xpad, geo.out_hw, (kh, kw), geo.stride, geo.dilation),
-               strict=True)  # fmt: skip
+    taps = zip(
+        _tap_views(xpad, geo.out_hw, (kh, kw), geo.stride, geo.dilation),
+        _tap_views(grad_xpad, geo.out_hw, (kh, kw), geo.stride, geo.dilation),
+        strict=True,
+    )
     few = c_in_group < _MATMUL_MIN_CHANNELS  # as the forward pass: BLAS pays off with many
     dy_image = dy.reshape(n, g, c_out // g, rows, cols)
     for (u, v, seen), (_, _, into) in taps:
@@ -439,8 +445,9 @@ def conv2d_grad(
         grad_w[..., u, v] = np.matmul(dy, columns.swapaxes(-1, -2)).sum(axis=0)
         # (g, c, o) @ (n, g, o, p) -> (n, g, c, p)
         into += np.matmul(w[..., u, v].swapaxes(-1, -2), dy).reshape(into.shape)
-    grad_x = _fold_padding(grad_xpad.reshape(n, c_in, *geo.padded_hw), geo.pads, geo.mode,
-                           (height, width))  # fmt: skip
+    grad_x = _fold_padding(
+        grad_xpad.reshape(n, c_in, *geo.padded_hw), geo.pads, geo.mode, (height, width)
+    )
     grad_b = grads.sum(axis=(0, 2, 3), dtype=dtype) if bias else None
     return (grad_x[0] if added_axis else grad_x), grad_w.reshape(geo.weight.shape), grad_b
 
@@ -513,8 +520,16 @@ class _Geometry:
             c_out = weight.shape[0]
             if bias.shape != (c_out,):
                 raise CnnFiltersError(f"bias must have shape ({c_out},), got {bias.shape}")
-        args = (batch.shape[1:], weight.shape, stride, padding, dilation, groups, padding_mode,
-                shape)  # fmt: skip
+        args = (
+            batch.shape[1:],
+            weight.shape,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
+            shape,
+        )
         plain = all(map(_plain, (stride, padding, dilation, groups, padding_mode)))
         return cls(weight, bias, *(_cached_layout(*args) if plain else _layout(*args)))
 
@@ -538,8 +553,15 @@ def _layout(
     groups: int,
     padding_mode: str,
     shape: tuple[int, ...],
-) -> tuple[int, tuple[int, int], tuple[int, int], tuple[int, int, int, int], str,
-           tuple[int, int], tuple[int, int]]:  # fmt: skip
+) -> tuple[
+    int,
+    tuple[int, int],
+    tuple[int, int],
+    tuple[int, int, int, int],
+    str,
+    tuple[int, int],
+    tuple[int, int],
+]:
     """The shapes of a convolution of ``(C_in, H, W)`` inputs by a weight of
     ``weight_shape``, checked: ``(groups, stride, dilation, pads, mode, padded_hw,
     out_hw)``. It reads no array, so that a batch of images of one size works
@@ -750,8 +772,11 @@ class _Plan:
 
         def view(u: int, v: int) -> np.ndarray:
             """The input samples tap (u, v) of every output position reads."""
-            return block[..., u * dh : u * dh + sh * (rows - 1) + 1 : sh,
-                         v * dw : v * dw + sw * (width - 1) + 1 : sw]  # fmt: skip
+            return block[
+                ...,
+                u * dh : u * dh + sh * (rows - 1) + 1 : sh,
+                v * dw : v * dw + sw * (width - 1) + 1 : sw,
+            ]
 
         if self.matmul:
             self._run_matmul(block, out, kernel, view)
@@ -760,8 +785,13 @@ class _Plan:
         else:
             self._run_taps(out, lambda c, u, v: view(u, v)[:, :, c])
 
-    def _run_matmul(self, block: np.ndarray, out: np.ndarray, kernel: tuple[int, int],
-                    view: Callable[[int, int], np.ndarray]) -> None:  # fmt: skip
+    def _run_matmul(
+        self,
+        block: np.ndarray,
+        out: np.ndarray,
+        kernel: tuple[int, int],
+        view: Callable[[int, int], np.ndarray],
+    ) -> None:
         """Many channels: one matrix product per tap (a 1x1 kernel's, straight into
         ``out`` when its rows are one block of memory)."""
         n, groups, c_in_group = block.shape[:3]
@@ -782,8 +812,14 @@ class _Plan:
                 columns = view(u, v).reshape(n, groups, c_in_group, rows * width)
                 out += np.matmul(tap, columns).reshape(out.shape)
 
-    def _run_box(self, block: np.ndarray, out: np.ndarray, kernel: tuple[int, int],
-                 stride: tuple[int, int], dilation: tuple[int, int]) -> None:  # fmt: skip
+    def _run_box(
+        self,
+        block: np.ndarray,
+        out: np.ndarray,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+    ) -> None:
         """A box of equal weights: sum rows first (contiguous reads), then the strided
         columns of the result, then scale once."""
         acc = out[:, :, 0]

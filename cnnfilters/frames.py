@@ -89,8 +89,16 @@ class Frame:
 
     def loaded(self, mode: str, pixels: np.ndarray | PngRows, depth: int, kind: str) -> LoadedImage:
         icc = self.icc if kind in ("uint8", "uint16") else None
-        return LoadedImage(self.path, self.fmt, mode, pixels, depth, kind,  # type: ignore[arg-type]
-                           icc_profile=icc, notices=self.notices)  # fmt: skip
+        return LoadedImage(
+            self.path,
+            self.fmt,
+            mode,
+            pixels,
+            depth,
+            kind,  # type: ignore[arg-type]
+            icc_profile=icc,
+            notices=self.notices,
+        )
 
     def keyed_alpha(self, pixels: np.ndarray, top: int) -> np.ndarray | None:
         if self.key is None:
@@ -371,8 +379,11 @@ class _TiffLayout:
         bits = bits[0] if isinstance(bits, tuple) else bits
         fmt = tags.get(339, (1,))
         fmt = fmt[0] if isinstance(fmt, tuple) else fmt
-        return cls(min_is_white=tags.get(262) == 0 and image.mode in ("I;16", "I;16B", "I", "F"),
-                   signed=fmt == 2 and bits == 8, unsigned32=fmt == 1 and bits == 32)  # fmt: skip
+        return cls(
+            min_is_white=tags.get(262) == 0 and image.mode in ("I;16", "I;16B", "I", "F"),
+            signed=fmt == 2 and bits == 8,
+            unsigned32=fmt == 1 and bits == 32,
+        )
 
 
 def _colour_key(image: Image.Image, stream: integrity.StreamCheck) -> tuple[int, ...] | None:

@@ -176,8 +176,10 @@ def _figure(uri: str | None, caption: str, css: str = "", extra: str = "") -> st
     """An image with its (escaped) caption; ``extra`` is trusted HTML added below it."""
     if uri is None:
         return ""
-    return (f'<figure><img class="{css}" src="{uri}" alt="{escape(caption)}">'
-            f"<figcaption>{escape(caption)}{extra}</figcaption></figure>")  # fmt: skip
+    return (
+        f'<figure><img class="{css}" src="{uri}" alt="{escape(caption)}">'
+        f"<figcaption>{escape(caption)}{extra}</figcaption></figure>"
+    )
 
 
 def _kernel_table(title: str, matrix: np.ndarray) -> str:
@@ -190,9 +192,11 @@ def _kernel_table(title: str, matrix: np.ndarray) -> str:
 
 
 def _checks_table(item: InputReport) -> str:
-    head = ("<tr><th class=text>check</th><th class=text>reference</th><th>max abs</th>"
-            "<th>mean abs</th><th>RMSE</th><th>PSNR dB</th><th>differing / total</th>"
-            "<th>tolerance</th><th class=text>result</th></tr>")  # fmt: skip
+    head = (
+        "<tr><th class=text>check</th><th class=text>reference</th><th>max abs</th>"
+        "<th>mean abs</th><th>RMSE</th><th>PSNR dB</th><th>differing / total</th>"
+        "<th>tolerance</th><th class=text>result</th></tr>"
+    )
     rows = []
     for check in item.checks:
         psnr = "identical" if check.identical else _number(check.psnr_db, 5)
@@ -207,7 +211,7 @@ def _checks_table(item: InputReport) -> str:
             f"<td class=num>{check.differing} / {check.total}</td>"
             f"<td class=num>{_number(check.tolerance)}</td>"
             f"<td class=text>{_badge(check.passed)}</td></tr>"
-        )  # fmt: skip
+        )
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -231,14 +235,16 @@ def _commute_section(item: InputReport) -> str:
             f"<td class=text>{verdict}</td>"
             f"<td class=num>{_number(check.max_abs)}</td>"
             f"<td class=num>{check.extra.get('windows_differing', 0)}</td></tr>"
-        )  # fmt: skip
+        )
         example = check.extra.get("counterexample") or check.extra.get("synthetic_counterexample")
         synthetic = not check.extra.get("counterexample")
         if example and (not commutes or synthetic):
             windows.append(_window(check.name, example, synthetic=synthetic))
-    table = ("<table><tr><th class=text>activation</th><th class=text>monotonicity</th>"
-             "<th class=text>sigma(max) vs max(sigma)</th><th>max difference</th>"
-             f"<th>windows differing</th></tr>{''.join(rows)}</table>")  # fmt: skip
+    table = (
+        "<table><tr><th class=text>activation</th><th class=text>monotonicity</th>"
+        "<th class=text>sigma(max) vs max(sigma)</th><th>max difference</th>"
+        f"<th>windows differing</th></tr>{''.join(rows)}</table>"
+    )
     return f"<h3>Activations and max pooling</h3>{table}<div class=figures>{''.join(windows)}</div>"
 
 
@@ -246,12 +252,15 @@ def _window(name: str, example: dict, *, synthetic: bool) -> str:
     values = np.asarray(example["values"], dtype=np.float64)
     peak = float(np.max(values))
     cells = "".join(
-        "<tr>" + "".join(
+        "<tr>"
+        + "".join(
             f'<td class="num"{" style=background:#ffe9a8" if v == peak else ""}>'
-            f"{escape(f'{v:.4g}')}</td>" for v in row
-        ) + "</tr>"
+            f"{escape(f'{v:.4g}')}</td>"
+            for v in row
+        )
+        + "</tr>"
         for row in values
-    )  # fmt: skip
+    )
     where = f"channel {example['channel']}, rows/cols from {example['top_left']}"
     if synthetic:
         where = "a window of our own (no window of the image differs)"
@@ -289,8 +298,11 @@ def _input_section(
             maps.append(_figure(_thumbnail_of_array(reference), f"{check.name}: {check.reference}"))
         heat = _heatmap(check)
         if heat is not None:
-            where = (f"{check.name}: identical everywhere (all 0)" if check.identical
-                     else f"{check.name}: where it differs (largest per tile)")  # fmt: skip
+            where = (
+                f"{check.name}: identical everywhere (all 0)"
+                if check.identical
+                else f"{check.name}: where it differs (largest per tile)"
+            )
             maps.append(_figure(heat, where, "map", _legend(check)))
     if maps:
         parts.append(
@@ -322,29 +334,37 @@ def _run_section(run: RunReport, kernels: Sequence[tuple[str, np.ndarray]], pref
         worst = max((v for v in bounded if math.isfinite(v)), default=None)
         name = escape(item.input)
         link = f'<a href="#{prefix}{index}">{name}</a>' if index in drawn else name
-        rows.append(f"<tr><td class=text>{link}</td>"
-                    f"<td class=text>{badge}</td><td class=num>{len(item.checks)}</td>"
-                    f"<td class=num>{_number(worst)}</td></tr>")  # fmt: skip
+        rows.append(
+            f"<tr><td class=text>{link}</td>"
+            f"<td class=text>{badge}</td><td class=num>{len(item.checks)}</td>"
+            f"<td class=num>{_number(worst)}</td></tr>"
+        )
     failed = sum(1 for item in run.inputs if not item.passed) + run.left_out_failed
     total = len(run.inputs) + run.left_out
     verdict = _badge(run.passed)
     if run.stopped is not None:
         stopped = run.stopped
         count = ("at least " if stopped["at_least"] else "") + str(stopped["not_done"])
-        verdict = (f"{_badge(False, 'STOPPED')}</p><p>The run was stopped by "
-                   f"{escape(stopped['by'])} before its end: {count} input(s) "
-                   "not done.")  # fmt: skip
+        verdict = (
+            f"{_badge(False, 'STOPPED')}</p><p>The run was stopped by "
+            f"{escape(stopped['by'])} before its end: {count} input(s) "
+            "not done."
+        )
     summary = (
         f"<p>{total} input(s): {total - failed} passed, {failed} failed "
         f"or errored. {verdict}</p><table class=summary><tr><th>input</th>"
         f"<th>result</th><th>checks</th><th>largest difference</th></tr>{''.join(rows)}</table>"
     )
     if total > min(MAX_ROWS, len(run.inputs)):
-        summary += (f"<p>{total - min(MAX_ROWS, len(run.inputs))} more inputs are not listed here "
-                    "(the JSON report, --report, has every one).</p>")  # fmt: skip
+        summary += (
+            f"<p>{total - min(MAX_ROWS, len(run.inputs))} more inputs are not listed here "
+            "(the JSON report, --report, has every one).</p>"
+        )
     if total > len(drawn):
-        summary += (f"<p>Pictures and checks of {len(drawn)} of the {total} inputs below, "
-                    f"failures first; {total - len(drawn)} left out.</p>")  # fmt: skip
+        summary += (
+            f"<p>Pictures and checks of {len(drawn)} of the {total} inputs below, "
+            f"failures first; {total - len(drawn)} left out.</p>"
+        )
     sections = "".join(
         _input_section(item, f"{prefix}{index}", kernels)
         for index, item in enumerate(run.inputs)

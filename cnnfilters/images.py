@@ -223,13 +223,13 @@ def _decode(
             _libtiff.install()
         check_size(image.size, path, options)
         if _WALK_PNG and not options.allow_truncated and streamable(image, path, data):
-            return [_walked_png(image, path, data, options, parallel=parallel,
-                                rows_once=rows_once)]  # fmt: skip
+            return [_walked_png(image, path, data, options, parallel=parallel, rows_once=rows_once)]
         # Pillow's decoders keep quiet about some damage: the stream is checked on
         # its own, beside the decode, and its verdict is in before any pixel is used.
         starts = _jpeg_starts(image, options, first_only)
-        stream = integrity.StreamCheck(path, image.format, background=parallel, starts=starts,
-                                       data=data)  # fmt: skip
+        stream = integrity.StreamCheck(
+            path, image.format, background=parallel, starts=starts, data=data
+        )
         try:
             frames = _decode_frames(image, path, options, first_only, stream)
         except Exception:

@@ -73,8 +73,7 @@ class Names(Sequence[str]):
     def __init__(self, names: Iterable[str]) -> None:
         chunks, widest = [], 0
         names = iter(names)
-        while chunk := [name.encode(_ENCODING, _ERRORS)
-                        for name in itertools.islice(names, 4096)]:  # fmt: skip
+        while chunk := [name.encode(_ENCODING, _ERRORS) for name in itertools.islice(names, 4096)]:
             widest = max(widest, *map(len, chunk))
             chunks.append(chunk if widest > _PACKED_WIDTH else np.array(chunk, dtype="S"))
         if widest > _PACKED_WIDTH:  # long names: one buffer, each name's end

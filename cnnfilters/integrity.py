@@ -55,8 +55,15 @@ __all__ = [
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
 # Adam7: (first row, first column, row step, column step) of each pass.
-_ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2),
-          (1, 0, 2, 1))  # fmt: skip
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (0, 4, 8, 8),
+    (4, 0, 8, 4),
+    (0, 2, 4, 4),
+    (2, 0, 4, 2),
+    (0, 1, 2, 2),
+    (1, 0, 2, 1),
+)
 # Inflated data is thrown away in pieces of this size: memory stays small.
 _INFLATE_PIECE = 1 << 22
 
@@ -196,8 +203,9 @@ class _PngWalk:
     def take(self, kind: bytes, data: bytes) -> Damage | None:
         facts = self.facts
         if kind == b"IHDR" and len(data) == 13:
-            (facts.width, facts.height, facts.bit_depth, facts.colour_type, _, _,
-             interlace) = struct.unpack(">IIBBBBB", data)  # fmt: skip
+            (facts.width, facts.height, facts.bit_depth, facts.colour_type, _, _, interlace) = (
+                struct.unpack(">IIBBBBB", data)
+            )
             facts.interlaced = interlace == 1
         elif kind == b"fcTL" and len(data) >= 12:
             self.frame_size = struct.unpack(">II", data[4:12])
@@ -210,8 +218,9 @@ class _PngWalk:
         elif kind == b"fdAT":
             if self.frame_size is not None or not self.frames:
                 width, height = self.frame_size or (facts.width, facts.height)
-                self.frames.append(_Inflater(f"APNG frame {len(self.frames) + 1}",
-                                             facts.raw_size(width, height)))  # fmt: skip
+                self.frames.append(
+                    _Inflater(f"APNG frame {len(self.frames) + 1}", facts.raw_size(width, height))
+                )
                 self.frame_size = None
             return self.frames[-1].feed(data[4:])
         elif kind in _KEPT:
@@ -352,8 +361,9 @@ class StreamCheck:
         if fmt not in ("PNG", "JPEG", "MPO"):
             return
         if background:
-            self._thread = threading.Thread(target=self._run, args=(path, fmt, starts, data),
-                                            daemon=True)  # fmt: skip
+            self._thread = threading.Thread(
+                target=self._run, args=(path, fmt, starts, data), daemon=True
+            )
             self._thread.start()
         else:
             self._run(path, fmt, starts, data)

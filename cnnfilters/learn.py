@@ -101,8 +101,12 @@ class Problem:
     layer: Layer
 
     def __post_init__(self) -> None:
-        expected = conv2d(self.inputs[:1, :, :, :], np.zeros(self.layer.weight_shape),
-                          stride=self.layer.stride, groups=self.layer.groups).shape[1:]  # fmt: skip
+        expected = conv2d(
+            self.inputs[:1, :, :, :],
+            np.zeros(self.layer.weight_shape),
+            stride=self.layer.stride,
+            groups=self.layer.groups,
+        ).shape[1:]
         if self.targets.shape != (self.inputs.shape[0], *expected):
             raise CnnFiltersError(
                 f"targets of shape {self.targets.shape} do not fit the layer's outputs "
@@ -254,8 +258,18 @@ def train(
                 break
             step_rule(step, (w, b), (grad_w, grad_b))
     weight, bias = normalized.to_pixels(w, b)
-    return Training(weight, bias, losses, len(losses), time.perf_counter() - started,
-                    stopped or "steps", optimizer, rate, beta, measured)  # fmt: skip
+    return Training(
+        weight,
+        bias,
+        losses,
+        len(losses),
+        time.perf_counter() - started,
+        stopped or "steps",
+        optimizer,
+        rate,
+        beta,
+        measured,
+    )
 
 
 def _stop_reason(loss: float, tol: float, grads: tuple[np.ndarray, ...], mu: float) -> str | None:

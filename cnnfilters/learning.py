@@ -199,8 +199,11 @@ class _Reader:
             try:
                 image = load_image(path, self.options)
             except CnnFiltersError as exc:
-                self.errors.append(InputReport(os.fsdecode(path), error=str(exc),
-                                               exit_code=max(exc.exit_code, EXIT_IO)))  # fmt: skip
+                self.errors.append(
+                    InputReport(
+                        os.fsdecode(path), error=str(exc), exit_code=max(exc.exit_code, EXIT_IO)
+                    )
+                )
                 continue
             self.count += 1
             self.notices.extend(f"{image.path}: {notice}" for notice in image.notices)
@@ -219,14 +222,18 @@ def _layers(learned: Learned) -> dict[str, object]:
     """The layers side by side, for the report (nested lists)."""
     layers: dict[str, object] = {
         "learned": {"weight": learned.weight.tolist(), "bias": learned.bias.tolist()},
-        "least_squares": {"weight": learned.lstsq_weight.tolist(),
-                          "bias": learned.lstsq_bias.tolist()},
+        "least_squares": {
+            "weight": learned.lstsq_weight.tolist(),
+            "bias": learned.lstsq_bias.tolist(),
+        },
         "stride": learned.stride,
         "padding": learned.padding,
-    }  # fmt: skip
+    }
     if learned.truth is not None:
-        layers["construction"] = {"weight": learned.truth[0].tolist(),
-                                  "bias": learned.truth[1].tolist()}  # fmt: skip
+        layers["construction"] = {
+            "weight": learned.truth[0].tolist(),
+            "bias": learned.truth[1].tolist(),
+        }
     return layers
 
 
@@ -254,9 +261,10 @@ def _write(
         stride=learned.stride,
         padding=learned.padding,
     )
-    files = {"layer": export_constructions([layer], "npz"),
-             "curve": loss_curve_png(learned.training.losses, title=options.label,
-                                     tol=options.tol)}  # fmt: skip
+    files = {
+        "layer": export_constructions([layer], "npz"),
+        "curve": loss_curve_png(learned.training.losses, title=options.label, tol=options.tol),
+    }
     if "kernel" in targets:
         text = io.StringIO()
         np.savetxt(text, learned.weight[0, 0], fmt="%.9g")

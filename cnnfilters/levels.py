@@ -180,8 +180,9 @@ def signed_mosaic(rows: Rows, gap: int = 0, bit_depth: int = 8) -> tuple[np.ndar
         pixels = np.empty(rows.shape, dtype=level_dtype(bit_depth))
     else:
         # The gaps are value 0: mid-gray.
-        pixels = np.full((1, height, channels * width + (channels - 1) * gap), mid,
-                         dtype=level_dtype(bit_depth))  # fmt: skip
+        pixels = np.full(
+            (1, height, channels * width + (channels - 1) * gap), mid, dtype=level_dtype(bit_depth)
+        )
     top = 0
     for strip in rows.strips():
         drawn, _ = signed_to_image(strip, bit_depth, units)

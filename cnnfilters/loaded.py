@@ -145,8 +145,9 @@ class LoadedImage:
         high = float(np.max(values, initial=0.0, where=finite))
         span = high - low if high > low else 1.0
         scaled = (np.asarray(values, dtype=np.float64) - low) * (65535 / span)
-        mapping = (f"{self.kind} data written as 16-bit: "
-                   f"value = {low:.9g} + pixel * {span / 65535:.9g}")  # fmt: skip
+        mapping = (
+            f"{self.kind} data written as 16-bit: value = {low:.9g} + pixel * {span / 65535:.9g}"
+        )
         infinite = values.size - int(np.count_nonzero(finite))
         if infinite:
             mapping += f"; {infinite} values are not finite (drawn at the ends of the scale)"
@@ -159,8 +160,12 @@ def pil_image(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(planes, dtype=np.uint8))
 
 
-_NAMED_COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128),
-                  "grey": (128, 128, 128)}  # fmt: skip
+_NAMED_COLOURS = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+}
 
 
 def parse_colour(text: str) -> tuple[int, int, int]:

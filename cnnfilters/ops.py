@@ -65,8 +65,14 @@ def gradients(
     ``rows=(first, stop)`` computes only those rows (strips of a large image).
     """
     channels = _channels(x)
-    both = conv2d(x, gradient_weight(channels), padding=1, padding_mode=padding_mode,
-                  groups=channels, rows=rows)  # fmt: skip
+    both = conv2d(
+        x,
+        gradient_weight(channels),
+        padding=1,
+        padding_mode=padding_mode,
+        groups=channels,
+        rows=rows,
+    )
     return both[..., 0::2, :, :], both[..., 1::2, :, :]
 
 

@@ -181,8 +181,10 @@ def output_targets(
     if output is not None:
         single = len(names) == 1 and frame is None
         pngs = [_named_file(output, label, single=single) for label in labels]
-        return {name: [png] + ([png.with_suffix(".npy")] if destination.raw else [])
-                for name, png in zip(names, pngs, strict=True)}  # fmt: skip
+        return {
+            name: [png] + ([png.with_suffix(".npy")] if destination.raw else [])
+            for name, png in zip(names, pngs, strict=True)
+        }
     base = folder if folder is not None else source.parent
     files = [base / file for file in output_filenames(source.name, labels, destination)]
     each = 2 if destination.raw else 1
@@ -248,8 +250,12 @@ def write_result(
         icc, note = icc_for(out, image)
         if note:
             icc_notes.add(note)
-        options = {"alpha": out.alpha, "icc_profile": icc, "compress_level": compress_level,
-                   "replace": replace}  # fmt: skip
+        options = {
+            "alpha": out.alpha,
+            "icc_profile": icc,
+            "compress_level": compress_level,
+            "replace": replace,
+        }
         jobs.append((out.pixels, targets[name][0], options))
     checks = list(result.checks)
     notices: list[str] = []
@@ -321,13 +327,22 @@ class PngWriter:
     run in parallel threads.
     """
 
-    def __init__(self, handle: IO[bytes], width: int, height: int, channels: int,
-                 bit_depth: int, *, compress_level: int = PNG_COMPRESS_LEVEL,
-                 icc_profile: bytes | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        handle: IO[bytes],
+        width: int,
+        height: int,
+        channels: int,
+        bit_depth: int,
+        *,
+        compress_level: int = PNG_COMPRESS_LEVEL,
+        icc_profile: bytes | None = None,
+    ) -> None:
         self.handle, self.channels, self.bit_depth = handle, channels, bit_depth
         self.rows_left = height
-        header = struct.pack(">IIBBBBB", width, height, bit_depth,
-                             _PNG_COLOUR_TYPES[channels], 0, 0, 0)  # fmt: skip
+        header = struct.pack(
+            ">IIBBBBB", width, height, bit_depth, _PNG_COLOUR_TYPES[channels], 0, 0, 0
+        )
         handle.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header))
         if icc_profile:
             handle.write(_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc_profile)))
@@ -410,8 +425,15 @@ def save_image(
     planes = channels + (alpha is not None)
 
     def write(handle: IO[bytes]) -> None:
-        writer = PngWriter(handle, width, height, planes, bit_depth,
-                           compress_level=compress_level, icc_profile=icc_profile)  # fmt: skip
+        writer = PngWriter(
+            handle,
+            width,
+            height,
+            planes,
+            bit_depth,
+            compress_level=compress_level,
+            icc_profile=icc_profile,
+        )
         top = 0
         for strip in strips:
             rows = strip.shape[1]
@@ -433,13 +455,17 @@ def save_array(
     """Write exact float values as a ``.npy`` file, atomically (:class:`Rows` one channel
     at a time, since ``.npy`` stores each channel whole)."""
     if not isinstance(values, Rows):
-        atomic_write(Path(target), lambda fh: np.save(fh, values, allow_pickle=False),
-                     replace=replace)  # fmt: skip
+        atomic_write(
+            Path(target), lambda fh: np.save(fh, values, allow_pickle=False), replace=replace
+        )
         return
 
     def write(handle: IO[bytes]) -> None:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(values.dtype)),
-                  "fortran_order": False, "shape": tuple(values.shape)}  # fmt: skip
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(values.dtype)),
+            "fortran_order": False,
+            "shape": tuple(values.shape),
+        }
         np.lib.format.write_array_header_1_0(handle, header)
         for channel in range(values.shape[0]):
             for strip in values.strips():

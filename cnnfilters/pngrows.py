@@ -175,8 +175,15 @@ class PngRows:
     :meth:`close` lets the background thread go (any time; idempotent).
     """
 
-    def __init__(self, path: Path, mode: str, size: tuple[int, int], *, background: bool,
-                 data: bytes | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        mode: str,
+        size: tuple[int, int],
+        *,
+        background: bool,
+        data: bytes | None = None,
+    ) -> None:
         """``data``: the file's bytes when they were read already (a small file), read
         instead of the file."""
         width, height = size
@@ -217,8 +224,9 @@ class PngRows:
         channels, height, width = self.shape
         if self._next:
             raise ValueError(f"rows from 0 asked for; the next row is {self._next}")
-        pixels = np.empty((height, width) if channels == 1 else (height, width, channels),
-                          dtype=np.uint8)  # fmt: skip
+        pixels = np.empty(
+            (height, width) if channels == 1 else (height, width, channels), dtype=np.uint8
+        )
         try:
             while self._next < height:
                 band = self._band()
@@ -249,8 +257,9 @@ class PngRows:
             return next(self._bands)
         if self._thread is None:
             self._queue = queue.Queue(maxsize=_AHEAD)
-            self._thread = threading.Thread(target=self._produce, daemon=True,
-                                            name="cnnfilters-png-rows")  # fmt: skip
+            self._thread = threading.Thread(
+                target=self._produce, daemon=True, name="cnnfilters-png-rows"
+            )
             self._thread.start()
         assert self._queue is not None
         item = self._queue.get()
@@ -343,9 +352,9 @@ class PngRows:
             body = stored.compress(view[: rows * (1 + channels * width)])
         count = rows + (previous is not None)
         try:
-            decoded = Image.frombytes(self.mode, (width, count),
-                                      b"".join((head, body, stored.flush())), "zip",
-                                      self.mode)  # fmt: skip
+            decoded = Image.frombytes(
+                self.mode, (width, count), b"".join((head, body, stored.flush())), "zip", self.mode
+            )
         except (OSError, ValueError, SyntaxError) as exc:
             raise self._decode_error(exc, rest) from None
         pixels = np.asarray(decoded)

@@ -120,8 +120,9 @@ TABLE_ROWS = 100
 def render_table(report: RunReport, *, written: int) -> None:
     """The diff report as a Rich table on stdout, the notices and windows below it."""
     console = _console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    failures_first = sorted(range(len(report.inputs)),
-                            key=lambda index: (report.inputs[index].passed, index))  # fmt: skip
+    failures_first = sorted(
+        range(len(report.inputs)), key=lambda index: (report.inputs[index].passed, index)
+    )
     shown = [report.inputs[index] for index in sorted(failures_first[:TABLE_ROWS])]
     console.print(_table(report, shown))
     for item in shown:
@@ -131,9 +132,11 @@ def render_table(report: RunReport, *, written: int) -> None:
     total = len(report.inputs) + report.left_out
     if total > len(shown):
         hidden_failed = failed - sum(1 for item in shown if not item.passed)
-        note = (f"{total - len(shown)} more input(s) not shown here, {hidden_failed} of them "
-                "failed or errored (failures are shown first; --report or --jsonl have "
-                "every one)")  # fmt: skip
+        note = (
+            f"{total - len(shown)} more input(s) not shown here, {hidden_failed} of them "
+            "failed or errored (failures are shown first; --report or --jsonl have "
+            "every one)"
+        )
         console.print(f"[dim]{note}[/]")
     console.print(
         f"{total} input(s), {total - failed} passed, "
@@ -146,19 +149,30 @@ def _table(report: RunReport, inputs: list[Any]) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"cnnfilters {report.command}: engine vs independent references",
-                  box=box.SIMPLE_HEAVY, title_justify="left")  # fmt: skip
+    table = Table(
+        title=f"cnnfilters {report.command}: engine vs independent references",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
     for column, justify in [
-        ("input", "left"), ("check", "left"), ("reference", "left"), ("max abs", "right"),
-        ("mean abs", "right"), ("RMSE", "right"), ("PSNR dB", "right"),
-        ("differing / total", "right"), ("tol", "right"), ("result", "left"),
-    ]:  # fmt: skip
+        ("input", "left"),
+        ("check", "left"),
+        ("reference", "left"),
+        ("max abs", "right"),
+        ("mean abs", "right"),
+        ("RMSE", "right"),
+        ("PSNR dB", "right"),
+        ("differing / total", "right"),
+        ("tol", "right"),
+        ("result", "left"),
+    ]:
         table.add_column(column, justify=justify, overflow="fold")
     for item in inputs:
         name = escape(_shown(Path(item.input).name))
         if item.error:
-            table.add_row(name, "[red]error[/]", escape(_shown(item.error)), *[""] * 6,
-                          "[red]ERROR[/]")  # fmt: skip
+            table.add_row(
+                name, "[red]error[/]", escape(_shown(item.error)), *[""] * 6, "[red]ERROR[/]"
+            )
             continue
         for check in item.checks:
             label = escape(check.name)
@@ -166,12 +180,17 @@ def _table(report: RunReport, inputs: list[Any]) -> Any:
                 label += f" [dim]({check.extra['monotonicity']})[/]"
             psnr = "identical" if check.identical else _format_number(check.psnr_db, 5)
             table.add_row(
-                name, label, escape(check.reference), _format_number(check.max_abs),
-                _format_number(check.mean_abs), _format_number(check.rmse), psnr,
+                name,
+                label,
+                escape(check.reference),
+                _format_number(check.max_abs),
+                _format_number(check.mean_abs),
+                _format_number(check.rmse),
+                psnr,
                 f"{check.differing} / {check.total}",
                 _format_number(check.tolerance) if check.tolerance != float("inf") else "-",
                 _verdict(check),
-            )  # fmt: skip
+            )
             name = ""
     return table
 
@@ -198,8 +217,9 @@ def _footnotes(item: Any) -> list[str]:
         extra, label = check.extra, escape(check.name)
         if extra.get("min_identity_holds") is not None:
             holds = "holds" if extra["min_identity_holds"] else "[red]FAILS[/]"
-            lines.append(f"{label}: nonincreasing, so sigma(max) = min(sigma) on every "
-                         f"window: {holds}")  # fmt: skip
+            lines.append(
+                f"{label}: nonincreasing, so sigma(max) = min(sigma) on every window: {holds}"
+            )
         lines.extend(_window_lines(label, extra))
     return lines
 
@@ -213,18 +233,24 @@ def _window_lines(label: str, extra: dict) -> list[str]:
     example = extra.get("counterexample")
     where = ""
     if example:
-        where = (f"first differing window at channel {example['channel']}, rows/cols from "
-                 f"{example['top_left']}")  # fmt: skip
+        where = (
+            f"first differing window at channel {example['channel']}, rows/cols from "
+            f"{example['top_left']}"
+        )
     elif extra.get("synthetic_counterexample"):  # no window of the image breaks it
         example = extra["synthetic_counterexample"]
         where = "no window of the image differs; a window that does"
     if example:
-        lines.append(f"{label}: {where}: {escape(str(example['values']))} -> sigma(max) = "
-                     f"{example['act_of_max']:.6g}, max(sigma) = "
-                     f"{example['max_of_act']:.6g}")  # fmt: skip
+        lines.append(
+            f"{label}: {where}: {escape(str(example['values']))} -> sigma(max) = "
+            f"{example['act_of_max']:.6g}, max(sigma) = "
+            f"{example['max_of_act']:.6g}"
+        )
     if extra.get("windows_overflowed"):
-        lines.append(f"{label}: {extra['windows_overflowed']} window(s) overflowed to "
-                     "infinity: neither equal nor a counterexample")  # fmt: skip
+        lines.append(
+            f"{label}: {extra['windows_overflowed']} window(s) overflowed to "
+            "infinity: neither equal nor a counterexample"
+        )
     return lines
 
 
@@ -257,10 +283,15 @@ class Progress:
             )
 
             self._bar = Progress(
-                TextColumn("cnnfilters"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=True,
-            )  # fmt: skip
+                TextColumn("cnnfilters"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self._bar.__enter__()
             self._task = self._bar.add_task("files", total=None, rate="")
         return self
@@ -268,8 +299,9 @@ class Progress:
     def update(self, done: int, total: int | None) -> None:
         if self._bar is not None:
             elapsed = max(time.perf_counter() - self._started, 1e-9)
-            self._bar.update(self._task, completed=done, total=total,
-                             rate=f"{done / elapsed:.1f} files/s")  # fmt: skip
+            self._bar.update(
+                self._task, completed=done, total=total, rate=f"{done / elapsed:.1f} files/s"
+            )
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
@@ -293,10 +325,13 @@ class LossProgress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self._bar = Progress(
-                TextColumn("learning"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), console=Console(stderr=True),
+                TextColumn("learning"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                console=Console(stderr=True),
                 transient=True,
-            )  # fmt: skip
+            )
             self._bar.__enter__()
             self._task = self._bar.add_task("steps", total=self.total, loss="")
         return self
@@ -326,8 +361,9 @@ def render_learned(learned: Any, label: str) -> None:
         + f"; {training.steps} steps in {training.seconds:.2f} s ({training.stopped}), "
         f"loss {training.loss:.3e}"
     )
-    beside = learned.truth if learned.truth is not None else (
-        learned.lstsq_weight, learned.lstsq_bias)  # fmt: skip
+    beside = (
+        learned.truth if learned.truth is not None else (learned.lstsq_weight, learned.lstsq_bias)
+    )
     other = "construction" if learned.truth is not None else "least squares"
     layout = Table.grid(padding=(0, 1))
     layout.add_column()
@@ -350,8 +386,9 @@ def render_demo(summary: dict) -> None:
     from rich.table import Table
 
     console = _console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    table = Table(title="cnnfilters demo: every construction on the bundled samples",
-                  title_justify="left")  # fmt: skip
+    table = Table(
+        title="cnnfilters demo: every construction on the bundled samples", title_justify="left"
+    )
     for column in ("command", "options", "inputs", "checks passed", "largest difference"):
         table.add_column(column)
     for command in summary["commands"]:
@@ -363,8 +400,10 @@ def render_demo(summary: dict) -> None:
             escape(command["largest_difference"]),
         )
     console.print(table)
-    console.print(f"Outputs and JSON reports are in {escape(summary['out_dir'])}; "
-                  f"the visual report is {escape(summary['html'])}")  # fmt: skip
+    console.print(
+        f"Outputs and JSON reports are in {escape(summary['out_dir'])}; "
+        f"the visual report is {escape(summary['html'])}"
+    )
 
 
 def render_kernels(chosen: list[Any]) -> None:
@@ -380,8 +419,11 @@ def render_kernels(chosen: list[Any]) -> None:
             f"stride {construction.stride}, padding {construction.padding}, "
             f"groups {construction.groups}"
         )
-        panels = [_matrix_panel(weight[o, c], f"w[{o}, {c}]", "{:.6g}")
-                  for o in range(weight.shape[0]) for c in range(weight.shape[1])]  # fmt: skip
+        panels = [
+            _matrix_panel(weight[o, c], f"w[{o}, {c}]", "{:.6g}")
+            for o in range(weight.shape[0])
+            for c in range(weight.shape[1])
+        ]
         console.print(Columns(panels))
         for note in construction.notes:
             console.print(f"  [dim]{note}[/]")

@@ -163,8 +163,9 @@ class _Maps:
         for index, start in enumerate(starts):
             row = tile_rows[start]
             if row < self.grid[0]:
-                np.maximum(self.difference[row], reduced[index, : self.grid[1]],
-                           out=self.difference[row])  # fmt: skip
+                np.maximum(
+                    self.difference[row], reduced[index, : self.grid[1]], out=self.difference[row]
+                )
         picked = (top + np.arange(rows)) % t == 0
         if picked.any():
             sample = e[:, picked][:, :, ::t].astype(np.float32)
@@ -259,13 +260,41 @@ class Comparison:
         extra = self.extra
         maps = None if self.maps is None else self.maps.freeze()
         if self.detail and not self.nan_mismatch:
-            return Check(self.name, self.reference, False, math.inf, math.inf, math.inf, None, 0,
-                         0, self.total, self.tolerance, self.shape or (), detail=self.detail,
-                         extra=extra, maps=maps)  # fmt: skip
+            return Check(
+                self.name,
+                self.reference,
+                False,
+                math.inf,
+                math.inf,
+                math.inf,
+                None,
+                0,
+                0,
+                self.total,
+                self.tolerance,
+                self.shape or (),
+                detail=self.detail,
+                extra=extra,
+                maps=maps,
+            )
         total = self.total
         if total == 0:
-            return Check(self.name, self.reference, True, 0.0, 0.0, 0.0, None, 0, 0, 0,
-                         self.tolerance, self.shape or (0,), extra=extra, maps=maps)  # fmt: skip
+            return Check(
+                self.name,
+                self.reference,
+                True,
+                0.0,
+                0.0,
+                0.0,
+                None,
+                0,
+                0,
+                0,
+                self.tolerance,
+                self.shape or (0,),
+                extra=extra,
+                maps=maps,
+            )
         mse = self.sum_sq / total
         psnr = None
         if self.peak is not None and mse > 0:
@@ -313,8 +342,9 @@ def compare(
     layout = (
         tuple(actual.shape[-2:]) if actual.ndim >= 2 and actual.shape == expected.shape else None
     )
-    comparison = Comparison(name=name, reference=reference, tolerance=tolerance, peak=peak,
-                            extra=extra, layout=layout)  # fmt: skip
+    comparison = Comparison(
+        name=name, reference=reference, tolerance=tolerance, peak=peak, extra=extra, layout=layout
+    )
     comparison.add_shape(actual.shape)
     comparison.update(actual, expected)
     return comparison.check()

@@ -60,8 +60,11 @@ def lean_app(app: Any, args: list[str]) -> Any:
     (no command, a top-level option, a misspelt name) gets the whole app.
     """
     name = args[0] if args else ""
-    chosen = [c for c in app.registered_commands
-              if (c.name or c.callback.__name__.replace("_", "-")) == name]  # fmt: skip
+    chosen = [
+        c
+        for c in app.registered_commands
+        if (c.name or c.callback.__name__.replace("_", "-")) == name
+    ]
     if len(chosen) != 1:
         return app
     lean = copy.copy(app)

@@ -10,7 +10,7 @@ over inputs is :mod:`cnnfilters.run`, the writing :mod:`cnnfilters.outputs`.
 
 One file a command (:mod:`.grayscale`, :mod:`.gradient`, :mod:`.avgpool`,
 :mod:`.commute`, :mod:`.convolve`; ``learn``, which trains on all its inputs
-at once, in :mod:`.learn` and :mod:`.training`), on :mod:`.base` (the
+at once, in :mod:`.learn`, :mod:`.learned` and :mod:`.training`), on :mod:`.base` (the
 protocol) and :mod:`.strips` (working a strip of rows at a time, and when a
 command must).
 
@@ -32,7 +32,8 @@ from .commute import CommuteOptions
 from .convolve import ConvolveOptions
 from .gradient import GradientOptions
 from .grayscale import GrayscaleOptions
-from .learn import Learned, LearnOptions
+from .learn import LearnOptions
+from .learned import Learned
 
 __all__ = [
     "COMMANDS",

@@ -61,8 +61,9 @@ class AvgpoolOptions(Command):
         if edge == "partial" and k > max(height, width):
             # The same single block whatever k: no k x k weights, padding or references.
             k = max(height, width)
-            result.notices.append(f"the {self.kernel_size}x{self.kernel_size} window holds "
-                                  "the whole image: one block")  # fmt: skip
+            result.notices.append(
+                f"the {self.kernel_size}x{self.kernel_size} window holds the whole image: one block"
+            )
         shape = (image.channels, *ops.avgpool_shape(height, width, k, edge))
         if edge == "drop" and (height % k or width % k):
             result.notices.append(
@@ -87,9 +88,13 @@ class AvgpoolOptions(Command):
         result.notices.extend(levels.notes())
 
         def verify() -> list[Check]:
-            mean = Comparison(name="block mean", reference="reshape-mean (float64)",
-                              tolerance=float32_tolerance(image.peak), peak=image.peak,
-                              layout=tuple(pooled.shape[-2:]))  # fmt: skip
+            mean = Comparison(
+                name="block mean",
+                reference="reshape-mean (float64)",
+                tolerance=float32_tolerance(image.peak),
+                peak=image.peak,
+                layout=tuple(pooled.shape[-2:]),
+            )
             # In strips of whole windows: output rows first..stop read input rows k*first..k*stop.
             out_rows = pooled.shape[1]
             for first, stop in strip_ranges(out_rows, image.channels * image.size[1] * 8 * k):
@@ -101,9 +106,13 @@ class AvgpoolOptions(Command):
         result.verify = verify
         size = self.kernel_size
         pixels = Rows(levels.pixels.shape, levels.pixels.dtype.type, lambda: iter([levels.pixels]))
-        return Output(pixels, pooled, f"{size}x{size} average pooling, edge={self.edge}",
-                      alpha=_pooled_alpha(image, k, self.edge),
-                      colorimetric=True)  # fmt: skip
+        return Output(
+            pixels,
+            pooled,
+            f"{size}x{size} average pooling, edge={self.edge}",
+            alpha=_pooled_alpha(image, k, self.edge),
+            colorimetric=True,
+        )
 
 
 def _pooled_alpha(image: LoadedImage, k: int, edge: str) -> np.ndarray | None:
@@ -125,8 +134,9 @@ class _PoolStrips(Strips):
     same (a streamed file is checked to its end) and dropped.
     """
 
-    def __init__(self, image: LoadedImage, k: int, edge: str, shape: tuple[int, int, int],
-                 notices: list[str]) -> None:  # fmt: skip
+    def __init__(
+        self, image: LoadedImage, k: int, edge: str, shape: tuple[int, int, int], notices: list[str]
+    ) -> None:
         height, width = image.size
         # Input strips of whole windows (about STRIP_BYTES of float32 each). A last
         # strip of fewer than k rows (a partial window, or rows to drop) joins the
@@ -142,15 +152,24 @@ class _PoolStrips(Strips):
         # An image with alpha is never decoded as it is read: its alpha is whole here.
         self.alpha = _pooled_alpha(image, k, edge)
         peak = image.peak
-        self.mean = Comparison(name="block mean", reference="reshape-mean (float64)",
-                               tolerance=float32_tolerance(peak), peak=peak,
-                               layout=shape[1:])  # fmt: skip
+        self.mean = Comparison(
+            name="block mean",
+            reference="reshape-mean (float64)",
+            tolerance=float32_tolerance(peak),
+            peak=peak,
+            layout=shape[1:],
+        )
         self.mean.add_shape(shape)
         self.comparisons.append(self.mean)
         self.pillow: Comparison | None = None
         if image.kind == "uint8":
-            self.pillow = Comparison(name="8-bit output", reference=f"Pillow reduce({k})",
-                                     tolerance=1, peak=peak, layout=shape[1:])  # fmt: skip
+            self.pillow = Comparison(
+                name="8-bit output",
+                reference=f"Pillow reduce({k})",
+                tolerance=1,
+                peak=peak,
+                layout=shape[1:],
+            )
             planes = shape[0] + (self.alpha is not None)
             self.pillow.add_shape((planes, *shape[1:]))
             self.comparisons.append(self.pillow)

@@ -121,8 +121,9 @@ def gray_levels(image: LoadedImage) -> np.ndarray:
     if image.channels == 1:
         return image.pixels
     triple = parse_grayscale_weights("bt601")
-    levels = image.levels(ops.grayscale(image.pixels, triple),
-                          exact=luma_exact(image.pixels, triple, image.peak))  # fmt: skip
+    levels = image.levels(
+        ops.grayscale(image.pixels, triple), exact=luma_exact(image.pixels, triple, image.peak)
+    )
     return levels.pixels
 
 

@@ -65,9 +65,12 @@ class CommuteOptions(Command):
             for suffix, values, what in (
                 ("act-of-pool", held_rows(outcome.act_of_pool), f"{name}(maxpool(x))"),
                 ("pool-of-act", held_rows(outcome.pool_of_act), f"maxpool({name}(x))"),
-                ("diff", held_rows(outcome.act_of_pool, outcome.pool_of_act),
-                 f"{name}(maxpool(x)) - maxpool({name}(x))"),
-            ):  # fmt: skip
+                (
+                    "diff",
+                    held_rows(outcome.act_of_pool, outcome.pool_of_act),
+                    f"{name}(maxpool(x)) - maxpool({name}(x))",
+                ),
+            ):
                 # Drawn a strip at a time: the float64 difference, its mosaic and its
                 # absolute values were each a whole map (48 MB for 12 MP of gradients).
                 pixels, scale = signed_mosaic(values, gap=2)
@@ -118,8 +121,10 @@ class _CommuteOrders:
                 elif order == "pool-of-act":
                     yield self._pool_of_act(first, stop)
                 else:
-                    yield (self._act_of_pool(first, stop).astype(np.float64)
-                           - self._pool_of_act(first, stop).astype(np.float64))  # fmt: skip
+                    yield (
+                        self._act_of_pool(first, stop).astype(np.float64)
+                        - self._pool_of_act(first, stop).astype(np.float64)
+                    )
 
         return Rows(self.shape, dtype, strips)
 
@@ -158,8 +163,11 @@ def _commute_check(outcome: ops.CommuteResult) -> Check:
         synthetic = ops.find_counterexample(act)
     expected_equal = act.monotonicity == "nondecreasing"
     check = compare(
-        outcome.act_of_pool, outcome.pool_of_act, name=act.name,
-        reference="maxpool(sigma(x))", tolerance=0.0 if expected_equal else math.inf,
+        outcome.act_of_pool,
+        outcome.pool_of_act,
+        name=act.name,
+        reference="maxpool(sigma(x))",
+        tolerance=0.0 if expected_equal else math.inf,
         extra={
             "activation": act.name,
             "monotonicity": act.monotonicity,
@@ -170,5 +178,5 @@ def _commute_check(outcome: ops.CommuteResult) -> Check:
             "synthetic_counterexample": synthetic,
             "min_identity_holds": outcome.min_identity_holds,
         },
-    )  # fmt: skip
+    )
     return dataclasses.replace(check, passed=outcome.passed)

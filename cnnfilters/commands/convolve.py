@@ -74,8 +74,11 @@ class ConvolveOptions(Command):
         kernel = self.kernel
         if kernel.ndim == 2:
             return [("kernel", kernel)]
-        return [(f"w[{o}, {c}]", kernel[o, c]) for o in range(min(kernel.shape[0], 4))
-                for c in range(min(kernel.shape[1], 3))]  # fmt: skip
+        return [
+            (f"w[{o}, {c}]", kernel[o, c])
+            for o in range(min(kernel.shape[0], 4))
+            for c in range(min(kernel.shape[1], 3))
+        ]
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "kernel": self.kernel.tolist()}
@@ -88,8 +91,12 @@ class ConvolveOptions(Command):
         pad = same_padding(weight.shape) if self.padding == "same" else int(self.padding)
         bias = self.bias
         biases = np.full(weight.shape[0], bias, dtype=np.float32) if bias else None
-        geometry = {"stride": self.stride, "padding": pad, "padding_mode": self.padding_mode,
-                    "groups": groups}  # fmt: skip
+        geometry = {
+            "stride": self.stride,
+            "padding": pad,
+            "padding_mode": self.padding_mode,
+            "groups": groups,
+        }
         # The largest value the result can take: beyond float32, the engine's result
         # would be infinite where the float64 reference is not (or both infinite, and
         # then equal: a check that passes on a picture of nothing). 1 % is left for
@@ -103,9 +110,13 @@ class ConvolveOptions(Command):
                 f"(+-{FLOAT32_MAX:.4g}), which the engine computes in; scale the kernel down"
             )
         out = conv2d(base, weight, biases, **geometry)
-        comparison = Comparison(name="convolution", reference="direct correlation (float64)",
-                                tolerance=float32_tolerance(scale), peak=image.peak,
-                                layout=out.shape[-2:])  # fmt: skip
+        comparison = Comparison(
+            name="convolution",
+            reference="direct correlation (float64)",
+            tolerance=float32_tolerance(scale),
+            peak=image.peak,
+            layout=out.shape[-2:],
+        )
         comparison.add_shape(out.shape)
         # The reference a strip of output rows at a time, from the input rows under
         # them: its float64 copy of the padded input and its result were each a whole
@@ -119,9 +130,15 @@ class ConvolveOptions(Command):
         result.checks.append(comparison.check())
         pixels, mapping = _drawn(out, image)
         result.outputs["convolve"] = Output(pixels, out, f"convolution with a {kh}x{kw} kernel")
-        result.info.update(kernel=weight.tolist() if weight.size <= 81 else list(weight.shape),
-                           weight_shape=list(weight.shape), bias=bias, on=self.on,
-                           normalized=self.normalize, image=mapping, **geometry)  # fmt: skip
+        result.info.update(
+            kernel=weight.tolist() if weight.size <= 81 else list(weight.shape),
+            weight_shape=list(weight.shape),
+            bias=bias,
+            on=self.on,
+            normalized=self.normalize,
+            image=mapping,
+            **geometry,
+        )
         return result
 
     def check_output_size(self, image: LoadedImage, max_pixels: int) -> None:
@@ -132,8 +149,11 @@ class ConvolveOptions(Command):
         height, width = image.size
         rows = max(0, (height + 2 * pad - kh) // self.stride + 1)
         cols = max(0, (width + 2 * pad - kw) // self.stride + 1)
-        channels = self.kernel.shape[0] if self.kernel.ndim == 4 else (
-            1 if self.on == "gray" else image.channels)  # fmt: skip
+        channels = (
+            self.kernel.shape[0]
+            if self.kernel.ndim == 4
+            else (1 if self.on == "gray" else image.channels)
+        )
         if rows * cols > max_pixels or rows * cols * channels > 4 * max_pixels:
             raise CnnFiltersError(
                 f"{image.path}: the result would be {rows:,} x {cols:,} pixels x {channels} "

@@ -72,8 +72,7 @@ class GradientOptions(Command):
             ("dx", "horizontal forward difference X[i,j+1] - X[i,j]"),
             ("gradient", "magnitude sqrt(dy^2 + dx^2)"),
         ):
-            result.outputs[kind] = Output(maps.rows(kind, bits), maps.rows(kind), what,
-                                          alpha=alpha)  # fmt: skip
+            result.outputs[kind] = Output(maps.rows(kind, bits), maps.rows(kind), what, alpha=alpha)
         result.info.update(
             padding=self.padding,
             on=self.on,
@@ -104,16 +103,26 @@ class _GradientMaps:
     def check(self) -> list[Check]:
         """The first pass: every strip against slicing differences; the maps' ranges."""
         height, width = self.base.shape[1:]
-        checks = {name: Comparison(name=name, reference="slicing differences", tolerance=0.0,
-                                   peak=self.peak, layout=(height, width))
-                  for name in ("dy", "dx")}  # fmt: skip
+        checks = {
+            name: Comparison(
+                name=name,
+                reference="slicing differences",
+                tolerance=0.0,
+                peak=self.peak,
+                layout=(height, width),
+            )
+            for name in ("dy", "dx")
+        }
         for rows in self.strips:
             maps = self._maps(rows)
             ref_dy, ref_dx = ref.forward_differences(self.base, self.padding, rows=rows)
             checks["dy"].update(maps["dy"], ref_dy, top=rows[0])
             checks["dx"].update(maps["dx"], ref_dx, top=rows[0])
-            self.largest_difference = max(self.largest_difference, float(np.abs(maps["dy"]).max()),
-                                          float(np.abs(maps["dx"]).max()))  # fmt: skip
+            self.largest_difference = max(
+                self.largest_difference,
+                float(np.abs(maps["dy"]).max()),
+                float(np.abs(maps["dx"]).max()),
+            )
             self.largest_magnitude = max(self.largest_magnitude, float(maps["gradient"].max()))
             if self.kept is not None:
                 self.kept.append(maps)

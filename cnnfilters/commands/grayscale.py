@@ -77,9 +77,9 @@ class GrayscaleOptions(Command):
                 return [formula.check()]
 
             result.verify = verify
-        result.outputs["grayscale"] = Output(pixels, luma, f"luma, weights {triple}",
-                                             alpha=alpha_levels(image),
-                                             colorimetric=True)  # fmt: skip
+        result.outputs["grayscale"] = Output(
+            pixels, luma, f"luma, weights {triple}", alpha=alpha_levels(image), colorimetric=True
+        )
         result.info["weights"] = list(triple)
         return result
 
@@ -91,9 +91,12 @@ class GrayscaleOptions(Command):
         sizes: dict[tuple[int, int, int], list[_LumaStrips]] = {}
         for work in works:
             image = work.image
-            if (len(work.strips) == 1 and image.kind == "uint8"
-                    and isinstance(image.pixels, np.ndarray)
-                    and image.size[0] * image.size[1] <= _SIDE_BY_SIDE_PIXELS):  # fmt: skip
+            if (
+                len(work.strips) == 1
+                and image.kind == "uint8"
+                and isinstance(image.pixels, np.ndarray)
+                and image.size[0] * image.size[1] <= _SIDE_BY_SIDE_PIXELS
+            ):
                 sizes.setdefault((image.channels, *image.size), []).append(work)
         for same in sizes.values():
             if len(same) > 1:
@@ -149,8 +152,9 @@ def _luma_side_by_side(works: list[_LumaStrips]) -> None:
         part = slice(index * width, (index + 1) * width)
         clipped = levels_outside(lumas[index], image.max_value) if level.clipped else 0
         theirs = None if pillow is None else pillow[:, :, part]
-        work.shared = _Shared(lumas[index], level.pixels[:, :, part], clipped,
-                              formula[:, :, part], theirs)  # fmt: skip
+        work.shared = _Shared(
+            lumas[index], level.pixels[:, :, part], clipped, formula[:, :, part], theirs
+        )
 
 
 def _rgb(pixels: np.ndarray) -> np.ndarray:
@@ -160,8 +164,13 @@ def _rgb(pixels: np.ndarray) -> np.ndarray:
 
 def _luma_comparison(image: LoadedImage) -> Comparison:
     peak = image.peak
-    return Comparison(name="luma", reference="float64 formula",
-                      tolerance=float32_tolerance(peak), peak=peak, layout=image.size)  # fmt: skip
+    return Comparison(
+        name="luma",
+        reference="float64 formula",
+        tolerance=float32_tolerance(peak),
+        peak=peak,
+        layout=image.size,
+    )
 
 
 class _LumaStrips(Strips):
@@ -169,8 +178,13 @@ class _LumaStrips(Strips):
     compared with the float64 formula and, for 8-bit BT.601, the levels with
     Pillow's ``convert("L")`` of the same rows; then the float luma is let go."""
 
-    def __init__(self, image: LoadedImage, triple: tuple[float, float, float],
-                 strips: list[tuple[int, int]], notices: list[str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        image: LoadedImage,
+        triple: tuple[float, float, float],
+        strips: list[tuple[int, int]],
+        notices: list[str],
+    ) -> None:
         shape = (1, *image.size)
         super().__init__(image, shape, strips, strips, notices)
         self.triple = triple
@@ -178,9 +192,13 @@ class _LumaStrips(Strips):
         self.comparisons.append(self.formula)
         self.pillow: Comparison | None = None
         if triple == parse_grayscale_weights("bt601") and image.kind == "uint8":
-            self.pillow = Comparison(name="8-bit output", reference="Pillow convert('L')",
-                                     tolerance=1, peak=image.peak,
-                                     layout=image.size)  # fmt: skip
+            self.pillow = Comparison(
+                name="8-bit output",
+                reference="Pillow convert('L')",
+                tolerance=1,
+                peak=image.peak,
+                layout=image.size,
+            )
             self.comparisons.append(self.pillow)
         for comparison in self.comparisons:
             comparison.add_shape(shape)

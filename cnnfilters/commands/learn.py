@@ -7,40 +7,22 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .. import reference as ref
 from ..defaults import GRADIENT_BASES, LEARN_TARGETS, OPTIMIZERS
-from ..engine import conv2d
 from ..errors import CnnFiltersError, InputError
 from ..images import LoadedImage
 from ..kernels import avg_pool_weight, constructions, grayscale_weight
-from ..report import Check, compare
 from .base import as_rgb, gray_levels, in_range, one_of
+from .learned import Learned, learned_checks, stop_notice, why_undetermined
 from .training import WindowPool, pair_targets
 
 if TYPE_CHECKING:  # learn is imported by the learn command alone (1.3 ms a run)
-    from ..learn import Layer, Training
-
-
-@dataclass
-class Learned:
-    """What ``learn`` found: the training, the layers side by side, and the checks."""
-
-    training: Training
-    weight: np.ndarray  # the learned layer, in pixel units
-    bias: np.ndarray
-    lstsq_weight: np.ndarray  # the independent reference: float64 least squares
-    lstsq_bias: np.ndarray
-    truth: tuple[np.ndarray, np.ndarray] | None  # the construction's layer (None for a pair)
-    stride: int
-    padding: int
-    checks: list[Check] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
+    from ..learn import Layer
 
 
 @dataclass(frozen=True)
@@ -153,7 +135,7 @@ class LearnOptions:
         if rank < unknowns:
             raise InputError(
                 f"the training data do not determine the {unknowns - 1} weights and the bias "
-                f"(rank {rank} of {unknowns}): {_why_undetermined(self.what)}"
+                f"(rank {rank} of {unknowns}): {why_undetermined(self.what)}"
             )
         from ..learn import Problem, train
 
@@ -166,75 +148,39 @@ class LearnOptions:
             seed=self.seed,
             on_step=on_step,
         )
-        learned = Learned(training, training.weight, training.bias, weight, bias, truth,
-                          layer.stride, pad, notices=notices)  # fmt: skip
-        learned.info.update(patches=len(inputs), patch=pool.side, examples=pool.examples,
-                            steps=training.steps, stopped=training.stopped,
-                            loss=training.loss, seconds=round(training.seconds, 3),
-                            optimizer=training.optimizer, lr=training.lr,
-                            momentum=training.momentum,
-                            curvature=list(training.curvature))  # fmt: skip
+        learned = Learned(
+            training,
+            training.weight,
+            training.bias,
+            weight,
+            bias,
+            truth,
+            layer.stride,
+            pad,
+            notices=notices,
+        )
+        learned.info.update(
+            patches=len(inputs),
+            patch=pool.side,
+            examples=pool.examples,
+            steps=training.steps,
+            stopped=training.stopped,
+            loss=training.loss,
+            seconds=round(training.seconds, 3),
+            optimizer=training.optimizer,
+            lr=training.lr,
+            momentum=training.momentum,
+            curvature=list(training.curvature),
+        )
         if pool.small:
             learned.notices.append(
                 f"{pool.small} image plane(s) smaller than a training window "
                 f"({pool.span} x {pool.span} pixels): not used"
             )
-        learned.checks.extend(self._checks(learned, peak, kept[0] if kept else None, after))
+        learned.checks.extend(learned_checks(self, learned, peak, kept[0] if kept else None, after))
         if training.stopped in ("plateau", "steps"):
-            learned.notices.append(_stop_notice(training, self.tol))
+            learned.notices.append(stop_notice(training, self.tol))
         return learned
-
-    def _checks(
-        self,
-        learned: Learned,
-        peak: float,
-        before: LoadedImage | None,
-        after: LoadedImage | None,
-    ) -> list[Check]:
-        checks = []
-        if learned.truth is not None:
-            weight, bias = learned.truth
-            checks += [
-                compare(learned.weight, weight, name="learned weights",
-                        reference=f"the construction ({self.label})", tolerance=self.atol),
-                compare(learned.bias, bias, name="learned bias",
-                        reference="the construction (0)", tolerance=self.atol * peak),
-                compare(learned.lstsq_weight, weight, name="least-squares weights",
-                        reference=f"the construction ({self.label})", tolerance=1e-6),
-            ]  # fmt: skip
-        scale = max(1.0, float(np.max(np.abs(learned.lstsq_weight))))
-        checks.append(compare(learned.weight, learned.lstsq_weight, name="learned weights",
-                              reference="least squares (float64 lstsq)",
-                              tolerance=self.atol * scale))  # fmt: skip
-        if before is not None and after is not None:
-            checks.append(self._refit(learned, before, after))
-        return checks
-
-    def _refit(self, learned: Learned, before: LoadedImage, after: LoadedImage) -> Check:
-        """The learned kernel run on BEFORE as ``convolve`` runs it, against AFTER."""
-        base = self.planes(before, [])
-        values = np.concatenate([conv2d(plane, learned.weight.astype(np.float32),
-                                        learned.bias.astype(np.float32),
-                                        padding=learned.padding) for plane in base])  # fmt: skip
-        refit = after.levels(values).pixels
-        target = np.concatenate(self.planes(after, []))
-        return compare(refit, target, name="refit 8-bit levels" if after.bit_depth == 8
-                       else "refit levels", reference="AFTER", tolerance=1.0,
-                       peak=float(after.max_value))  # fmt: skip
 
 
 _LEARN_MAX_K = 15
-
-
-def _why_undetermined(what: str) -> str:
-    if what == "grayscale":
-        return "gray inputs (R = G = B) cannot tell the colour weights apart; give colour images"
-    return "the inputs are too flat (constant or too few distinct windows); give richer images"
-
-
-def _stop_notice(training: Training, tol: float) -> str:
-    if training.stopped == "plateau":
-        return (f"stopped at step {training.steps}: the loss {training.loss:.3g} stopped "
-                "decreasing (the data's floor: rounding noise, or float32's), above "
-                f"--tol {tol:g}")  # fmt: skip
-    return f"stopped at --steps {training.steps} with the loss {training.loss:.3g} > --tol {tol:g}"

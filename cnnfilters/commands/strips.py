@@ -106,9 +106,14 @@ class Strips:
     instead of after the last.
     """
 
-    def __init__(self, image: LoadedImage, shape: tuple[int, int, int],
-                 strips: list[tuple[int, int]], out: list[tuple[int, int]],
-                 notices: list[str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        image: LoadedImage,
+        shape: tuple[int, int, int],
+        strips: list[tuple[int, int]],
+        out: list[tuple[int, int]],
+        notices: list[str],
+    ) -> None:
         self.image, self.strips, self.out, self.notices = image, strips, out, notices
         self.pixels = np.empty(shape, dtype=level_dtype(image.bit_depth))
         self.comparisons: list[Comparison] = []

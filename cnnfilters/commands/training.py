@@ -79,8 +79,9 @@ class WindowPool:
         ]
         self.inputs.append(np.stack(windows).astype(dtype))
         if target is not None:
-            self.targets.append(np.stack([target[:, top : top + side, left : left + side]
-                                          for top, left in places]))  # fmt: skip
+            self.targets.append(
+                np.stack([target[:, top : top + side, left : left + side] for top, left in places])
+            )
         self.places.append(rows * cols)
 
     def draw(self, truth: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -96,8 +97,9 @@ class WindowPool:
         inputs = np.concatenate([w[:n] for w, n in zip(self.inputs, taken, strict=True) if n])
         inputs = inputs.astype(np.float64)
         if self.targets:
-            wanted = np.concatenate([w[:n] for w, n in zip(self.targets, taken, strict=True)
-                                     if n]).astype(np.float64)  # fmt: skip
+            wanted = np.concatenate(
+                [w[:n] for w, n in zip(self.targets, taken, strict=True) if n]
+            ).astype(np.float64)
         else:
             wanted = conv2d(inputs, truth[0], truth[1], stride=self.stride)
         return inputs, wanted

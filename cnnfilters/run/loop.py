@@ -221,8 +221,10 @@ def _refused(
     if clobbered is not None:
         target, other = clobbered
         same = "" if os.fspath(other) == os.fspath(target) else f" (the file {other})"
-        message = (f"{source.path}: its output {target} is an input of this run{same}; "
-                   "an input is never overwritten")  # fmt: skip
+        message = (
+            f"{source.path}: its output {target} is an input of this run{same}; "
+            "an input is never overwritten"
+        )
         return InputReport(os.fsdecode(source.path), error=message, exit_code=EXIT_IO)
     try:
         done = settings.skip_existing and targets and all(output_complete(t) for t in targets)
@@ -286,8 +288,9 @@ def _run_here(
             failed = recorder.record(chunk[position][0], items) or failed
 
         try:
-            seconds, _ = process_sources(command, [source for _, source in chunk], settings,
-                                         threads, finished)  # fmt: skip
+            seconds, _ = process_sources(
+                command, [source for _, source in chunk], settings, threads, finished
+            )
         except (KeyboardInterrupt, Terminated) as exc:
             recorder.summary.stopped(exc)
             pending.not_done()

@@ -53,8 +53,11 @@ def plan(
     command: Command, sources: Iterable[Source] | InputStream, settings: Settings
 ) -> dict[Path, list[Path]]:
     """:func:`plan_outputs` as a mapping from each input to its output files."""
-    return {item.source.path: item.targets for item in plan_outputs(command, sources, settings)
-            if item.refused is None}  # fmt: skip
+    return {
+        item.source.path: item.targets
+        for item in plan_outputs(command, sources, settings)
+        if item.refused is None
+    }
 
 
 def _as_inputs(sources: Iterable[Source] | InputStream) -> InputStream:
@@ -79,8 +82,11 @@ class _Planner:
         out_dir = settings.destination.out_dir
         self.inside = None if out_dir is None else self.absolute(out_dir) + os.sep
         named = inputs.named
-        self.named = {source.path: self._targets(source, settings.folder_for(source))
-                      for source in named if source.error is None}  # fmt: skip
+        self.named = {
+            source.path: self._targets(source, settings.folder_for(source))
+            for source in named
+            if source.error is None
+        }
         self.reserved = {self.absolute(path): option for option, path in settings.run_files}
         self.owner: dict[str, Path] = {}
         for source in named:
@@ -183,8 +189,7 @@ class _Folder:
         self.sharing[self.owners[:-1][same]] = True
         self.like_output = np.zeros(inputs, dtype=bool)  # its name hashes like an output
         if beside and len(self.hashes):
-            names = np.fromiter((hash(name) for name in found.names), dtype=np.int64,
-                                count=inputs)  # fmt: skip
+            names = np.fromiter((hash(name) for name in found.names), dtype=np.int64, count=inputs)
             at = np.minimum(np.searchsorted(self.hashes, names), len(self.hashes) - 1)
             self.like_output = self.hashes[at] == names
 
@@ -197,8 +202,9 @@ class _Folder:
             return []
         stop = int(np.searchsorted(self.hashes, key, side="right"))
         names = self.found.names
-        return [int(j) for j in self.owners[start:stop]
-                if j != but and file in self.filenames(names[j])]  # fmt: skip
+        return [
+            int(j) for j in self.owners[start:stop] if j != but and file in self.filenames(names[j])
+        ]
 
     def excluded(self, index: int) -> bool:
         """Whether file ``index`` is an output of a file of this folder (its outputs go
@@ -223,8 +229,10 @@ def _refusal(source: Source, message: str) -> InputReport:
 
 
 def _both_write(first: Path, second: Path, target: Path) -> str:
-    return (f"{first} and {second} would both write {target}; "
-            "use --name with {ext}, or separate --out-dir runs")  # fmt: skip
+    return (
+        f"{first} and {second} would both write {target}; "
+        "use --name with {ext}, or separate --out-dir runs"
+    )
 
 
 def _reserved(source: Path, target: Path, option: str) -> str:
@@ -232,8 +240,10 @@ def _reserved(source: Path, target: Path, option: str) -> str:
 
 
 def _claimed(source: Path, target: Path) -> str:
-    return (f"{source}: its output {target} is also the output of an input of another "
-            "folder argument; use --name, or separate --out-dir runs")  # fmt: skip
+    return (
+        f"{source}: its output {target} is also the output of an input of another "
+        "folder argument; use --name, or separate --out-dir runs"
+    )
 
 
 # The outputs that earlier folders claimed, by output folder: two sorted arrays of

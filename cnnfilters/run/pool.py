@@ -109,8 +109,9 @@ def _run_on(
     deferred = _SignalsDeferred()
     try:
         with deferred:
-            _run_chunks(pool, _Tasks(command, settings, threads), chunks, futures, recorder,
-                        deferred)  # fmt: skip
+            _run_chunks(
+                pool, _Tasks(command, settings, threads), chunks, futures, recorder, deferred
+            )
         deferred.deliver()  # to the handler in place before: KeyboardInterrupt, Terminated, ...
     except (KeyboardInterrupt, Terminated) as exc:
         recorder.summary.stopped(exc)
@@ -133,8 +134,7 @@ class _Tasks(NamedTuple):
 
     def submit(self, executor: Executor, chunk: list[tuple[int, Source]]) -> Future:
         sources = [source for _, source in chunk]
-        return executor.submit(process_sources, self.command, sources, self.settings,
-                               self.threads)  # fmt: skip
+        return executor.submit(process_sources, self.command, sources, self.settings, self.threads)
 
     def again(self) -> _Tasks:
         """The tasks of inputs run a second time: they replace what their dead worker
@@ -375,8 +375,12 @@ def _executor(settings: Settings, tasks: int) -> Executor | None:
     # this process runs no other thread. Otherwise forkserver starts them clean.
     start = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "forkserver"
     parent = os.getpid() if start == "fork" else None
-    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(start),
-                                   initializer=_worker_start, initargs=(parent,))  # fmt: skip
+    executor = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context(start),
+        initializer=_worker_start,
+        initargs=(parent,),
+    )
     if start == "fork" and not gc.get_freeze_count():
         # Everything imported so far is shared with the workers: frozen, it is
         # neither walked by their garbage collections nor copied page by page

@@ -112,8 +112,10 @@ class Summary:
 
     def line(self) -> str:
         rate = self.megapixels / self.seconds if self.seconds > 0 else 0.0
-        text = (f"{self.done} done, {self.skipped} skipped, {self.failed} failed in "
-                f"{self.seconds:.1f} s ({rate:.1f} MP/s)")  # fmt: skip
+        text = (
+            f"{self.done} done, {self.skipped} skipped, {self.failed} failed in "
+            f"{self.seconds:.1f} s ({rate:.1f} MP/s)"
+        )
         if self.not_done or self.not_counted:
             text += f"; {self.not_done_text} ({stop_outcome(self.terminated)[0]})"
         return text

@@ -139,8 +139,11 @@ def _groups(
 class _Done:
     """Where the inputs of :func:`_in_steps` put their entries once done."""
 
-    def __init__(self, results: list[list[InputReport]],
-                 finished: Callable[[int, list[InputReport]], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        results: list[list[InputReport]],
+        finished: Callable[[int, list[InputReport]], None] | None,
+    ) -> None:
         self.results, self.finished = results, finished
 
     def step(self, steps: _Steps, index: int) -> int | _Ran | None:
@@ -182,8 +185,7 @@ def _steps(
             make_folder(folder)
             made.add(folder)
         rows_once = command.rows_once and not settings.destination.raw
-        frames = load_frames(source.path, settings.read, parallel=threads != 1,
-                             rows_once=rows_once)  # fmt: skip
+        frames = load_frames(source.path, settings.read, parallel=threads != 1, rows_once=rows_once)
         try:
             yield sum(_held_bytes(image) for image in frames)
             single = len(frames) == 1
@@ -223,8 +225,14 @@ def _held_bytes(image: LoadedImage) -> int:
 
 def _describe(item: InputReport, image: LoadedImage) -> None:
     item.notices.extend(image.notices)
-    item.info.update(mode=image.mode, format=image.format, bit_depth=image.bit_depth,
-                     kind=image.kind, height=image.size[0], width=image.size[1])  # fmt: skip
+    item.info.update(
+        mode=image.mode,
+        format=image.format,
+        bit_depth=image.bit_depth,
+        kind=image.kind,
+        height=image.size[0],
+        width=image.size[1],
+    )
     if image.damage is not None:
         item.info["damaged"] = image.damage
 
@@ -250,19 +258,27 @@ class _Ran:
         they compute what the outputs hold."""
         self.checks, self.checked = verify_result(self.result)
 
-    def write(self, settings: Settings, folder: Path | None, frame: int | None,
-              threads: int | None) -> None:  # fmt: skip
+    def write(
+        self, settings: Settings, folder: Path | None, frame: int | None, threads: int | None
+    ) -> None:
         """Write the outputs into ``item``: files, checks and notices."""
         result, image, item = self.result, self.image, self.item
         destination = settings.destination
-        targets = output_targets(image.path, list(result.outputs), destination, folder=folder,
-                                 frame=frame)  # fmt: skip
+        targets = output_targets(
+            image.path, list(result.outputs), destination, folder=folder, frame=frame
+        )
         # --skip-existing reruns an input that has only some of its outputs (an
         # interrupted run): those are replaced, the rest written.
         replace = destination.force or settings.skip_existing
         check_targets(targets, image.path, force=replace)
-        written = write_result(result, image, targets, compress_level=destination.compress_level,
-                               threads=threads, replace=replace)  # fmt: skip
+        written = write_result(
+            result,
+            image,
+            targets,
+            compress_level=destination.compress_level,
+            threads=threads,
+            replace=replace,
+        )
         item.outputs.extend(written.files)
         item.checks.extend(written.checks)
         item.checks.extend(self.checks)
