@@ -43,8 +43,7 @@ class Activation:
         """``sigma(x)`` in ``x``'s float dtype (float32 for others), computed in float64
         a block of :data:`_BLOCK` values at a time: every function is elementwise,
         so the values are those of one call on the whole array, while the float64
-        temporaries stay in cache (12 MP of gradients through GELU: 0.5 GB of
-        them, and page faults on each, when made whole)."""
+        temporaries stay in cache instead of faulting in a whole image's worth."""
         x = np.asarray(x)
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
         out = np.empty(x.shape, dtype=dtype)
@@ -92,7 +91,7 @@ def _with_limits(
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    # x * x * x, as PyTorch's tanh GELU: numpy's x**3 calls pow() for each value, 30x slower.
+    # x * x * x, as PyTorch's tanh GELU: numpy's x**3 calls pow() for each value.
     return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * (x * x * x))))
 
 

@@ -55,10 +55,10 @@ _SYNC_EACH_FILE = True
 @contextlib.contextmanager
 def synced_once(enabled: bool = True) -> Iterator[None]:
     """Within this block, files are renamed into place without an fsync each: a
-    batch calls :func:`os.sync` once at its end instead (0.5 to 2 ms a file
-    here). A process that is killed loses nothing either way (the page cache
-    is the kernel's); after a power cut a batch's last files may be empty or
-    cut, which ``--skip-existing`` sees (:func:`output_complete`) and redoes."""
+    batch calls :func:`os.sync` once at its end instead. A process that is
+    killed loses nothing either way (the page cache is the kernel's); after a
+    power cut a batch's last files may be empty or cut, which
+    ``--skip-existing`` sees (:func:`~cnnfilters.outputs.output_complete`) and redoes."""
     global _SYNC_EACH_FILE
     previous, _SYNC_EACH_FILE = _SYNC_EACH_FILE, not enabled
     try:

@@ -169,8 +169,7 @@ def signed_mosaic(rows: Rows, gap: int = 0, bit_depth: int = 8) -> tuple[np.ndar
     Two passes over the strips: the scale from the largest finite ``|v|``, then
     each strip drawn on it into its place (its channels side by side, unless
     they are an image's 1 or 3). The pixels are the same; no float copy of the
-    whole map, its mosaic or its absolute values is made (for a float64 map of
-    6 M values: 144 MB of them).
+    whole map, its mosaic or its absolute values is made.
     """
     mid = 1 << (bit_depth - 1)
     peak = max((_finite_peak(np.abs(strip)) for strip in rows.strips()), default=0.0)

@@ -193,7 +193,7 @@ def _pooled_strips(
 def _largest_gap(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
     """``max |a - b|`` in float64 over ``where`` (0 if nowhere; NaN if a gap is NaN), a
     block at a time: a non-monotone activation differs on most windows, and the
-    whole-array float64 gaps took twice the input's memory (12 MP of gradients: 192 MB)."""
+    whole-array float64 gaps would take twice the input's memory."""
     flat_a, flat_b, flat_where = a.reshape(-1), b.reshape(-1), where.reshape(-1)
     largest = [0.0]
     for first in range(0, flat_a.size, _GAP_BLOCK):
@@ -257,8 +257,8 @@ def commute(
     for first, stop, inputs in _pooled_strips(x, act_of_pool.shape[-2], kernel, stride):
         # sigma(x) a strip of output rows at a time, from the input rows they pool:
         # elementwise, and a window's maximum is exact, so these are the values of
-        # one call on the whole input (whose sigma(x), a float array the size of
-        # the input, was the largest array of all: 96 MB for 12 MP of gradients).
+        # one call on the whole input, whose sigma(x), a float array the size of
+        # the input, would be the largest array of all.
         activated = act(inputs)
         pool_of_act[..., first:stop, :] = max_pool2d(activated, kernel, stride)
         infinite = np.isinf(activated)

@@ -112,8 +112,9 @@ class StandardOutput:
         return getattr(self._stream, name)
 
 
-# The table shows at most this many inputs, failures first (a Rich table takes
-# about 2.5 ms a row to draw: 2,000 rows took 5 s); the summary counts them all.
+# The table shows at most this many inputs, failures first: a Rich table's time
+# grows with its rows, and a batch's table must not take longer than its work.
+# The summary counts them all.
 TABLE_ROWS = 100
 
 

@@ -60,7 +60,7 @@ class CommuteOptions(Command):
             result.checks.append(_commute_check(outcome))
             # Only --raw reads the float values: they are made again by strips then,
             # not held until the run ends (two float32 maps and a float64 one for each
-            # activation: 0.9 GB for 12 MP of gradients and the 13 activations).
+            # activation would be held otherwise).
             orders = _CommuteOrders(x, outcome)
             for suffix, values, what in (
                 ("act-of-pool", held_rows(outcome.act_of_pool), f"{name}(maxpool(x))"),
@@ -72,7 +72,7 @@ class CommuteOptions(Command):
                 ),
             ):
                 # Drawn a strip at a time: the float64 difference, its mosaic and its
-                # absolute values were each a whole map (48 MB for 12 MP of gradients).
+                # absolute values would each be a whole map.
                 pixels, scale = signed_mosaic(values, gap=2)
                 result.outputs[f"{name}.{suffix}"] = Output(pixels, orders.rows(suffix), what)
                 units[f"{name}.{suffix}"] = scale

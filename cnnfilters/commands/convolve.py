@@ -119,8 +119,8 @@ class ConvolveOptions(Command):
         )
         comparison.add_shape(out.shape)
         # The reference a strip of output rows at a time, from the input rows under
-        # them: its float64 copy of the padded input and its result were each a whole
-        # image (12 MP, gray, 3 x 3: 565 MB at the peak of the command).
+        # them: a float64 copy of the padded input and of its result would each be a
+        # whole image.
         rows, width = out.shape[-2:]
         step = rows_per_strip(8 * width * (base.shape[0] * self.stride + len(out)))
         for first in range(0, rows, step):
