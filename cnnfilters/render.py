@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import STANDARD_OUTPUT, ReaderGone
 
 if TYPE_CHECKING:
-    from .report import RunReport
+    pass
 
 __all__ = [
     "Progress",
@@ -25,7 +24,6 @@ __all__ = [
     "notice",
     "render_demo",
     "render_kernels",
-    "render_table",
     "write_stderr",
 ]
 
@@ -110,149 +108,6 @@ class StandardOutput:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
-
-
-# The table shows at most this many inputs, failures first: a Rich table's time
-# grows with its rows, and a batch's table must not take longer than its work.
-# The summary counts them all.
-TABLE_ROWS = 100
-
-
-def render_table(report: RunReport, *, written: int) -> None:
-    """The diff report as a Rich table on stdout, the notices and windows below it."""
-    console = _console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    failures_first = sorted(
-        range(len(report.inputs)), key=lambda index: (report.inputs[index].passed, index)
-    )
-    shown = [report.inputs[index] for index in sorted(failures_first[:TABLE_ROWS])]
-    console.print(_table(report, shown))
-    for item in shown:
-        for line in _footnotes(item):
-            console.print(f"[dim]{line}[/]")
-    failed = sum(1 for item in report.inputs if not item.passed) + report.left_out_failed
-    total = len(report.inputs) + report.left_out
-    if total > len(shown):
-        hidden_failed = failed - sum(1 for item in shown if not item.passed)
-        note = (
-            f"{total - len(shown)} more input(s) not shown here, {hidden_failed} of them "
-            "failed or errored (failures are shown first; --report or --jsonl have "
-            "every one)"
-        )
-        console.print(f"[dim]{note}[/]")
-    console.print(
-        f"{total} input(s), {total - failed} passed, "
-        f"{failed} failed or errored; {written} file(s) written"
-    )
-
-
-def _table(report: RunReport, inputs: list[Any]) -> Any:
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(
-        title=f"cnnfilters {report.command}: engine vs independent references",
-        box=box.SIMPLE_HEAVY,
-        title_justify="left",
-    )
-    for column, justify in [
-        ("input", "left"),
-        ("check", "left"),
-        ("reference", "left"),
-        ("max abs", "right"),
-        ("mean abs", "right"),
-        ("RMSE", "right"),
-        ("PSNR dB", "right"),
-        ("differing / total", "right"),
-        ("tol", "right"),
-        ("result", "left"),
-    ]:
-        table.add_column(column, justify=justify, overflow="fold")
-    for item in inputs:
-        name = escape(_shown(Path(item.input).name))
-        if item.error:
-            table.add_row(
-                name, "[red]error[/]", escape(_shown(item.error)), *[""] * 6, "[red]ERROR[/]"
-            )
-            continue
-        for check in item.checks:
-            label = escape(check.name)
-            if "monotonicity" in check.extra:
-                label += f" [dim]({check.extra['monotonicity']})[/]"
-            psnr = "identical" if check.identical else _format_number(check.psnr_db, 5)
-            table.add_row(
-                name,
-                label,
-                escape(check.reference),
-                _format_number(check.max_abs),
-                _format_number(check.mean_abs),
-                _format_number(check.rmse),
-                psnr,
-                f"{check.differing} / {check.total}",
-                _format_number(check.tolerance) if check.tolerance != float("inf") else "-",
-                _verdict(check),
-            )
-            name = ""
-    return table
-
-
-def _verdict(check: Any) -> str:
-    verdict = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
-    if "commutes" not in check.extra:
-        return verdict
-    if check.extra["commutes"]:
-        return verdict + " commutes"
-    if check.extra.get("windows_differing", 1):
-        return verdict + " [yellow]differs[/]"
-    return verdict + " [yellow]overflowed[/]"
-
-
-def _footnotes(item: Any) -> list[str]:
-    """The lines under the table for one input: its notices, then per check the min
-    identity, the window where an activation fails, and overflowed windows."""
-    from rich.markup import escape
-
-    name = escape(_shown(Path(item.input).name))
-    lines = [f"{name}: {escape(_shown(notice))}" for notice in item.notices]
-    for check in item.checks:
-        extra, label = check.extra, escape(check.name)
-        if extra.get("min_identity_holds") is not None:
-            holds = "holds" if extra["min_identity_holds"] else "[red]FAILS[/]"
-            lines.append(
-                f"{label}: nonincreasing, so sigma(max) = min(sigma) on every window: {holds}"
-            )
-        lines.extend(_window_lines(label, extra))
-    return lines
-
-
-def _window_lines(label: str, extra: dict) -> list[str]:
-    """The window where an activation fails (the image's, or one of our own), and the
-    windows that overflowed."""
-    from rich.markup import escape
-
-    lines = []
-    example = extra.get("counterexample")
-    where = ""
-    if example:
-        where = (
-            f"first differing window at channel {example['channel']}, rows/cols from "
-            f"{example['top_left']}"
-        )
-    elif extra.get("synthetic_counterexample"):  # no window of the image breaks it
-        example = extra["synthetic_counterexample"]
-        where = "no window of the image differs; a window that does"
-    if example:
-        lines.append(
-            f"{label}: {where}: {escape(str(example['values']))} -> sigma(max) = "
-            f"{example['act_of_max']:.6g}, max(sigma) = "
-            f"{example['max_of_act']:.6g}"
-        )
-    if extra.get("windows_overflowed"):
-        lines.append(
-            f"{label}: {extra['windows_overflowed']} window(s) overflowed to "
-            "infinity: neither equal nor a counterexample"
-        )
-    return lines
 
 
 def _shown(text: str) -> str:

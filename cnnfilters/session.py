@@ -44,7 +44,8 @@ __all__ = ["RunOptions", "Session"]
 class RunOptions:
     """The options every image command shares; the command line's defaults.
 
-    ``json_`` prints the JSON report instead of the table, ``jsonl`` a JSON
+    ``json_`` prints the JSON report instead of the table (``wide``: the table
+    with every figure), ``jsonl`` a JSON
     line per input as it finishes; ``quiet`` prints nothing but errors;
     ``report`` and ``html`` are files the run writes once. The rest say where
     outputs go (``output``, ``out_dir``, ``name``, ``force``, ``raw``,
@@ -60,6 +61,7 @@ class RunOptions:
     html: Path | None = None
     json_: bool = False
     quiet: bool = False
+    wide: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     alpha: str = "keep"
     background: str = "white"
@@ -210,7 +212,9 @@ class Session:
 
             keep = MAX_ROWS // 2
         elif not options.json_ and shows_table:
-            keep = render.TABLE_ROWS // 2
+            from .table import TABLE_ROWS
+
+            keep = TABLE_ROWS // 2
         if self.collect:
             keep = True
         # A batch syncs its files once at the end rather than one by one.
@@ -340,6 +344,7 @@ class Session:
             quiet=quiet or options.jsonl,
             force=options.force,
             errors_shown=pending.errors_shown,
+            wide=options.wide,
         )
         if streamed:
             try:
@@ -386,6 +391,7 @@ def _said(
     quiet: bool,
     force: bool,
     errors_shown: bool,
+    wide: bool,
 ) -> int:
     """Errors to stderr (unless shown as they came), the report to stdout and/or a file
     (an existing one replaced only with ``force``); the worst exit code of the inputs'."""
@@ -407,7 +413,9 @@ def _said(
         sys.stdout.write(text + "\n")
     elif not quiet:
         written = sum(len(item.outputs) for item in report.inputs) + report.left_out_files
-        render.render_table(report, written=written)
+        from .table import render_table
+
+        render_table(report, written=written, wide=wide)
     return report.exit_code
 
 

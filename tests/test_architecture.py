@@ -74,12 +74,14 @@ RULES = {
             "report",
             "run",
             "runfiles",
+            "table",
             "defaults",
             "errors",
             "_version",
         },
         {"typer", "rich"},
     ),
+    "table": ({"render"}, {"numpy", "PIL", "typer"}),
     "cli": (
         {
             "activations",

@@ -4,6 +4,7 @@ the exact pixels, the error, or the input that must survive."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import struct
@@ -165,8 +166,10 @@ def test_a_worker_killed_in_a_batch_fails_only_its_own_input(tmp_path, mode):
     for name in names:
         Image.fromarray(RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(folder / name)
     marker = os.fsdecode(tmp_path / "killed")
+    report = tmp_path / "run.json"
     command = [sys.executable, "-c", _KILLING_BATCH, marker, mode, "grayscale",
-               os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2"]  # fmt: skip
+               os.fsdecode(folder), "--out-dir", os.fsdecode(out), "-j", "2",
+               "--report", os.fsdecode(report)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     written = sorted(os.listdir(out))
     expected = sorted(name.replace(".png", ".grayscale.png") for name in names)
@@ -181,9 +184,10 @@ def test_a_worker_killed_in_a_batch_fails_only_its_own_input(tmp_path, mode):
     else:
         # Run a second time, it replaced the outputs its dead worker had written.
         assert done.returncode == 0, done.stderr
-        assert (
-            "kill.png: run a second time: the worker process running it was killed" in done.stdout
-        )
+        entries = {Path(e["input"]).name: e for e in json.loads(report.read_text())["inputs"]}
+        again = "run a second time: the worker process running it was killed"
+        assert any(notice.startswith(again) for notice in entries["kill.png"]["notices"])
+        assert again in " ".join(done.stdout.split())  # under the table, once
     assert written == expected, done.stdout
     for name in written:
         with Image.open(out / name) as image:

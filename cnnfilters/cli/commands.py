@@ -41,6 +41,7 @@ from .options import (
     QuietOpt,
     ReportOpt,
     SkipExistingOpt,
+    WideOpt,
     with_shared_options,
 )
 
@@ -287,6 +288,7 @@ def backprop(
     html: HtmlOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    wide: WideOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Check the backpropagation formulas of an MLP numerically.
@@ -301,7 +303,7 @@ def backprop(
         raise CnnFiltersError(
             f"--widths must be integers separated by commas, got {widths!r}"
         ) from None
-    shared = RunOptions(report=report, html=html, json_=json_, quiet=quiet, force=force)
+    shared = RunOptions(report=report, html=html, json_=json_, quiet=quiet, wide=wide, force=force)
     with Session(shared, command_line=command_line()) as session:
         run = session.backprop(sizes, activation, seed=seed, points=points, from_image=from_image)
         code = session.finish(run)
@@ -353,6 +355,7 @@ def learn(
     html: HtmlOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    wide: WideOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Learn a construction back by gradient descent, or the kernel of a BEFORE AFTER pair.
@@ -397,6 +400,7 @@ def learn(
         html=html,
         json_=json_,
         quiet=quiet,
+        wide=wide,
         max_pixels=max_pixels,
     )
     with Session(shared, command_line=command_line()) as session:

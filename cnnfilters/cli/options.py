@@ -86,6 +86,10 @@ ReportOpt = Annotated[
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the JSON report on stdout instead of the table.")
 ]
+WideOpt = Annotated[
+    bool,
+    typer.Option("--wide", help="The table with every figure (mean, RMSE, PSNR, tolerance)."),
+]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 MaxPixelsOpt = Annotated[
     int,
@@ -199,6 +203,7 @@ SHARED: dict[str, Any] = {
     "html": HtmlOpt,
     "json_": JsonOpt,
     "quiet": QuietOpt,
+    "wide": WideOpt,
     "max_pixels": MaxPixelsOpt,
     "alpha": AlphaOpt,
     "background": BackgroundOpt,
