@@ -200,6 +200,9 @@ class Session:
         if options.dry_run:
             pending.dry_run = True
             return _dry_run(command, sources, settings)
+        if not (options.force or options.skip_existing or uses_std):
+            # A rerun is one line before any work, not an error for each input.
+            _refuse_a_rerun(command, _sources(inputs, options.recursive, None), settings)
         quiet = options.quiet or to_stdout
         # Every input's entry is kept only for what shows them all at the end: the
         # table, --json, --report, --html. A quiet or --jsonl batch keeps counts.
@@ -485,6 +488,20 @@ def _announcer(
             sys.stdout.flush()
 
     return on_input
+
+
+def _refuse_a_rerun(command: Command, sources: InputStream, settings: Settings) -> None:
+    """One line, before any work, when outputs of the run exist already."""
+    from .errors import OutputError
+    from .run import existing_outputs
+
+    count, first = existing_outputs(command, sources, settings)
+    if count:
+        some = "1 output exists" if count == 1 else f"{count} outputs exist"
+        raise OutputError(
+            f"{some} ({'first: ' if count > 1 else ''}{first}): use --force to replace "
+            f"{'it' if count == 1 else 'them'} or --skip-existing to do the rest"
+        )
 
 
 def _dry_run(command: Command, sources: InputStream, settings: Settings) -> RunReport:

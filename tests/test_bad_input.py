@@ -515,7 +515,7 @@ def test_output_equal_to_input_and_existing_output(tmp_path, capsys):
     (tmp_path / "keep.png").write_bytes(b"precious")
     code, _, err = run(capsys, "avgpool", source, "-o", tmp_path / "keep.png", "-q")
     assert code == 3
-    assert_one_error(err, "keep.png", contains="exists (use --force to overwrite)")
+    assert_one_error(err, "keep.png", contains="1 output exists")
     assert (tmp_path / "keep.png").read_bytes() == b"precious"
 
 

@@ -198,7 +198,7 @@ def test_existing_output_is_kept_without_force(rgb_png):
     target.write_bytes(b"precious")
     result = invoke("grayscale", rgb_png)
     assert result.exit_code == 3
-    assert "exists (use --force to overwrite)" in result.stderr
+    assert f"1 output exists ({target}): use --force to replace it" in result.stderr
     assert target.read_bytes() == b"precious"
     assert invoke("grayscale", rgb_png, "--force").exit_code == 0
     assert target.read_bytes() != b"precious"

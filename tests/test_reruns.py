@@ -206,18 +206,61 @@ def test_output_complete_knows_a_whole_png_from_a_cut_one(tmp_path):
     assert not output_complete(tmp_path / "x.npy")
 
 
+def _run_alone(command, path: Path, *, force: bool = False, raw: bool = False):
+    """The library's run of one input, without the command line's rerun check: the
+    clobber rule of each input, which also guards a file that appears meanwhile."""
+    from cnnfilters.outputs import Destination
+    from cnnfilters.run import Settings, run
+
+    settings = Settings(destination=Destination(force=force, raw=raw))
+    report, _ = run(command, [inputs.Source(path)], settings)
+    return report.inputs[0]
+
+
 def test_one_existing_output_refuses_the_input_before_any_is_written(tmp_path, capsys):
     """The clobber rule is checked for all of an input's outputs before the first is
     written: with only a.dy.png there, a.dx.png and a.gradient.png are not made."""
+    from cnnfilters.commands import GradientOptions
+
     path = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(34).integers(0, 256, (9, 12), dtype=np.uint8)).save(path)
     (tmp_path / "a.dy.png").write_bytes(b"an earlier result")
-    code, _, err = run(capsys, "gradient", path, "-q")
-    assert code == 3
-    assert err == (f"cnnfilters: error: {path}: {tmp_path / 'a.dy.png'}: exists "
-                   "(use --force to overwrite)\n")  # fmt: skip
+    entry = _run_alone(GradientOptions(), path)
+    assert entry.exit_code == 3
+    assert entry.error == f"{path}: {tmp_path / 'a.dy.png'}: exists (use --force to overwrite)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dy.png", "a.png"]
     assert (tmp_path / "a.dy.png").read_bytes() == b"an earlier result"
+    # The command line says it once for the run, before any work.
+    code, out, err = run(capsys, "gradient", path)
+    assert (code, out) == (3, "")
+    assert err == (
+        f"cnnfilters: error: 1 output exists ({tmp_path / 'a.dy.png'}): use "
+        "--force to replace it or --skip-existing to do the rest\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dy.png", "a.png"]
+
+
+def test_a_rerun_is_one_line_before_any_work(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(5):
+        _image(folder / f"p{index}.png")
+    out_dir = tmp_path / "out"
+    assert run(capsys, "grayscale", folder, "--out-dir", out_dir, "-q")[0] == 0
+    (out_dir / "p3.grayscale.png").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    code, out, err = run(capsys, "grayscale", folder, "--out-dir", out_dir)
+    assert (code, out) == (3, "")
+    first = out_dir / "p0.grayscale.png"
+    assert err == (
+        f"cnnfilters: error: 4 outputs exist (first: {first}): use --force to replace them "
+        "or --skip-existing to do the rest\n"
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == before
+    # --skip-existing does the rest; --force replaces them all.
+    code, out, _ = run(capsys, "grayscale", folder, "--out-dir", out_dir, "--skip-existing", "-q")
+    assert code == 0 and (out_dir / "p3.grayscale.png").exists()
+    assert run(capsys, "grayscale", folder, "--out-dir", out_dir, "--force", "-q")[0] == 0
 
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
@@ -240,12 +283,20 @@ def _image(path: Path) -> Path:
 
 def test_with_raw_an_existing_array_refuses_the_input_before_its_picture(tmp_path, capsys):
     """Every file of every output is checked, the .npy beside the PNG too."""
+    from cnnfilters.commands import GrayscaleOptions
+
     path = _image(tmp_path / "a.png")
     (tmp_path / "a.grayscale.npy").write_bytes(b"an earlier array")
-    code, _, err = run(capsys, "grayscale", path, "--raw", "-q")
-    assert code == 3
-    assert f"{tmp_path / 'a.grayscale.npy'}: exists (use --force to overwrite)" in err
+    entry = _run_alone(GrayscaleOptions(), path, raw=True)
+    assert entry.exit_code == 3
+    assert entry.error.endswith(
+        f"{tmp_path / 'a.grayscale.npy'}: exists (use --force to overwrite)"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.grayscale.npy", "a.png"]
+    code, _, err = run(capsys, "grayscale", path, "--raw", "-q")
+    assert code == 3 and f"1 output exists ({tmp_path / 'a.grayscale.npy'})" in err
+    code, _, err = run(capsys, "grayscale", path, "-q")  # without --raw, no .npy is written
+    assert code == 0, err
 
 
 def test_an_output_that_is_a_hard_link_to_its_input_is_never_replaced(tmp_path, capsys):
@@ -266,7 +317,11 @@ def test_a_dangling_symlink_in_an_outputs_place_is_replaced_with_force(tmp_path,
     path = _image(tmp_path / "a.png")
     (tmp_path / "a.grayscale.png").symlink_to(tmp_path / "nowhere.png")
     code, _, err = run(capsys, "grayscale", path, "-q")
-    assert code == 3 and "exists (use --force to overwrite)" in err
+    assert code == 3 and "1 output exists" in err and (tmp_path / "a.grayscale.png").is_symlink()
+    from cnnfilters.commands import GrayscaleOptions
+
+    entry = _run_alone(GrayscaleOptions(), path)
+    assert entry.exit_code == 3 and entry.error.endswith("exists (use --force to overwrite)")
     code, _, err = run(capsys, "grayscale", path, "--force", "-q")
     assert code == 0, err
     assert not (tmp_path / "a.grayscale.png").is_symlink()

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from .loop import run
-from .planning import Planned, plan, plan_outputs
+from .planning import Planned, existing_outputs, plan, plan_outputs
 from .settings import Settings, Summary
 from .steps import process_source, process_sources
 
@@ -21,6 +21,7 @@ __all__ = [
     "Planned",
     "Settings",
     "Summary",
+    "existing_outputs",
     "plan",
     "plan_outputs",
     "process_source",

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..clobber import target_exists
 from ..commands import Command
 from ..errors import (
     EXIT_USAGE,
@@ -47,6 +48,34 @@ def plan_outputs(
     """
     inputs = _as_inputs(sources)
     yield from _Planner(command, settings, inputs).plan(inputs)
+
+
+def existing_outputs(
+    command: Command, sources: Iterable[Source] | InputStream, settings: Settings
+) -> tuple[int, Path | None]:
+    """How many of the run's planned outputs exist already as files that only
+    ``--force`` may replace, and the first of them.
+
+    A walk of the inputs as the run would take them, without reading one: what
+    a rerun is told before any work (the files are listed again by the run)."""
+    count, first = 0, None
+    for item in plan_outputs(command, sources, settings):
+        for target in item.targets if item.refused is None else []:
+            # A folder or the input itself in an output's place is that input's own
+            # error, --force or not (clobber.check_targets).
+            if target_exists(target) and not target.is_dir():
+                if _same_file(target, item.source.path):
+                    continue
+                count += 1
+                first = first or target
+    return count, first
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
 
 
 def plan(
