@@ -28,6 +28,7 @@ from .atomic import atomic_write
 from .clobber import target_exists
 from .defaults import DEFAULT_NAME, OUTPUT_FORMATS, PNG_COMPRESS_LEVEL
 from .errors import CnnFiltersError, OutputError
+from .formats import SUFFIXES, depth_refusal, encode_with_pillow, image_format
 from .images import LoadedImage, ReadOptions, load_image
 from .levels import Rows
 
@@ -74,6 +75,12 @@ class Destination:
             raise CnnFiltersError(f"compress level must be 0-9, got {self.compress_level}")
         if self.output is not None and self.out_dir is not None:
             raise CnnFiltersError("give either an output file or an output folder, not both")
+        suffix = Path(self.template.format(stem="stem", output="output", ext="png")).suffix
+        if suffix and suffix.lower() not in SUFFIXES:  # the template's own extension
+            raise CnnFiltersError(
+                f"name template {self.template!r}: cannot write {suffix} images; end it "
+                ".png, .jpg, .tif or .webp"
+            )
 
 
 _TEMPLATE_FIELDS = ("stem", "output", "ext")
@@ -104,12 +111,13 @@ def check_template(template: str) -> None:
 
 def _named_file(output: Path, name: str, *, single: bool) -> Path:
     """Where output ``name`` goes with ``-o``: the file itself for a one-image
-    command, else the stem (a ``.png`` suffix is dropped) that ``.{name}.png`` is
-    appended to."""
+    command, else the stem that ``.{name}`` and the extension (``-o``'s own, if it
+    has an image format's, else ``.png``) are appended to."""
     if single:
         return output
-    stem = output.with_suffix("") if output.suffix.lower() == ".png" else output
-    return stem.parent / f"{stem.name}.{name}.png"
+    suffix = output.suffix if output.suffix.lower() in SUFFIXES else ""
+    stem = output.with_suffix("") if suffix else output
+    return stem.parent / f"{stem.name}.{name}{suffix or '.png'}"
 
 
 def output_filenames(source: str, names: Sequence[str], destination: Destination) -> list[str]:
@@ -250,6 +258,8 @@ def write_result(
         icc, note = icc_for(out, image)
         if note:
             icc_notes.add(note)
+        if out.alpha is not None and image_format(targets[name][0]) == "jpeg":
+            icc_notes.add("JPEG has no alpha: the alpha channel is left out")
         options = {
             "alpha": out.alpha,
             "icc_profile": icc,
@@ -388,20 +398,27 @@ _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def output_complete(target: Path) -> bool:
-    """Whether ``target`` exists whole: a PNG ends with its IEND chunk, another
-    file is not empty (what a power cut can leave of an unsynced write)."""
+    """Whether ``target`` exists whole (what a power cut can leave of an unsynced
+    write): a PNG ends with its IEND chunk, a JPEG with its end marker, a WebP is
+    as long as its header says; another file is not empty."""
     if not target_exists(target):
         return False
+    suffix = target.suffix.lower()
+    ending = {".png": _PNG_END, ".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9"}.get(suffix)
     try:
         with open(target, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
-            if target.suffix.lower() != ".png":
+            if suffix == ".webp":
+                handle.seek(0)
+                head = handle.read(8)
+                return head[:4] == b"RIFF" and struct.unpack("<I", head[4:8])[0] + 8 == size
+            if ending is None:
                 return size > 0
-            if size < len(_PNG_END):
+            if size < len(ending):
                 return False
-            handle.seek(size - len(_PNG_END))
-            return handle.read() == _PNG_END
-    except OSError:
+            handle.seek(size - len(ending))
+            return handle.read() == ending
+    except (OSError, struct.error):
         return False
 
 
@@ -414,15 +431,30 @@ def save_image(
     compress_level: int = PNG_COMPRESS_LEVEL,
     replace: bool = True,
 ) -> None:
-    """Write ``(1 or 3, H, W)`` uint8/uint16 pixels (and alpha) as a PNG, atomically.
+    """Write ``(1 or 3, H, W)`` uint8/uint16 pixels (and alpha) atomically, in the
+    format of ``target``'s extension (:mod:`cnnfilters.formats`; PNG by default).
 
-    ``pixels`` may be :class:`Rows`, written strip by strip without ever
-    holding the whole image.
+    ``pixels`` may be :class:`Rows`: a PNG is written strip by strip without
+    ever holding the whole image (the other formats' encoders take it whole).
     """
     channels, height, width = pixels.shape
     bit_depth = 16 if np.dtype(pixels.dtype) == np.uint16 else 8
     strips = pixels.strips() if isinstance(pixels, Rows) else iter([pixels])
     planes = channels + (alpha is not None)
+    fmt = image_format(target)
+    if fmt != "png":
+        refused = depth_refusal(target, sixteen_bit=bit_depth == 16)
+        if refused:
+            raise CnnFiltersError(refused)
+        whole = np.concatenate(list(strips), axis=1) if isinstance(pixels, Rows) else pixels
+        atomic_write(
+            Path(target),
+            lambda handle: encode_with_pillow(
+                handle, whole, fmt, alpha=alpha, icc_profile=icc_profile
+            ),
+            replace=replace,
+        )
+        return
 
     def write(handle: IO[bytes]) -> None:
         writer = PngWriter(

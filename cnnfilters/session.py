@@ -446,6 +446,10 @@ def _check_outputs(command: Command, options: RunOptions, several: bool) -> bool
         raise CnnFiltersError("-o/--output takes one input, got several; use --out-dir")
     if options.output is not None and options.out_dir is not None:
         raise CnnFiltersError("use either -o/--output or --out-dir, not both")
+    if options.output is not None and not to_stdout and len(command.outputs()) == 1:
+        from .formats import image_format
+
+        image_format(options.output)  # -o names the file: its format, or exit 2
     return to_stdout
 
 

@@ -18,8 +18,10 @@ from ..clobber import check_targets
 from ..commands import Command
 from ..errors import (
     EXIT_IO,
+    EXIT_USAGE,
     CnnFiltersError,
 )
+from ..formats import depth_refusal
 from ..images import LoadedImage, load_frames
 from ..inputs import Source
 from ..outputs import make_folder, output_targets, verify_result, write_result
@@ -192,16 +194,7 @@ def _steps(
             for image in frames:
                 item = InputReport(name if single else f"{name}[frame {image.frame}]")
                 items.append(item)
-                _describe(item, image)
-                command.check_output_size(image, settings.read.max_pixels)
-                ran = _Ran(command, image, item)
-                if single:
-                    yield ran
-                if threads == 1:  # a batch: nothing to overlap the checks with
-                    ran.check()
-                if single:
-                    yield 0
-                ran.write(settings, folder, None if single else image.frame, threads)
+                yield from _frame_steps(command, image, item, settings, folder, single, threads)
         finally:
             for image in frames:
                 image.close()
@@ -213,6 +206,53 @@ def _steps(
         where = exc.filename if exc.filename is not None else name
         _record_error(items, name, f"{os.fsdecode(where)}: {exc.strerror or exc}", EXIT_IO)
     return items
+
+
+def _frame_steps(
+    command: Command,
+    image: LoadedImage,
+    item: InputReport,
+    settings: Settings,
+    folder: Path | None,
+    single: bool,
+    threads: int | None,
+) -> Generator[int | _Ran, None, None]:
+    """One frame's run, check and write into ``item`` (yielding between them for a
+    single-frame input); an output format that cannot hold it is refused first."""
+    _describe(item, image)
+    command.check_output_size(image, settings.read.max_pixels)
+    frame = None if single else image.frame
+    refused = _format_refusal(command, image, settings, folder, frame)
+    if refused is not None:  # the output's name, not the input, is wrong: a usage error
+        item.error, item.exit_code = f"{item.input}: {refused}", EXIT_USAGE
+        return
+    ran = _Ran(command, image, item)
+    if single:
+        yield ran
+    if threads == 1:  # a batch: nothing to overlap the checks with
+        ran.check()
+    if single:
+        yield 0
+    ran.write(settings, folder, frame, threads)
+
+
+def _format_refusal(
+    command: Command, image: LoadedImage, settings: Settings, folder: Path | None, frame: int | None
+) -> str | None:
+    """Why an output's format cannot hold the image's results (16-bit unless the input
+    is 8-bit, see :mod:`cnnfilters.formats`), found before the work; None if it can."""
+    targets = output_targets(
+        image.path,
+        command.outputs(),
+        settings.destination,
+        folder=folder,
+        frame=frame,
+    )
+    for files in targets.values():
+        refused = depth_refusal(files[0], sixteen_bit=image.kind != "uint8")
+        if refused:
+            return refused
+    return None
 
 
 def _held_bytes(image: LoadedImage) -> int:
