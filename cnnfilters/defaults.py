@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ALPHA_POLICIES",
     "COMMUTE_INPUTS",
+    "CONVOLVE_BASES",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_NAME",
     "EDGE_MODES",
@@ -18,6 +19,7 @@ __all__ = [
     "OPTIMIZERS",
     "OUTPUT_FORMATS",
     "PADDING_MODES",
+    "PICTURE_MAPS",
     "PNG_COMPRESS_LEVEL",
 ]
 
@@ -27,6 +29,11 @@ PADDING_MODES: tuple[str, ...] = ("zeros", "replicate", "reflect", "circular")
 EDGE_MODES: tuple[str, ...] = ("drop", "partial")
 # What gradient and convolve run on: the grayscale image or each RGB channel.
 GRADIENT_BASES: tuple[str, ...] = ("gray", "rgb")
+# convolve: auto follows the input (its colour channels, or its gray).
+CONVOLVE_BASES: tuple[str, ...] = ("auto", "gray", "rgb")
+# How convolve's results become pixels: auto is signed for a kernel whose weights
+# sum to 0 (a derivative), else clip.
+PICTURE_MAPS: tuple[str, ...] = ("auto", "clip", "signed", "scale")
 # What commute pools: the gradient maps, pixels scaled to [-1, 1], or pixels.
 COMMUTE_INPUTS: tuple[str, ...] = ("gradient", "centered", "raw")
 # What learn fits: a construction's weights, or a kernel from a before/after pair.

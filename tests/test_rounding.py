@@ -115,7 +115,7 @@ def test_gray_levels_stay_integers_and_give_the_float_levels_results(dtype):
     np.testing.assert_array_equal(dy[0, :-1], floats[0, 1:] - floats[0, :-1])
     assert dy.min() < -top / 2  # the steps down
     kernel = np.array([[0, -1, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32)
-    result = ConvolveOptions(kernel=kernel).run(image)
+    result = ConvolveOptions(kernel=kernel, on="gray").run(image)
     assert all(check.passed for check in result.checks)
     expected = conv2d(floats, kernel[None, None], padding=1)
     np.testing.assert_array_equal(result.outputs["convolve"].values, expected)

@@ -25,6 +25,7 @@ from .exits import reports_errors
 from .options import (
     EXIT_CODES_HELP,
     CommuteOn,
+    ConvolveOn,
     Edge,
     ExportFormat,
     ForceOpt,
@@ -38,6 +39,7 @@ from .options import (
     OutDirOpt,
     OutputOpt,
     Padding,
+    PictureMap,
     QuietOpt,
     ReportOpt,
     SkipExistingOpt,
@@ -230,17 +232,31 @@ def convolve(
     ] = Padding.zeros,
     bias: Annotated[float, typer.Option("--bias", help="Added to every output.")] = 0.0,
     on: Annotated[
-        GradientOn, typer.Option("--on", help="The grayscale image, or each RGB channel.")
-    ] = GradientOn.gray,
+        ConvolveOn,
+        typer.Option(
+            "--on", help="auto: the input's own channels (colour stays colour); gray; rgb."
+        ),
+    ] = ConvolveOn.auto,
     normalize: Annotated[
         bool, typer.Option("--normalize", help="Divide the kernel by the sum of its weights.")
     ] = False,
+    picture: Annotated[
+        PictureMap,
+        typer.Option(
+            "--map",
+            help="How results become pixels: clip (rounded, clipped to the levels), signed "
+            "(0 at mid-gray), scale (the range onto the levels); auto: signed for weights "
+            "that sum to 0, else clip.",
+        ),
+    ] = PictureMap.auto,
     options: RunOptions = DEFAULTS,
 ) -> None:
     """Any kernel through the engine. Writes {stem}.convolve.png.
 
     Checked against a direct correlation (np.pad, sliding windows, einsum) in
-    float64. Signed results are drawn with 0 at mid-gray, as gradient does.
+    float64. A colour input stays colour. Results are clipped to the levels,
+    or for a kernel whose weights sum to 0 drawn with 0 at mid-gray (--map);
+    the notes under the table say which.
     """
     from ..commands import ConvolveOptions
     from ..kernels import load_kernel_file, parse_kernel
@@ -261,6 +277,7 @@ def convolve(
         bias=bias,
         on=on.value,
         normalize=normalize,
+        map=picture.value,
     )
     _run(command, inputs, options)
 

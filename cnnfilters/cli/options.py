@@ -22,12 +22,14 @@ import typer
 from ..defaults import (
     ALPHA_POLICIES,
     COMMUTE_INPUTS,
+    CONVOLVE_BASES,
     EDGE_MODES,
     GRADIENT_BASES,
     LEARN_TARGETS,
     OPTIMIZERS,
     OUTPUT_FORMATS,
     PADDING_MODES,
+    PICTURE_MAPS,
 )
 
 EXIT_CODES_HELP = (
@@ -48,6 +50,8 @@ Edge = _choices("Edge", EDGE_MODES)
 AlphaPolicy = _choices("AlphaPolicy", ALPHA_POLICIES)
 OutFormat = _choices("OutFormat", OUTPUT_FORMATS)
 CommuteOn = _choices("CommuteOn", COMMUTE_INPUTS)
+ConvolveOn = _choices("ConvolveOn", CONVOLVE_BASES)
+PictureMap = _choices("PictureMap", PICTURE_MAPS)
 ExportFormat = _choices("ExportFormat", ("npz", "json"))
 
 

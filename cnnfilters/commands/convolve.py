@@ -10,12 +10,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import reference as ref
-from ..defaults import GRADIENT_BASES, PADDING_MODES
+from ..defaults import CONVOLVE_BASES, PADDING_MODES, PICTURE_MAPS
 from ..engine import conv2d
 from ..errors import CnnFiltersError, OptionError
 from ..images import LoadedImage
 from ..kernels import FLOAT32_MAX, as_float32_weights, same_padding
-from ..levels import mosaic, quantize, signed_mosaic, unsigned_to_image
+from ..levels import levels_outside, mosaic, quantize, signed_mosaic, unsigned_to_image
 from ..report import Comparison
 from .base import Command, Output, Result, float32_tolerance, gray_levels, one_of
 from .strips import held_rows, rows_per_strip
@@ -35,8 +35,9 @@ class ConvolveOptions(Command):
     padding: int | str = "same"
     padding_mode: str = "zeros"
     bias: float = 0.0
-    on: str = "gray"
+    on: str = "auto"
     normalize: bool = False
+    map: str = "auto"
 
     def __post_init__(self) -> None:
         kernel = np.asarray(self.kernel)
@@ -57,7 +58,8 @@ class ConvolveOptions(Command):
         ):
             raise OptionError("padding", f"must be 'same' or an int >= 0, got {self.padding!r}")
         one_of(self.padding_mode, PADDING_MODES, "padding mode")
-        one_of(self.on, GRADIENT_BASES, "on")
+        one_of(self.on, CONVOLVE_BASES, "on")
+        one_of(self.map, PICTURE_MAPS, "map")
         if not (math.isfinite(self.bias) and abs(self.bias) <= FLOAT32_MAX):
             raise OptionError(
                 "bias",
@@ -86,6 +88,8 @@ class ConvolveOptions(Command):
     def run(self, image: LoadedImage) -> Result:
         result = Result()
         base = gray_levels(image) if self.on == "gray" else image.pixels
+        if self.on == "rgb" and image.channels == 1:
+            base = np.repeat(base, 3, axis=0)
         weight, groups = self._weight(base.shape[0])
         kh, kw = weight.shape[-2:]
         pad = same_padding(weight.shape) if self.padding == "same" else int(self.padding)
@@ -128,13 +132,16 @@ class ConvolveOptions(Command):
             expected = ref.direct_correlation(base, weight, biases, rows=(first, stop), **geometry)
             comparison.update(out[:, first:stop], expected, top=first)
         result.checks.append(comparison.check())
-        pixels, mapping = _drawn(out, image)
+        chosen = self.map if self.map != "auto" else _automatic_map(weight)
+        pixels, mapping = _drawn(out, image, chosen)
+        result.notices.append(f"picture: {mapping}")
         result.outputs["convolve"] = Output(pixels, out, f"convolution with a {kh}x{kw} kernel")
         result.info.update(
             kernel=weight.tolist() if weight.size <= 81 else list(weight.shape),
             weight_shape=list(weight.shape),
             bias=bias,
             on=self.on,
+            map=chosen,
             normalized=self.normalize,
             image=mapping,
             **geometry,
@@ -176,15 +183,33 @@ class ConvolveOptions(Command):
         return weight, 1
 
 
-def _drawn(out: np.ndarray, image: LoadedImage) -> tuple[np.ndarray, str]:
-    """A convolution's result as levels: signed around mid-gray, as it is, or scaled."""
-    low, high = float(out.min(initial=0.0)), float(out.max(initial=0.0))
-    if low < 0:
+def _automatic_map(weight: np.ndarray) -> str:
+    """signed for a kernel whose weights sum to 0 (a derivative: its results are signed
+    around 0), else clip (a blur, a sharpen: results on the pixels' own scale)."""
+    sums = weight.sum(axis=(1, 2, 3), dtype=np.float64)
+    sizes = np.abs(weight).sum(axis=(1, 2, 3), dtype=np.float64)
+    return "signed" if bool(np.all(np.abs(sums) <= 1e-6 * sizes)) else "clip"
+
+
+def _drawn(out: np.ndarray, image: LoadedImage, how: str) -> tuple[np.ndarray, str]:
+    """A convolution's result as levels, and how: ``clip`` rounds to the output's
+    levels and clips what is outside (8/16-bit inputs; float ones are mapped onto
+    16 bits, stated), ``signed`` draws 0 at mid-gray on the scale of the largest
+    magnitude, ``scale`` maps the range from 0 (or the lowest value) to the largest
+    onto the levels."""
+    if how == "signed":
         pixels, units = signed_mosaic(held_rows(out), gap=2, bit_depth=image.bit_depth)
         mid = 1 << (image.bit_depth - 1)
         return pixels, f"signed: value = (pixel - {mid}) * {units:.6g}"
     shown = mosaic(out, gap=2)
-    if high <= image.max_value + 0.5 and image.kind in ("uint8", "uint16"):
-        return quantize(shown, image.bit_depth), "pixel = value (rounded)"
-    pixels, units = unsigned_to_image(shown, image.bit_depth)
-    return pixels, f"value = pixel * {units:.6g}"
+    if how == "clip" and image.kind in ("uint8", "uint16"):
+        outside = levels_outside(shown, image.max_value)
+        said = f"; {outside} values outside 0..{image.max_value} clipped" if outside else ""
+        return quantize(shown, image.bit_depth), f"clip: pixel = value, rounded{said}"
+    if how == "clip":
+        levels = image.levels(shown)
+        return levels.pixels, f"clip: {levels.mapping}"
+    low = min(0.0, float(np.min(shown, initial=0.0, where=np.isfinite(shown))))
+    pixels, units = unsigned_to_image(shown - low if low else shown, image.bit_depth)
+    start = f"{low:.6g} + " if low else ""
+    return pixels, f"scale: value = {start}pixel * {units:.6g}"
