@@ -3,6 +3,9 @@
 - :mod:`.options`: every option's declaration, the shared ones once;
 - :mod:`.commands`: the Typer app, one function a command, each making its
   command object and handing it to a :class:`~cnnfilters.session.Session`;
+- :mod:`.tools`: the commands that read no image (``kernels``, ``demo``,
+  ``completion``);
+- :mod:`.help`: help with the shared options in panels, and examples;
 - :mod:`.exits`: one line on stderr and an exit code for every way out;
 - :func:`main` (here): the process around them: standard output, signals.
 """
@@ -25,7 +28,7 @@ from ..errors import (
     Terminated,
     stop_behind,
 )
-from . import commands
+from . import commands, tools
 from .commands import app
 from .exits import (
     end_at_once,
@@ -51,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if previous[signal.SIGINT] is signal.default_int_handler:  # not ignored (a background job)
         signal.signal(signal.SIGINT, on_sigint)
+    if os.environ.get(tools.COMPLETE_VAR):
+        # The shell asks for completions (`cnnfilters completion`): Typer answers
+        # them, and ends the process, once its completion classes are registered.
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
         lean = startup.lean_app(app, sys.argv[1:] if argv is None else argv)
         command = typer.main.get_command(lean)

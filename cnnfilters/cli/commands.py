@@ -12,22 +12,20 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .. import render
-from .._version import __version__
 from ..defaults import DEFAULT_MAX_PIXELS
 from ..errors import CnnFiltersError, OptionError
 from ..session import RunOptions, Session
 from .exits import reports_errors
+from .help import GroupedCommand
 from .options import (
     EXIT_CODES_HELP,
     CommuteOn,
     ConvolveOn,
     Edge,
-    ExportFormat,
     ForceOpt,
     GradientOn,
     HtmlOpt,
@@ -88,7 +86,9 @@ def _run(command: Command, inputs: list[Path], options: RunOptions) -> None:
     raise typer.Exit(code)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(
+    cls=GroupedCommand, epilog=EXIT_CODES_HELP, short_help="Grayscale as a 1x1 convolution."
+)
 @reports_errors
 @with_shared_options
 def grayscale(
@@ -108,7 +108,11 @@ def grayscale(
     _run(GrayscaleOptions(weights=weights), inputs, options)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(
+    cls=GroupedCommand,
+    epilog=EXIT_CODES_HELP,
+    short_help="Forward differences dy, dx as two 3x3 filters.",
+)
 @reports_errors
 @with_shared_options
 def gradient(
@@ -132,7 +136,11 @@ def gradient(
     _run(GradientOptions(padding=padding.value, on=on.value), inputs, options)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(
+    cls=GroupedCommand,
+    epilog=EXIT_CODES_HELP,
+    short_help="k x k average pooling as a stride-k convolution.",
+)
 @reports_errors
 @with_shared_options
 def avgpool(
@@ -158,13 +166,17 @@ def avgpool(
     _run(AvgpoolOptions(kernel_size=kernel_size, edge=edge.value), inputs, options)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(
+    cls=GroupedCommand,
+    epilog=EXIT_CODES_HELP,
+    short_help="Does an activation commute with max pooling?",
+)
 @reports_errors
 @with_shared_options
 def commute(
     inputs: Inputs,
     activation: Annotated[
-        Optional[list[str]],  # noqa: UP045
+        list[str] | None,
         typer.Option(
             "-a", "--activation", help="An activation name (repeatable), or 'all' (the default)."
         ),
@@ -173,7 +185,7 @@ def commute(
         int, typer.Option("-k", "--kernel-size", min=1, help="Max-pooling window.")
     ] = 2,
     stride: Annotated[
-        Optional[int],  # noqa: UP045
+        int | None,
         typer.Option("--stride", min=1, help="Max-pooling stride (default: the window)."),
     ] = None,
     on: Annotated[
@@ -204,13 +216,15 @@ def commute(
     _run(command, inputs, options)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(
+    cls=GroupedCommand, epilog=EXIT_CODES_HELP, short_help="Any kernel through the engine."
+)
 @reports_errors
 @with_shared_options
 def convolve(
     inputs: Inputs,
     kernel: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--kernel",
             help="Rows by ';', values by ',' or spaces (\"0,0,0;0,-1,0;0,1,0\"), or a name: "
@@ -218,7 +232,7 @@ def convolve(
         ),
     ] = None,
     kernel_file: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option(
             "--kernel-file", help="A .txt matrix, .json list or .npy tensor.", readable=False
         ),
@@ -282,7 +296,11 @@ def convolve(
     _run(command, inputs, options)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(
+    cls=GroupedCommand,
+    epilog=EXIT_CODES_HELP,
+    short_help="Check an MLP's backpropagation formulas.",
+)
 @reports_errors
 def backprop(
     widths: Annotated[
@@ -296,7 +314,7 @@ def backprop(
         int, typer.Option("--points", min=1, help="How many inputs x are checked.")
     ] = 8,
     from_image: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option(
             "--from-image", help="Take x from random patches of this image.", readable=False
         ),
@@ -327,18 +345,24 @@ def backprop(
     raise typer.Exit(code)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(
+    cls=GroupedCommand,
+    epilog=EXIT_CODES_HELP,
+    short_help="Learn a construction's weights back, or a pair's kernel.",
+)
 @reports_errors
 def learn(
     what: Annotated[
         LearnWhat,
         typer.Argument(
-            help="gradient, grayscale, avgpool, or pair (BEFORE AFTER).", show_default=False
+            help="gradient, grayscale, avgpool, or pair (then IMAGES is BEFORE AFTER).",
+            show_default=False,
+            metavar="WHAT",
         ),
     ],
     inputs: Inputs,
     k: Annotated[
-        Optional[int],  # noqa: UP045
+        int | None,
         typer.Option("-k", help="avgpool: the window (2); pair: the kernel's odd side (3)."),
     ] = None,
     on: Annotated[
@@ -423,101 +447,3 @@ def learn(
     with Session(shared, command_line=command_line()) as session:
         code = session.finish(session.learn(learning, inputs))
     raise typer.Exit(code)
-
-
-@app.command()
-@reports_errors
-def kernels(
-    name: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Argument(help="One construction (default: all).", show_default=False),
-    ] = None,
-    kernel_size: Annotated[
-        int, typer.Option("-k", "--kernel-size", min=1, help="k of the average-pooling weights.")
-    ] = 2,
-    json_: JsonOpt = False,
-    export: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(
-            "--export",
-            help="Write the tensors and their metadata to this file.",
-            readable=False,
-        ),
-    ] = None,
-    export_format: Annotated[
-        ExportFormat,
-        typer.Option("--format", help="File format for --export (npz loads with numpy)."),
-    ] = None,
-    force: ForceOpt = False,
-) -> None:
-    """Print the weight tensors of every construction, in torch layout.
-
-    With --export FILE, write them (and each one's stride, padding and groups)
-    for torch.nn.Conv2d: .npz by default, or --format json.
-    """
-    import json
-
-    from ..kernels import construction_named, constructions, export_constructions
-
-    if name is not None:
-        chosen = [construction_named(name, kernel_size)]
-    else:
-        chosen = list(constructions(kernel_size).values())
-    if export is not None:
-        from ..atomic import atomic_write
-        from ..runfiles import check_run_files
-
-        fmt = (
-            export_format.value
-            if export_format
-            else ("json" if export.suffix.lower() == ".json" else "npz")
-        )
-        check_run_files({"--export": export}, inputs=[], force=force)
-        data = export_constructions(chosen, fmt)
-        atomic_write(export, lambda fh: fh.write(data), replace=force)
-        sys.stdout.write(f"wrote {len(chosen)} constructions to {export} ({fmt})\n")
-        return
-    if json_:
-        sys.stdout.write(json.dumps([c.to_dict() for c in chosen], indent=2) + "\n")
-        return
-    render.render_kernels(chosen)
-
-
-@app.command()
-@reports_errors
-def demo(
-    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where to write everything.")] = Path(
-        "cnnfilters-demo"
-    ),
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Run every construction on the bundled sample images.
-
-    Writes the images and one JSON report per command to OUT_DIR (its own
-    earlier outputs there are replaced), then prints a summary.
-    """
-    from ..demo import run_demo
-
-    summary = run_demo(out_dir, command_line=command_line())
-    if json_:
-        import json
-
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    elif not quiet:
-        render.render_demo(summary)
-    raise typer.Exit(summary["exit_code"])
-
-
-def _root_callback(
-    version: Annotated[
-        bool,
-        typer.Option("--version", is_eager=True, help="Print the version and exit."),
-    ] = False,
-) -> None:
-    if version:
-        typer.echo(f"cnnfilters {__version__}")
-        raise typer.Exit()
-
-
-app.callback(invoke_without_command=True)(_root_callback)

@@ -61,7 +61,10 @@ Inputs = Annotated[
     # readable=False: an unreadable input is that input's error (exit 3), found when its
     # turn comes, not a usage error that stops the whole batch before any work.
     typer.Argument(
-        help="Image files (PNG, JPEG, TIFF, GIF, BMP, WebP).", show_default=False, readable=False
+        help="Image files or folders (PNG, JPEG, TIFF, GIF, BMP, WebP); - for standard input.",
+        show_default=False,
+        readable=False,
+        metavar="IMAGES...",
     ),
 ]
 OutputOpt = Annotated[
@@ -71,33 +74,65 @@ OutputOpt = Annotated[
         "--output",
         help="One input only: the output file, or the stem for commands that write several.",
         readable=False,
+        rich_help_panel="Output",
     ),
 ]
 OutDirOpt = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option(
-        "--out-dir", help="Write outputs to this folder (created if missing).", readable=False
+        "--out-dir",
+        help="Write outputs to this folder (created if missing).",
+        readable=False,
+        rich_help_panel="Output",
     ),
 ]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Overwrite existing outputs.", rich_help_panel="Output")
+]
 RawOpt = Annotated[
-    bool, typer.Option("--raw", help="Also write each float result as .npy (exact values).")
+    bool,
+    typer.Option(
+        "--raw",
+        help="Also write each float result as .npy (exact values).",
+        rich_help_panel="Output",
+    ),
 ]
 ReportOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option("--report", help="Write the JSON report to this file.", readable=False),
+    typer.Option(
+        "--report",
+        help="Write the JSON report to this file.",
+        readable=False,
+        rich_help_panel="Report",
+    ),
 ]
 JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print the JSON report on stdout instead of the table.")
+    bool,
+    typer.Option(
+        "--json",
+        help="Print the JSON report on stdout instead of the table.",
+        rich_help_panel="Report",
+    ),
 ]
 WideOpt = Annotated[
     bool,
-    typer.Option("--wide", help="The table with every figure (mean, RMSE, PSNR, tolerance)."),
+    typer.Option(
+        "--wide",
+        help="The table with every figure (mean, RMSE, PSNR, tolerance).",
+        rich_help_panel="Report",
+    ),
 ]
-QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
+QuietOpt = Annotated[
+    bool, typer.Option("-q", "--quiet", help="Print nothing but errors.", rich_help_panel="Report")
+]
 MaxPixelsOpt = Annotated[
     int,
-    typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        help="Refuse images with more pixels than this.",
+        rich_help_panel="Decoding",
+    ),
 ]
 HtmlOpt = Annotated[
     Optional[Path],  # noqa: UP045
@@ -105,20 +140,39 @@ HtmlOpt = Annotated[
         "--html",
         help="Write a self-contained visual report (HTML) to this file.",
         readable=False,
+        rich_help_panel="Report",
     ),
 ]
 RecursiveOpt = Annotated[
-    bool, typer.Option("-r", "--recursive", help="Descend into the folders given as inputs.")
+    bool,
+    typer.Option(
+        "-r",
+        "--recursive",
+        help="Descend into the folders given as inputs.",
+        rich_help_panel="Batch",
+    ),
 ]
 NameOpt = Annotated[
     str,
-    typer.Option("--name", help="Output file names: {stem}, {output}, {ext} (the input's)."),
+    typer.Option(
+        "--name",
+        help="Output file names: {stem}, {output}, {ext} (the input's).",
+        rich_help_panel="Output",
+    ),
 ]
 DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="List what would be written; do nothing.")
+    bool,
+    typer.Option(
+        "--dry-run", help="List what would be written; do nothing.", rich_help_panel="Batch"
+    ),
 ]
 SkipExistingOpt = Annotated[
-    bool, typer.Option("--skip-existing", help="Skip inputs whose outputs all exist (reruns).")
+    bool,
+    typer.Option(
+        "--skip-existing",
+        help="Skip inputs whose outputs all exist (reruns).",
+        rich_help_panel="Batch",
+    ),
 ]
 
 
@@ -145,18 +199,31 @@ JobsOpt = Annotated[
         parser=_jobs,
         metavar="N|auto",
         help="Worker processes (0 or auto: one per core).",
+        rich_help_panel="Batch",
     ),
 ]
-FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")]
+FailFastOpt = Annotated[
+    bool, typer.Option("--fail-fast", help="Stop at the first failure.", rich_help_panel="Batch")
+]
 SchedulerOpt = Annotated[
     Optional[str],  # noqa: UP045
-    typer.Option("--scheduler", help="Run on a Dask cluster: tcp://HOST:PORT (extra [dask])."),
+    typer.Option(
+        "--scheduler",
+        help="Run on a Dask cluster: tcp://HOST:PORT (extra [dask]).",
+        rich_help_panel="Batch",
+    ),
 ]
 FormatOpt = Annotated[
-    OutFormat, typer.Option("--format", help="Image format for -o - (standard output).")
+    OutFormat,
+    typer.Option(
+        "--format", help="Image format for -o - (standard output).", rich_help_panel="Output"
+    ),
 ]
 JsonlOpt = Annotated[
-    bool, typer.Option("--jsonl", help="Print one JSON line per input as it finishes.")
+    bool,
+    typer.Option(
+        "--jsonl", help="Print one JSON line per input as it finishes.", rich_help_panel="Report"
+    ),
 ]
 AlphaOpt = Annotated[
     AlphaPolicy,
@@ -164,33 +231,49 @@ AlphaOpt = Annotated[
         "--alpha",
         help="keep: pass alpha through (pooled by avgpool); drop: ignore it; "
         "flatten: composite on --background first.",
+        rich_help_panel="Decoding",
     ),
 ]
 BackgroundOpt = Annotated[
     str,
     typer.Option(
-        "--background", help="Colour for --alpha flatten: white, black, #rrggbb or R,G,B."
+        "--background",
+        help="Colour for --alpha flatten: white, black, #rrggbb or R,G,B.",
+        rich_help_panel="Decoding",
     ),
 ]
 NoOrientOpt = Annotated[
     bool,
-    typer.Option("--no-auto-orient", help="Keep the stored pixels; ignore the EXIF orientation."),
+    typer.Option(
+        "--no-auto-orient",
+        help="Keep the stored pixels; ignore the EXIF orientation.",
+        rich_help_panel="Decoding",
+    ),
 ]
 AllFramesOpt = Annotated[
     bool,
-    typer.Option("--all-frames", help="Every frame of a multi-frame file (default: the first)."),
+    typer.Option(
+        "--all-frames",
+        help="Every frame of a multi-frame file (default: the first).",
+        rich_help_panel="Decoding",
+    ),
 ]
 TruncatedOpt = Annotated[
     bool,
     typer.Option(
         "--allow-truncated",
         help="Read truncated or damaged files anyway, filling what is missing (with a notice).",
+        rich_help_panel="Decoding",
     ),
 ]
 CompressOpt = Annotated[
     int,
     typer.Option(
-        "--compress-level", min=0, max=9, help="PNG compression, 0-9 (1: fast, 9: smallest)."
+        "--compress-level",
+        min=0,
+        max=9,
+        help="PNG compression, 0-9 (1: fast, 9: smallest).",
+        rich_help_panel="Output",
     ),
 ]
 
