@@ -110,3 +110,13 @@ def test_the_shell_completes_commands_options_and_choices():
 def test_the_completion_script_asks_cnnfilters(shell):
     script = CliRunner().invoke(app, ["completion", shell], prog_name="cnnfilters").stdout
     assert "_CNNFILTERS_COMPLETE=complete_" + shell in script.replace("'", "").replace('"', "")
+
+
+def test_the_readme_is_short_and_starts_with_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.encode()) < 15_000
+    first = text.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    assert first == [
+        "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/cnnfilters demo",
+        'python3 -m venv .venv && .venv/bin/pip install ".[test]" && .venv/bin/pytest',
+    ]
