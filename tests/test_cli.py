@@ -111,7 +111,7 @@ def test_gradient_writes_three_maps_and_matches_slicing_exactly(gray_png):
 
 
 def test_gradient_on_rgb_writes_colour_maps(rgb_png):
-    result = invoke("gradient", rgb_png, "--on", "rgb", "--padding", "replicate", "-q")
+    result = invoke("gradient", rgb_png, "--on", "rgb", "--padding-mode", "replicate", "-q")
     assert result.exit_code == 0 and result.stdout == ""
     with Image.open(rgb_png.with_name("photo.dx.png")) as image:
         assert image.mode == "RGB"

@@ -98,7 +98,7 @@ def _completions(words: str, index: int) -> list[str]:
 def test_the_shell_completes_commands_options_and_choices():
     assert _completions("cnnfilters con", 1) == ["convolve"]
     assert _completions("cnnfilters convolve --ma", 2) == ["--map", "--max-pixels"]
-    assert _completions("cnnfilters gradient --padding ", 3) == [
+    assert _completions("cnnfilters gradient --padding-mode ", 3) == [
         "zeros",
         "replicate",
         "reflect",
@@ -120,3 +120,28 @@ def test_the_readme_is_short_and_starts_with_the_two_commands():
         "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/cnnfilters demo",
         'python3 -m venv .venv && .venv/bin/pip install ".[test]" && .venv/bin/pytest',
     ]
+
+
+def test_names_agree_and_old_spellings_say_the_new_one(tmp_path, capsys):
+    from helpers import run_cli
+
+    sample = ROOT / "samples" / "chart.png"
+    for name in ("avgpool", "commute", "learn", "kernels"):
+        params = {opt for p in GROUP.commands[name].params for opt in p.opts}
+        assert {"-k", "--kernel-size"} <= params, name
+    for name in ("gradient", "convolve"):
+        params = {opt for p in GROUP.commands[name].params for opt in p.opts}
+        assert "--padding-mode" in params, name
+    code, _, err = run_cli(capsys, "gradient", sample, "--padding", "reflect")
+    assert (code, err) == (
+        2,
+        "cnnfilters: error: --padding reflect: gradient's padding is "
+        "1 pixel; its mode is --padding-mode\n",
+    )
+    code, _, err = run_cli(capsys, "kernels", "--export", tmp_path / "k.npz", "--format", "json")
+    assert code == 2 and "takes its format from the file's extension (.npz or .json)" in err
+    code, _, err = run_cli(capsys, "kernels", "--export", tmp_path / "k.txt")
+    assert code == 2 and "name the file .npz or .json" in err
+    assert list(tmp_path.iterdir()) == []
+    code, out, _ = run_cli(capsys, "kernels", "--export", tmp_path / "k.json")
+    assert code == 0 and out.endswith("(json)\n")

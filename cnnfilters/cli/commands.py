@@ -33,6 +33,7 @@ from .options import (
     JsonOpt,
     LearnWhat,
     MaxPixelsOpt,
+    OldPaddingOpt,
     Optimizer,
     OutDirOpt,
     OutputOpt,
@@ -117,12 +118,13 @@ def grayscale(
 @with_shared_options
 def gradient(
     inputs: Inputs,
-    padding: Annotated[
-        Padding, typer.Option("--padding", help="How the border is padded.")
+    padding_mode: Annotated[
+        Padding, typer.Option("--padding-mode", help="How the border is padded (1 pixel).")
     ] = Padding.zeros,
     on: Annotated[
         GradientOn, typer.Option("--on", help="The grayscale image, or each RGB channel.")
     ] = GradientOn.gray,
+    old_padding: OldPaddingOpt = None,
     options: RunOptions = DEFAULTS,
 ) -> None:
     """Vertical and horizontal forward differences as two 3x3 conv filters.
@@ -133,7 +135,11 @@ def gradient(
     """
     from ..commands import GradientOptions
 
-    _run(GradientOptions(padding=padding.value, on=on.value), inputs, options)
+    if old_padding is not None:
+        raise CnnFiltersError(
+            f"--padding {old_padding}: gradient's padding is 1 pixel; its mode is --padding-mode"
+        )
+    _run(GradientOptions(padding=padding_mode.value, on=on.value), inputs, options)
 
 
 @app.command(
@@ -363,7 +369,11 @@ def learn(
     inputs: Inputs,
     k: Annotated[
         int | None,
-        typer.Option("-k", help="avgpool: the window (2); pair: the kernel's odd side (3)."),
+        typer.Option(
+            "-k",
+            "--kernel-size",
+            help="avgpool: the window (2); pair: the kernel's odd side (3).",
+        ),
     ] = None,
     on: Annotated[
         GradientOn,

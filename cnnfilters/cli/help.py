@@ -25,7 +25,7 @@ EXAMPLES = {
     ],
     "gradient": [
         "cnnfilters gradient photo.png",
-        "cnnfilters gradient photo.png --on rgb --padding reflect --html report.html",
+        "cnnfilters gradient photo.png --on rgb --padding-mode reflect --html report.html",
     ],
     "avgpool": [
         "cnnfilters avgpool photo.png -k 4",

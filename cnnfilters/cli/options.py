@@ -52,7 +52,6 @@ OutFormat = _choices("OutFormat", OUTPUT_FORMATS)
 CommuteOn = _choices("CommuteOn", COMMUTE_INPUTS)
 ConvolveOn = _choices("ConvolveOn", CONVOLVE_BASES)
 PictureMap = _choices("PictureMap", PICTURE_MAPS)
-ExportFormat = _choices("ExportFormat", ("npz", "json"))
 
 
 # Options shared by every image command.
@@ -277,6 +276,11 @@ CompressOpt = Annotated[
     ),
 ]
 
+# A spelling that once meant something else: refused with the new one's name.
+OldPaddingOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--padding", hidden=True, help="Renamed --padding-mode."),
+]
 LearnWhat = _choices("LearnWhat", LEARN_TARGETS)
 Optimizer = _choices("Optimizer", OPTIMIZERS)
 

@@ -12,10 +12,11 @@ import typer
 
 from .. import render
 from .._version import __version__
+from ..errors import CnnFiltersError
 from .commands import app, command_line
 from .exits import reports_errors
 from .help import GroupedCommand
-from .options import EXIT_CODES_HELP, ExportFormat, ForceOpt, JsonOpt, QuietOpt, _choices
+from .options import EXIT_CODES_HELP, ForceOpt, JsonOpt, QuietOpt, _choices
 
 
 @app.command(
@@ -46,21 +47,26 @@ def kernels(
             readable=False,
         ),
     ] = None,
-    export_format: Annotated[
-        ExportFormat,
-        typer.Option("--format", help="File format for --export (npz loads with numpy)."),
+    old_format: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--format", hidden=True, help="Renamed: the extension of --export."),
     ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Print the weight tensors of every construction, in torch layout.
 
     With --export FILE, write them (and each one's stride, padding and groups)
-    for torch.nn.Conv2d: .npz by default, or --format json.
+    for torch.nn.Conv2d: FILE.npz (loads with numpy) or FILE.json.
     """
     import json
 
     from ..kernels import construction_named, constructions, export_constructions
 
+    if old_format is not None:
+        raise CnnFiltersError(
+            f"--format {old_format}: kernels --export takes its format from the file's "
+            "extension (.npz or .json)"
+        )
     if name is not None:
         chosen = [construction_named(name, kernel_size)]
     else:
@@ -69,11 +75,9 @@ def kernels(
         from ..atomic import atomic_write
         from ..runfiles import check_run_files
 
-        fmt = (
-            export_format.value
-            if export_format
-            else ("json" if export.suffix.lower() == ".json" else "npz")
-        )
+        fmt = export.suffix.lower().lstrip(".")
+        if fmt not in ("npz", "json"):
+            raise CnnFiltersError(f"--export {export}: name the file .npz or .json")
         check_run_files({"--export": export}, inputs=[], force=force)
         data = export_constructions(chosen, fmt)
         atomic_write(export, lambda fh: fh.write(data), replace=force)
