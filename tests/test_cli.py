@@ -128,7 +128,8 @@ def test_avgpool_edge_rule_decides_the_size(rgb_png, edge, size):
 
 
 def test_commute_reports_counterexamples_and_exact_commutation(gray_png):
-    result = invoke("commute", gray_png, "-a", "relu", "-a", "gelu", "-a", "neg", "--json")
+    result = invoke("commute", gray_png, "-a", "relu", "-a", "gelu", "-a", "neg", "--json",
+                    "--pictures", "all")  # fmt: skip
     assert result.exit_code == 0, result.output
     checks = {c["name"]: c for c in json.loads(result.stdout)["inputs"][0]["checks"]}
     assert checks["relu"]["commutes"] and checks["relu"]["max_abs"] == 0
@@ -141,6 +142,19 @@ def test_commute_reports_counterexamples_and_exact_commutation(gray_png):
     for act in ("relu", "gelu", "neg"):
         for part in ("act-of-pool", "pool-of-act", "diff"):
             assert gray_png.with_name(f"steps.{act}.{part}.png").exists()
+
+
+def test_commute_draws_by_default_the_difference_of_what_need_not_commute(gray_png):
+    result = invoke("commute", gray_png, "-a", "relu", "-a", "gelu", "-a", "neg", "--json")
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.stdout)["inputs"][0]
+    assert sorted(Path(f).name for f in entry["outputs"]) == ["steps.gelu.diff.png",
+                                                            "steps.neg.diff.png"]  # fmt: skip
+    assert any(
+        n.startswith("pictures: the difference of each activation") for n in entry["notices"]
+    )
+    result = invoke("commute", gray_png, "-a", "relu", "--pictures", "none", "--json", "--force")
+    assert result.exit_code == 0 and json.loads(result.stdout)["inputs"][0]["outputs"] == []
 
 
 @pytest.mark.parametrize(("on", "window"), [("centered", ()), ("raw", ("-k", "3", "--stride", "2")),
@@ -157,7 +171,7 @@ def test_commute_raw_values_are_both_orders_and_their_exact_difference(rgb_png, 
 
     monkeypatch.setattr(commands.strips, "STRIP_BYTES", 1)
     result = invoke("commute", rgb_png, "-a", "gelu", "-a", "square", "--on", on, *window,
-                    "--raw", "--json")  # fmt: skip
+                    "--raw", "--json", "--pictures", "all")  # fmt: skip
     assert result.exit_code == 0, result.output
     x = commands.commute._commute_input(load_image(rgb_png), on)
     kernel, stride = (int(window[1]), int(window[3])) if window else (2, None)

@@ -24,6 +24,7 @@ from .help import GroupedCommand
 from .options import (
     EXIT_CODES_HELP,
     CommuteOn,
+    CommutePictures,
     ConvolveOn,
     Edge,
     ForceOpt,
@@ -202,14 +203,22 @@ def commute(
             "[-1, 1]; raw: pixels.",
         ),
     ] = CommuteOn.gradient,
+    pictures: Annotated[
+        CommutePictures,
+        typer.Option(
+            "--pictures",
+            help="auto: the difference of each activation that need not commute; all: both "
+            "orders and their difference for every activation; none.",
+        ),
+    ] = CommutePictures.auto,
     options: RunOptions = DEFAULTS,
 ) -> None:
     """Does an activation commute with max pooling? sigma(maxpool(x)) vs maxpool(sigma(x)).
 
     A nondecreasing activation must commute exactly (else exit 1); for the
-    others the first differing window is reported. Writes, per activation,
-    {stem}.{act}.act-of-pool.png, {stem}.{act}.pool-of-act.png and
-    {stem}.{act}.diff.png (0 at mid-gray 128).
+    others the first differing window is reported. Writes {stem}.{act}.diff.png
+    (0 at mid-gray 128) for each activation that need not commute; with
+    --pictures all also {stem}.{act}.act-of-pool.png and .pool-of-act.png.
     """
     from ..activations import ACTIVATIONS
     from ..commands import CommuteOptions
@@ -217,7 +226,11 @@ def commute(
     names = activation or ["all"]
     chosen = tuple(ACTIVATIONS) if "all" in names else tuple(names)
     command = CommuteOptions(
-        activations=chosen, kernel_size=kernel_size, stride=stride, on=on.value
+        activations=chosen,
+        kernel_size=kernel_size,
+        stride=stride,
+        on=on.value,
+        pictures=pictures.value,
     )
     _run(command, inputs, options)
 

@@ -50,6 +50,7 @@ Edge = _choices("Edge", EDGE_MODES)
 AlphaPolicy = _choices("AlphaPolicy", ALPHA_POLICIES)
 OutFormat = _choices("OutFormat", OUTPUT_FORMATS)
 CommuteOn = _choices("CommuteOn", COMMUTE_INPUTS)
+CommutePictures = _choices("CommutePictures", ("auto", "all", "none"))
 ConvolveOn = _choices("ConvolveOn", CONVOLVE_BASES)
 PictureMap = _choices("PictureMap", PICTURE_MAPS)
 

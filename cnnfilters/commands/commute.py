@@ -22,6 +22,8 @@ from ..report import Check, compare
 from .base import Command, Output, Result, gray_levels, one_of
 from .strips import held_rows, rows_per_strip
 
+PICTURES = ("auto", "all", "none")
+
 
 @dataclass(frozen=True)
 class CommuteOptions(Command):
@@ -32,6 +34,7 @@ class CommuteOptions(Command):
     kernel_size: int = 2
     stride: int | None = None
     on: str = "gradient"
+    pictures: str = "auto"
 
     def __post_init__(self) -> None:
         names = tuple(dict.fromkeys(get_activation(n).name for n in self.activations))
@@ -42,10 +45,22 @@ class CommuteOptions(Command):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise CnnFiltersError(f"{what} must be a positive int, got {value!r}")
         one_of(self.on, COMMUTE_INPUTS, "on")
+        one_of(self.pictures, PICTURES, "pictures")
 
     def outputs(self) -> list[str]:
-        parts = ("act-of-pool", "pool-of-act", "diff")
-        return [f"{a}.{part}" for a in self.activations for part in parts]
+        """The pictures written: with ``pictures="all"`` both orders and their difference
+        for every activation; ``auto``, the difference of each activation that need
+        not commute (a nondecreasing one does, and its check says so); ``none``."""
+        if self.pictures == "all":
+            parts = ("act-of-pool", "pool-of-act", "diff")
+            return [f"{a}.{part}" for a in self.activations for part in parts]
+        if self.pictures == "none":
+            return []
+        return [
+            f"{a}.diff"
+            for a in self.activations
+            if get_activation(a).monotonicity != "nondecreasing"
+        ]
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "activations": list(self.activations)}
@@ -55,6 +70,7 @@ class CommuteOptions(Command):
         result = Result()
         x = _commute_input(image, self.on)
         units: dict[str, float] = {}
+        wanted = set(self.outputs())
         for name in self.activations:
             outcome = ops.commute(x, get_activation(name), self.kernel_size, self.stride)
             result.checks.append(_commute_check(outcome))
@@ -71,6 +87,8 @@ class CommuteOptions(Command):
                     f"{name}(maxpool(x)) - maxpool({name}(x))",
                 ),
             ):
+                if f"{name}.{suffix}" not in wanted:
+                    continue
                 # Drawn a strip at a time: the float64 difference, its mosaic and its
                 # absolute values would each be a whole map.
                 pixels, scale = signed_mosaic(values, gap=2)
@@ -90,6 +108,11 @@ class CommuteOptions(Command):
             )
         if image.alpha is not None:
             result.notices.append("alpha is not carried to the pooled feature maps")
+        if self.pictures == "auto" and len(wanted) < 3 * len(self.activations):
+            result.notices.append(
+                "pictures: the difference of each activation that need not commute "
+                "(--pictures all: both orders of every activation)"
+            )
         return result
 
 
