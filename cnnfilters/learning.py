@@ -139,11 +139,10 @@ def learn(
     except OutputError as exc:
         item.error, item.exit_code = str(exc), exc.exit_code
     if options.what == "pair" and "kernel" in targets:
-        on = " --on rgb" if options.on == "rgb" else ""
         item.notices.append(
             f"reproduce AFTER with: cnnfilters convolve {os.fsdecode(inputs[0])} --kernel-file "
-            f"{os.fsdecode(targets['kernel'])} --bias {float(learned.bias[0]):.9g}{on} "
-            "(exactly where the result stays within 0..255: convolve scales what does not)"
+            f"{os.fsdecode(targets['kernel'])} --bias {float(learned.bias[0]):.9g} "
+            f"--on {options.on} --map clip"
         )
     return LearnRun(report, learned, _kernels(learned))
 

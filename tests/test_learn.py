@@ -70,8 +70,9 @@ def pair(tmp_path_factory) -> tuple[Path, Path, np.ndarray, float]:
 
 def test_a_pair_gives_back_the_kernel_that_was_applied_and_rounded(pair, tmp_path, capsys):
     before, after, kernel, bias = pair
-    code, out, err = run(capsys, "learn", "pair", before, after, "-k", "5", "--out-dir", tmp_path,
-                         "--json")  # fmt: skip
+    code, out, err = run(
+        capsys, "learn", "pair", before, after, "-k", "5", "--out-dir", tmp_path, "--json"
+    )
     assert code == 0, err
     assert err == ""  # no progress bar when stderr is not a terminal
     item = json.loads(out)["inputs"][0]
@@ -84,8 +85,18 @@ def test_a_pair_gives_back_the_kernel_that_was_applied_and_rounded(pair, tmp_pat
     kernel_file = tmp_path / "before.learn-pair.txt"
     np.testing.assert_allclose(np.loadtxt(kernel_file), learned, rtol=1e-8)
     bias_text = f"{item['info']['learned']['bias'][0]:.9g}"
-    code, _, err = run(capsys, "convolve", before, "--kernel-file", kernel_file, "--bias",
-                       bias_text, "-o", tmp_path / "refit.png", "-q")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "convolve",
+        before,
+        "--kernel-file",
+        kernel_file,
+        "--bias",
+        bias_text,
+        "-o",
+        tmp_path / "refit.png",
+        "-q",
+    )
     assert code == 0, err
     refit_pixels = np.asarray(Image.open(tmp_path / "refit.png"), dtype=np.int16)
     wanted = np.asarray(Image.open(after), dtype=np.int16)
@@ -107,8 +118,9 @@ def test_the_layer_file_is_in_torch_layout_and_the_curve_is_a_picture(tmp_path, 
 
 
 def test_a_diverging_training_is_exit_1_and_writes_nothing(tmp_path, capsys):
-    code, _, err = run(capsys, "learn", "gradient", PHOTO, "--lr", "10", "--out-dir", tmp_path,
-                       "-q")  # fmt: skip
+    code, _, err = run(
+        capsys, "learn", "gradient", PHOTO, "--lr", "10", "--out-dir", tmp_path, "-q"
+    )
     assert code == 1
     assert "training diverged at step" in err and "--lr" in err
     assert err.count("\n") == 1
@@ -155,8 +167,9 @@ def test_wrong_learn_requests_are_one_clear_line(args, code, message, tmp_path, 
 def test_an_unreadable_input_is_reported_and_the_others_still_teach(tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-    code, out, err = run(capsys, "learn", "grayscale", broken, PHOTO, "--out-dir", tmp_path,
-                         "--json")  # fmt: skip
+    code, out, err = run(
+        capsys, "learn", "grayscale", broken, PHOTO, "--out-dir", tmp_path, "--json"
+    )
     assert code == 3
     assert err.startswith(f"cnnfilters: error: {broken}: ")
     report = json.loads(out)
@@ -213,8 +226,19 @@ def test_learn_options_check_their_values():
 
 def test_the_visual_report_shows_learned_kernels_beside_the_true_ones(tmp_path, capsys):
     page = tmp_path / "learn.html"
-    code, _, err = run(capsys, "learn", "gradient", PHOTO, "--out-dir", tmp_path, "--html", page,
-                       "-q", "--steps", "2000")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "learn",
+        "gradient",
+        PHOTO,
+        "--out-dir",
+        tmp_path,
+        "--html",
+        page,
+        "-q",
+        "--steps",
+        "2000",
+    )
     assert code == 0, err
     text = page.read_text()
     assert "learned w[0, 0]" in text and "construction w[0, 0]" in text
@@ -247,8 +271,18 @@ def test_a_colour_pair_learns_one_kernel_from_every_channel(tmp_path, capsys):
     rgb = np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.float64)
     after = np.stack([_correlate(rgb[..., c], kernel, 2.0) for c in range(3)], axis=-1)
     Image.fromarray(np.floor(after + 0.5).astype(np.uint8)).save(tmp_path / "after.png")
-    code, out, err = run(capsys, "learn", "pair", PHOTO, tmp_path / "after.png", "--on", "rgb",
-                         "--out-dir", tmp_path, "--json")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "learn",
+        "pair",
+        PHOTO,
+        tmp_path / "after.png",
+        "--on",
+        "rgb",
+        "--out-dir",
+        tmp_path,
+        "--json",
+    )
     assert code == 0, err
     item = json.loads(out)["inputs"][0]
     assert item["info"]["examples"] == 3
@@ -278,3 +312,44 @@ def test_inputs_are_taken_one_at_a_time_and_a_too_small_one_is_said(tmp_path):
         learned.notices
     )
     assert all(check.passed for check in learned.checks)
+
+
+def test_a_pair_made_by_pillow_recovers_its_kernel_and_reports_the_border_apart(tmp_path, capsys):
+    """Pillow's ImageFilter.Kernel leaves the 1-pixel border unfiltered: the refit is
+    checked inside it, and the border is a notice with its count."""
+    import shlex
+
+    from PIL import ImageFilter
+
+    before = tmp_path / "before.png"
+    after = tmp_path / "after.png"
+    gray = Image.open(PHOTO).convert("L").crop((0, 0, 160, 120))
+    gray.save(before)
+    gray.filter(ImageFilter.Kernel((3, 3), [1, 2, 1, 2, 4, 2, 1, 2, 1], scale=16)).save(after)
+    code, out, err = run(
+        capsys, "learn", "pair", before, after, "--out-dir", tmp_path / "o", "--json"
+    )
+    assert code == 0, err
+    entry = json.loads(out)["inputs"][-1]
+    refit = next(c for c in entry["checks"] if c["name"] == "refit 8-bit levels")
+    assert refit["reference"] == "AFTER, inside its 1-pixel border" and refit["passed"]
+    assert refit["total"] == 158 * 118
+    (border,) = [n for n in entry["notices"] if n.startswith("the 1-pixel border")]
+    assert f" of {160 * 120 - 158 * 118} values differ from AFTER by more than 1 level" in border
+    learned = np.loadtxt(tmp_path / "o" / "before.learn-pair.txt")
+    np.testing.assert_allclose(learned, np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16, atol=2e-3)
+    # The command it gives reproduces AFTER inside the border, within a level.
+    (again,) = [n for n in entry["notices"] if n.startswith("reproduce AFTER with: ")]
+    words = shlex.split(again.removeprefix("reproduce AFTER with: "))
+    assert words[:2] == ["cnnfilters", "convolve"] and words[-4:] == [
+        "--on",
+        "gray",
+        "--map",
+        "clip",
+    ]
+    made = tmp_path / "made.png"
+    code, _, err = run(capsys, *words[1:], "-o", made, "-q")
+    assert code == 0, err
+    ours = np.asarray(Image.open(made), dtype=np.int64)[1:-1, 1:-1]
+    theirs = np.asarray(Image.open(after), dtype=np.int64)[1:-1, 1:-1]
+    assert np.abs(ours - theirs).max() <= 1

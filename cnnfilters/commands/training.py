@@ -44,11 +44,15 @@ class WindowPool:
     result is as if drawn from all images at once while only the candidates
     are kept. Windows are cut from the plane padded as the construction pads
     it (zeros: black), so that each target is the construction's output on
-    the whole image there.
+    the whole image there. A pair's windows lie inside BEFORE, their targets
+    inside AFTER's border: how the other tool filtered its border (padded its
+    own way, or not at all) is not the kernel's to learn.
     """
 
     def __init__(self, options: LearnOptions, layer: Layer, pad: int) -> None:
         self.stride, self.pad, self.count = layer.stride, pad, options.patches
+        # A pair is fitted inside AFTER's border: BEFORE is not padded, AFTER is cut.
+        self.inside = options.what == "pair"
         self.kernel = layer.weight_shape[-2:]
         self.side = max(1, 32 // self.stride)  # output pixels a side
         self.span = self.stride * (self.side - 1) + self.kernel[0]
@@ -62,7 +66,10 @@ class WindowPool:
         """One ``(C, H, W)`` plane (and, for a pair, AFTER's plane there)."""
         self.examples += 1
         (kh, kw), stride, side, pad = self.kernel, self.stride, self.side, self.pad
-        padded = np.pad(plane, ((0, 0), (pad, pad), (pad, pad)))
+        if self.inside:
+            padded, shift = plane, pad
+        else:
+            padded, shift = np.pad(plane, ((0, 0), (pad, pad), (pad, pad))), 0
         rows = (padded.shape[1] - kh) // stride + 1 - side + 1
         cols = (padded.shape[2] - kw) // stride + 1 - side + 1
         if rows <= 0 or cols <= 0:
@@ -80,7 +87,14 @@ class WindowPool:
         self.inputs.append(np.stack(windows).astype(dtype))
         if target is not None:
             self.targets.append(
-                np.stack([target[:, top : top + side, left : left + side] for top, left in places])
+                np.stack(
+                    [
+                        target[
+                            :, shift + top : shift + top + side, shift + left : shift + left + side
+                        ]
+                        for top, left in places
+                    ]
+                )
             )
         self.places.append(rows * cols)
 
