@@ -13,6 +13,7 @@ import base64
 import io
 import math
 import os
+import re
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -25,6 +26,8 @@ from .report import Check, InputReport, RunReport
 __all__ = ["difference_colours", "render_page", "write_page"]
 
 THUMBNAIL = 160  # pixels on the longer side: 200 inputs stay well under 30 MB
+PLOT = 640  # a loss curve is read, not glanced at
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 MAX_OUTPUTS_SHOWN = 12
 
 # Difference map colours: exactly zero, within tolerance (light to dark
@@ -37,7 +40,7 @@ NOT_A_NUMBER = (197, 27, 125)
 
 STYLE = """
 body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em;
-       color: #222; max-width: 1200px; }
+       color: #222; }
 h1 { font-size: 1.5em; margin-bottom: .2em; }
 h2 { font-size: 1.2em; margin: 1.6em 0 .4em; border-top: 1px solid #ccc; padding-top: .8em; }
 h3 { font-size: 1em; margin: 1em 0 .3em; }
@@ -55,7 +58,10 @@ td.text, th.text { text-align: left; }
 figure { margin: 0; text-align: center; }
 figure img { display: block; border: 1px solid #ccc; max-width: 160px; max-height: 160px; }
 img.map { image-rendering: pixelated; width: 160px; height: auto; }
-figcaption { font-size: 11px; color: #555; max-width: 170px; word-break: break-all; }
+figcaption { font-size: 11px; color: #555; max-width: 170px; overflow-wrap: break-word; }
+figure img.plot { max-width: 480px; max-height: 360px; }
+figure.plot figcaption { max-width: 480px; }
+.path { color: #666; font-size: 12px; margin: 0 0 .4em; overflow-wrap: anywhere; }
 .legend { text-align: left; margin-top: 2px; }
 .legend span { display: inline-block; width: 14px; height: 10px; border: 1px solid #999;
                vertical-align: middle; margin: 0 3px 0 0; }
@@ -79,12 +85,12 @@ def _data_uri(image: Image.Image) -> str:
     return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _thumbnail_of_file(path: str) -> str | None:
+def _thumbnail_of_file(path: str, side: int = THUMBNAIL) -> str | None:
     try:
         with Image.open(path) as image:
-            image.draft("RGB", (THUMBNAIL, THUMBNAIL))
+            image.draft("RGB", (side, side))
             image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            image.thumbnail((THUMBNAIL, THUMBNAIL))
+            image.thumbnail((side, side))
             return _data_uri(image)
     except Exception:  # an unreadable input is already reported as an error
         return None
@@ -177,9 +183,15 @@ def _figure(uri: str | None, caption: str, css: str = "", extra: str = "") -> st
     if uri is None:
         return ""
     return (
-        f'<figure><img class="{css}" src="{uri}" alt="{escape(caption)}">'
-        f"<figcaption>{escape(caption)}{extra}</figcaption></figure>"
+        f'<figure class="{css}"><img class="{css}" src="{uri}" alt="{escape(caption)}">'
+        f"<figcaption>{_breakable(caption)}{extra}</figcaption></figure>"
     )
+
+
+def _breakable(text: str) -> str:
+    """Escaped text that may wrap after a dot, a slash or an underscore (a file name's
+    parts), never inside a word."""
+    return re.sub(r"([./_])", r"\1<wbr>", escape(text))
 
 
 def _kernel_table(title: str, matrix: np.ndarray) -> str:
@@ -273,23 +285,34 @@ def _window(name: str, example: dict, *, synthetic: bool) -> str:
     )
 
 
+def _pictures(item: InputReport) -> list[str]:
+    """The input and its output pictures as thumbnails; a loss curve as a plot."""
+    figures = []
+    if Path(item.input).is_file():
+        figures.append(_figure(_thumbnail_of_file(item.input), f"input: {Path(item.input).name}"))
+    pictures = [p for p in item.outputs if p.lower().endswith(IMAGE_SUFFIXES)]
+    for path in pictures[:MAX_OUTPUTS_SHOWN]:
+        if path.lower().endswith(".loss.png"):  # a plot to read, not a thumbnail
+            figures.append(_figure(_thumbnail_of_file(path, PLOT), Path(path).name, css="plot"))
+        else:
+            figures.append(_figure(_thumbnail_of_file(path), Path(path).name))
+    if len(pictures) > MAX_OUTPUTS_SHOWN:
+        figures.append(f"<p class=notice>and {len(pictures) - MAX_OUTPUTS_SHOWN} more outputs</p>")
+    return figures
+
+
 def _input_section(
     item: InputReport, anchor: str, kernels: Sequence[tuple[str, np.ndarray]]
 ) -> str:
     badge = _badge(None) if item.error else _badge(item.passed)
-    parts = [f'<h2 id="{anchor}">{escape(item.input)} {badge}</h2>']
+    name = Path(item.input).name if Path(item.input).is_file() else item.input
+    parts = [f'<h2 id="{anchor}">{escape(name)} {badge}</h2>']
+    if name != item.input:  # the folder it came from, small: the heading is the file
+        parts.append(f'<p class="path">{escape(item.input)}</p>')
     if item.error:
         parts.append(f"<p>{escape(item.error)}</p>")
         return "".join(parts)
-    figures = []
-    if Path(item.input).is_file():
-        figures.append(_figure(_thumbnail_of_file(item.input), f"input: {Path(item.input).name}"))
-    pictures = [p for p in item.outputs if p.lower().endswith(".png")]
-    for path in pictures[:MAX_OUTPUTS_SHOWN]:
-        figures.append(_figure(_thumbnail_of_file(path), Path(path).name))
-    if len(pictures) > MAX_OUTPUTS_SHOWN:
-        figures.append(f"<p class=notice>and {len(pictures) - MAX_OUTPUTS_SHOWN} more outputs</p>")
-    parts.append(f'<div class="figures">{"".join(figures)}</div>')
+    parts.append(f'<div class="figures">{"".join(_pictures(item))}</div>')
     parts.append(_checks_table(item))
     maps = []
     for check in item.checks:

@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,51 @@ def known_equivalent() -> set[str]:
     if not DOCS.exists():
         return set()
     return set(re.findall(r"`(cnnfilters\.[\w.]+__mutmut_\d+)`", DOCS.read_text()))
+
+
+# Changes no input can tell apart, recognised in a mutant's diff: (name, the changed
+# line before and after made equal by this substitution, why it changes no result).
+EQUIVALENT_CLASSES = [
+    (
+        "zip strict",
+        (r",?\s*strict=(True|False|None)", ""),
+        "zip's sequences have equal lengths by construction (a pair of heights and "
+        "widths, one value a kernel axis): strict only guards against a bug that would "
+        "raise",
+    ),
+    (
+        "astype copy",
+        (r",?\s*copy=(True|False|None)", ""),
+        "whether astype copies an array that nothing writes to: memory, not values",
+    ),
+    (
+        "ufunc out",
+        (r",?\s*out=(result|None)", ""),
+        "a ufunc's out=: its result is assigned to the same name either way",
+    ),
+    (
+        "einsum case",
+        (r'einsum\("([a-zA-Z,>-]+)"', lambda m: 'einsum("' + m.group(1).lower() + '"'),
+        "einsum's subscripts in upper case name the same axes",
+    ),
+]
+
+
+def equivalent_class(diff: str) -> str | None:
+    """The class of a mutant that cannot change a result, from its diff, or None."""
+    before = [line[2:] for line in diff.splitlines() if line.startswith("- ")]
+    after = [line[2:] for line in diff.splitlines() if line.startswith("+ ")]
+    if not before or len(before) != len(after):
+        return None
+    def plain(line: str, pattern: str, replacement: object) -> str:
+        # Without the substitution's token, spaces and a trailing comma left behind.
+        return re.sub(pattern, replacement, line).replace(" ", "").replace(",)", ")")
+
+    for name, (pattern, replacement), _ in EQUIVALENT_CLASSES:
+        same = [plain(line, pattern, replacement) for line in before]
+        if same == [plain(line, pattern, replacement) for line in after]:
+            return name
+    return None
 
 
 def results() -> dict[str, str]:
@@ -99,19 +145,29 @@ def main() -> int:
         tally[status] = tally.get(status, 0) + 1
     known = known_equivalent()
     survivors = sorted(name for name, status in statuses.items() if status == "survived")
-    new = [name for name in survivors if name not in known]
+    diffs = {name: diff_of(name) for name in survivors}
+    classes = {name: equivalent_class(diffs[name]) for name in survivors}
+    new = [name for name in survivors if name not in known and classes[name] is None]
     report = {
         "mutants": len(statuses),
         "by_status": dict(sorted(tally.items())),
         "minutes": round(minutes, 1),
-        "survivors": [{"name": n, "known": n in known, "diff": diff_of(n)} for n in survivors],
+        "equivalent_by_class": dict(
+            sorted(Counter(c for c in classes.values() if c is not None).items())
+        ),
+        "survivors": [
+            {"name": n, "known": n in known, "class": classes[n], "diff": diffs[n]}
+            for n in survivors
+        ],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mutation.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"{len(statuses)} mutants in {minutes:.1f} min: {json.dumps(report['by_status'])}")
     for item in report["survivors"]:
-        print(f"\n{'known' if item['known'] else 'NEW'}: {item['diff']}")
-    print(f"\n{len(survivors)} survived, {len(new)} not listed in docs/TESTING.md")
+        if item["class"] is None:
+            print(f"\n{'known' if item['known'] else 'NEW'}: {item['diff']}")
+    print(f"\nequivalent by class: {json.dumps(report['equivalent_by_class'])}")
+    print(f"{len(survivors)} survived, {len(new)} neither of a class nor listed in docs/TESTING.md")
     return 1 if new else 0
 
 

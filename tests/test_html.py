@@ -41,8 +41,12 @@ def parse(path: Path) -> Page:
 
 
 def references(page: Page) -> list[str]:
-    return [value for _, attrs in page.tags for key, value in attrs.items()
-            if key in ("src", "href") and value]  # fmt: skip
+    return [
+        value
+        for _, attrs in page.tags
+        for key, value in attrs.items()
+        if key in ("src", "href") and value
+    ]
 
 
 def test_gradient_page_has_every_part_and_nothing_external(tmp_path):
@@ -80,8 +84,9 @@ def test_commute_page_shows_activations_and_counterexample_windows(tmp_path):
     image = tmp_path / "ramp.png"
     Image.fromarray(np.tile(np.arange(60, 0, -1, dtype=np.uint8) * 4, (30, 1))).save(image)
     html = tmp_path / "commute.html"
-    result = runner.invoke(app, ["commute", str(image), "-a", "relu", "-a", "gelu",
-                                 "--html", str(html), "-q"])  # fmt: skip
+    result = runner.invoke(
+        app, ["commute", str(image), "-a", "relu", "-a", "gelu", "--html", str(html), "-q"]
+    )
     assert result.exit_code == 0, result.output
     text = " ".join(parse(html).text)
     assert "Activations and max pooling" in text and "commutes" in text
@@ -90,8 +95,9 @@ def test_commute_page_shows_activations_and_counterexample_windows(tmp_path):
     assert "a window of our own" in text and "sigma(max) =" in text
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 40), dtype=np.uint8)).save(noise)
-    result = runner.invoke(app, ["commute", str(noise), "-a", "gelu", "--html", str(html),
-                                 "-q", "--force"])  # fmt: skip
+    result = runner.invoke(
+        app, ["commute", str(noise), "-a", "gelu", "--html", str(html), "-q", "--force"]
+    )
     assert result.exit_code == 0, result.output
     text = " ".join(parse(html).text)
     assert "differs, as expected" in text and "rows/cols from" in text
@@ -126,8 +132,9 @@ def test_two_hundred_inputs_stay_under_30_mb(tmp_path):
         )
         paths.append(str(path))
     html = tmp_path / "many.html"
-    result = runner.invoke(app, ["gradient", *paths, "--out-dir", str(tmp_path / "out"),
-                                 "--html", str(html), "-q"])  # fmt: skip
+    result = runner.invoke(
+        app, ["gradient", *paths, "--out-dir", str(tmp_path / "out"), "--html", str(html), "-q"]
+    )
     assert result.exit_code == 0, result.output
     assert html.stat().st_size < 30 * 2**20
 
@@ -138,12 +145,24 @@ def test_the_demo_page_renders_in_a_browser(tmp_path):
     assert runner.invoke(app, ["demo", "--out-dir", str(out), "-q"]).exit_code == 0
     shot = tmp_path / "shot.png"
     done = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600",
-         f"--screenshot={shot}", (out / "index.html").as_uri()],
-        capture_output=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)},
-    )  # fmt: skip
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,1600",
+            f"--screenshot={shot}",
+            (out / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
     assert shot.exists(), done.stderr[-2000:]
     with Image.open(shot) as image:
         assert image.size == (1200, 1600)
@@ -166,3 +185,50 @@ def test_a_large_batch_page_draws_a_bounded_number_of_sections_failures_first(mo
     assert "Pictures and checks of 5 of the 12 inputs below, failures first; 7 left out." in page
     assert "4 more inputs are not listed here" in page
     assert 'href="#r0-9"' in page and 'href="#r0-10"' not in page  # links only to drawn ones
+
+
+def test_headings_are_file_names_captions_wrap_between_words_and_plots_are_read(tmp_path):
+    import base64
+    import io
+    import re
+
+    sample = Path(__file__).resolve().parent.parent / "samples" / "ihc.png"
+    page = tmp_path / "page.html"
+    result = CliRunner().invoke(
+        app,
+        [
+            "learn",
+            "avgpool",
+            str(sample),
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--html",
+            str(page),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert "max-width: 1200px" not in text  # the page takes the window's width
+    assert "ihc.<wbr>learn-avgpool.<wbr>loss.<wbr>png" in text  # breaks at dots, not in words
+    assert "figcaption { font-size: 11px; color: #555; max-width: 170px; overflow-wrap" in text
+    (plot,) = re.findall(
+        r'<figure class="plot"><img class="plot" src="data:image/\w+;base64,([^"]+)"', text
+    )
+    with Image.open(io.BytesIO(base64.b64decode(plot))) as image:
+        assert max(image.size) == 640
+    result = CliRunner().invoke(
+        app,
+        [
+            "grayscale",
+            str(sample),
+            "--out-dir",
+            str(tmp_path / "g"),
+            "--html",
+            str(tmp_path / "g.html"),
+            "-q",
+        ],
+    )
+    text = (tmp_path / "g.html").read_text()
+    assert re.search(r'<h2 id="[^"]+">ihc\.png <span', text)
+    assert f'<p class="path">{sample}</p>' in text
