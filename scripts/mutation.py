@@ -68,6 +68,11 @@ EQUIVALENT_CLASSES = [
         "a ufunc's out=: its result is assigned to the same name either way",
     ),
     (
+        "reshape negative",
+        (r"reshape\(-\d+", "reshape(-1"),
+        "numpy takes any negative size in reshape as the one it works out",
+    ),
+    (
         "einsum case",
         (r'einsum\("([a-zA-Z,>-]+)"', lambda m: 'einsum("' + m.group(1).lower() + '"'),
         "einsum's subscripts in upper case name the same axes",

@@ -182,3 +182,29 @@ def test_huge_weights_fall_back_to_python_integers():
     exact = luma_exact(rgb, (1e15, 2e15, 3e15), 255.0)
     numerators, denominators = exact.values(np.array([0]))
     assert int(numerators[0]) == 6 * 10**15 * 255 and int(denominators[0]) == 1
+
+
+def test_correct_ties_reaches_every_block_and_writes_only_the_doubtful():
+    """Values near a tie only after the first block of 65,536 (and in the last, short
+    one): each is re-rounded from its exact value; nothing else is touched. The exact
+    values are integers n / 4, so n = 4m + 2 is an exact tie and rounds up."""
+    from cnnfilters.rounding import Exact, correct_ties
+
+    size = (1 << 16) * 2 + 1000
+    numerators = np.full(size, 4 * 10 + 1, dtype=np.int64)  # 10.25: far from a tie
+    ties = np.array([70_000, 131_071, 131_072, size - 1])
+    numerators[ties] = 4 * np.array([3, 7, 200, 254]) + 2  # exact ties, x.5
+    # The float values miss each tie by a hair, on the side that rounds down.
+    values = (numerators / 4).astype(np.float64)
+    values[ties] = np.nextafter(values[ties], -np.inf)
+    pixels = np.floor(values + 0.5).astype(np.uint8)
+    before = pixels.copy()
+
+    def exact(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return numerators[index], np.full(index.size, 4, dtype=np.int64)
+
+    correct_ties(pixels, values, Exact(bound=1e-9, values=exact), 255)
+    changed = np.flatnonzero(pixels != before)
+    np.testing.assert_array_equal(changed, ties)
+    np.testing.assert_array_equal(pixels[ties], [4, 8, 201, 255])
+    assert (before[ties] == [3, 7, 200, 254]).all()
