@@ -171,3 +171,15 @@ def test_kernels_takes_a_commands_name_and_an_avgpool_size():
     assert construction_named("avgpool5-onehot").weight.shape == (25, 1, 5, 5)
     with pytest.raises(CnnFiltersError, match="unknown construction 'nope'; choose from gradient"):
         construction_named("nope")
+
+
+@pytest.mark.parametrize("k", [256, 257])
+def test_block_mean_sums_16_bit_blocks_past_32_bits_exactly(k):
+    """k x k blocks of 65535 pass 2**32 from k = 257: the integer sums must not wrap."""
+    x = np.full((1, k, 2 * k + 3), 65535, dtype=np.uint16)
+    x[0, 0, 0] = 65534
+    means = ref.block_mean(x, k)
+    assert means.dtype == np.float64 and means.shape == (1, 1, 2)
+    assert means[0, 0, 0] == (65535 * k * k - 1) / (k * k) and means[0, 0, 1] == 65535
+    partial = ref.block_mean(x, k, edge="partial")
+    assert partial.shape == (1, 1, 3) and partial[0, 0, 2] == 65535
