@@ -86,6 +86,7 @@ def equivalent_class(diff: str) -> str | None:
     after = [line[2:] for line in diff.splitlines() if line.startswith("+ ")]
     if not before or len(before) != len(after):
         return None
+
     def plain(line: str, pattern: str, replacement: object) -> str:
         # Without the substitution's token, spaces and a trailing comma left behind.
         return re.sub(pattern, replacement, line).replace(" ", "").replace(",)", ")")

@@ -16,6 +16,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 PHOTO = SAMPLES / "ihc.png"
 CHART = SAMPLES / "chart.png"
 
+COMPACT = ["input", "check", "reference", "max", "diff", "differing", "/", "total", "result"]
 RUNS = {
     "grayscale": ["grayscale", PHOTO],
     "gradient": ["gradient", CHART, "--on", "rgb"],
@@ -83,17 +84,7 @@ def test_wide_adds_every_figure(tmp_path, capsys, monkeypatch):
     ]
     code, out, _ = run_cli(capsys, "grayscale", PHOTO, "--out-dir", tmp_path, "--force")
     header = next(line.split() for line in out.splitlines() if line.startswith(" input "))
-    assert header == [
-        "input",
-        "check",
-        "reference",
-        "max",
-        "diff",
-        "differing",
-        "/",
-        "total",
-        "result",
-    ]
+    assert header == COMPACT
 
 
 def test_piped_output_honours_columns_and_defaults_to_100(tmp_path, capsys, monkeypatch):
@@ -106,17 +97,7 @@ def test_piped_output_honours_columns_and_defaults_to_100(tmp_path, capsys, monk
             capsys, "convolve", PHOTO, "--kernel", "gaussian5", "--out-dir", folder, "--force"
         )
         header = next(line.split() for line in out.splitlines() if line.startswith(" input "))
-        assert header == [
-            "input",
-            "check",
-            "reference",
-            "max",
-            "diff",
-            "differing",
-            "/",
-            "total",
-            "result",
-        ]
+        assert header == COMPACT
         lines[columns] = out.splitlines()
     # Narrower than its words, the table keeps every column and takes the width it
     # needs; otherwise it fits, and unset is 100 columns.
