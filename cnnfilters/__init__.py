@@ -48,6 +48,8 @@ _EXPORTS = {
     "compare": "report",
     "Check": "report",
     "RunReport": "report",
+    "apply": "inline",
+    "Run": "inline",
     "CnnFiltersError": "errors",
     "InputError": "errors",
     "OutputError": "errors",
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
         set_num_threads,
     )
     from .errors import CnnFiltersError, InputError, OutputError
+    from .inline import Run, apply
     from .ops import CommuteResult, avgpool, commute, find_counterexample, gradients, grayscale
     from .report import Check, RunReport, compare
 

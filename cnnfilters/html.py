@@ -434,3 +434,55 @@ def write_page(
 
     text = render_page(runs, title=title, command_line=command_line)
     atomic_write(Path(target), lambda handle: handle.write(text.encode("utf-8")), replace=replace)
+
+
+CELL = 200  # pixels on the longer side of a picture in a notebook cell
+
+
+def render_cell(
+    command: str,
+    item: InputReport,
+    pictures: dict[str, np.ndarray],
+    kernels: Sequence[tuple[str, np.ndarray]],
+    *,
+    plot: bytes | None = None,
+) -> str:
+    """One result as a notebook cell shows it: the pictures, the checks with their
+    verdicts, the kernels as matrices, the notices; self-contained, the page's style
+    scoped to the cell."""
+    style = "".join(
+        f".cnnfilters-cell {rule.strip()}}}"
+        for rule in STYLE.split("}")
+        if rule.strip() and not rule.strip().startswith(("body", "@media"))
+    )
+    figures = []
+    for name, pixels in pictures.items():
+        image = Image.fromarray(_eight_bit(pixels))
+        image.thumbnail((CELL, CELL))
+        figures.append(_figure(_data_uri(image), name))
+    if plot is not None:
+        with Image.open(io.BytesIO(plot)) as curve:
+            curve.thumbnail((PLOT, PLOT))
+            figures.append(_figure(_data_uri(curve.convert("RGB")), "loss", css="plot"))
+    matrices = "".join(_kernel_table(name, matrix) for name, matrix in kernels[:8])
+    notices = "".join(f"<p class=notice>{escape(n)}</p>" for n in item.notices)
+    return (
+        f'<div class="cnnfilters-cell"><style>.cnnfilters-cell {{ font: 14px/1.4 system-ui, '
+        f"sans-serif; color: #222; }}{style}</style>"
+        f"<h3>cnnfilters {escape(command)}: {escape(_shown_name(item.input))} "
+        f"{_badge(item.passed)}</h3>"
+        f'<div class="figures">{"".join(figures)}</div>{_checks_table(item)}'
+        f'<div class="figures">{matrices}</div>{notices}</div>'
+    )
+
+
+def _shown_name(label: str) -> str:
+    """A file's name (its folder says little in a notebook), or the label as it is."""
+    return Path(label).name if Path(label).is_file() else label
+
+
+def _eight_bit(pixels: np.ndarray) -> np.ndarray:
+    """A picture's levels for a thumbnail: 16-bit ones scaled to 8 bits."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
