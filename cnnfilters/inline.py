@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .commands import Command, Learned
     from .loaded import LoadedImage
 
-__all__ = ["Run", "apply"]
+__all__ = ["Run", "Runs", "apply"]
 
 IMAGE_COMMANDS = ("grayscale", "gradient", "avgpool", "commute", "convolve")
 
@@ -120,12 +120,31 @@ class Run:
         return f"<cnnfilters {self.command} of {Path(shown).name or shown}: {checks}>"
 
 
-def apply(command: str, source: Any, **options: Any) -> Run:
+class Runs(list):
+    """One command on several images: a :class:`Run` each, shown one after another."""
+
+    @property
+    def passed(self) -> bool:
+        return all(run.passed for run in self)
+
+    def save(self, folder: str | os.PathLike, *, force: bool = False) -> list[str]:
+        """Every run's files in ``folder`` (see :meth:`Run.save`)."""
+        return [name for run in self for name in run.save(folder, force=force)]
+
+    def _repr_html_(self) -> str:
+        verdict = sum(run.passed for run in self)
+        head = f"<p>{len(self)} images: {verdict} passed, {len(self) - verdict} failed.</p>"
+        return head + "".join(run._repr_html_() for run in self)
+
+
+def apply(command: str, source: Any, **options: Any) -> Run | Runs:
     """Run ``command`` on ``source`` (a path, a Pillow image, or an array ``(H, W)`` or
-    ``(H, W, 3)``) with the command's ``options`` (``kernel_size=3``,
-    ``kernel="sobel-x"``, ``what="gradient"``...); see :class:`Run`."""
+    ``(H, W, 3)``; a list of them gives :class:`Runs`) with the command's ``options``
+    (``kernel_size=3``, ``kernel="sobel-x"``, ``what="gradient"``...); see :class:`Run`."""
     if command == "learn":
         return _learn(source, **options)
+    if isinstance(source, list):
+        return Runs(apply(command, each, **options) for each in source)
     if command not in IMAGE_COMMANDS:
         choices = ", ".join((*IMAGE_COMMANDS, "learn"))
         raise CnnFiltersError(f"unknown command {command!r}; choose from {choices}")

@@ -150,3 +150,15 @@ def test_apply_takes_a_pillow_image_or_an_array_and_decodes_them_as_files(tmp_pa
         cnnfilters.apply("blur", photo)
     with pytest.raises(cnnfilters.CnnFiltersError, match="its files are written by the run"):
         cnnfilters.apply("learn", photo, what="avgpool", steps=2).save(tmp_path)
+
+
+def test_a_list_of_images_is_one_result_that_shows_each(tmp_path):
+    import cnnfilters
+
+    samples = [ROOT / "samples" / "chart.png", ROOT / "samples" / "brick.png"]
+    results = cnnfilters.apply("gradient", samples)
+    assert len(results) == 2 and results.passed
+    html = results._repr_html_()
+    assert html.startswith("<p>2 images: 2 passed, 0 failed.</p>")
+    assert html.count('<div class="cnnfilters-cell">') == 2
+    assert len(results.save(tmp_path)) == 6
