@@ -11,8 +11,16 @@ def coordinate_grid(height: int, width: int, channels: int = 1) -> np.ndarray:
     return (100 * c + 10 * i + j).astype(np.float32)
 
 
-def naive_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                 padding_mode="zeros"):  # fmt: skip
+def naive_conv2d(
+    x,
+    weight,
+    bias=None,
+    stride=(1, 1),
+    padding=(0, 0),
+    dilation=(1, 1),
+    groups=1,
+    padding_mode="zeros",
+):
     """Cross-correlation by nested loops over every output value, in float64."""
     x = np.asarray(x, dtype=np.float64)
     squeeze = x.ndim == 3
@@ -97,3 +105,31 @@ def random_conv_case(rng):
         int(rng.integers(0, min(3, limit[1]) + 1)),
     )
     return groups, c_in, c_out, (kh, kw), stride, dilation, mode, (h, w), padding
+
+
+def chromium(folder, *args: str, size: str = "1200,1600"):
+    """Headless Chromium with a profile of its own in ``folder``: (returncode, stdout)."""
+    import os
+    import subprocess
+
+    command = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={folder / 'profile'}",
+        f"--window-size={size}",
+        *args,
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(folder)},
+    )
+    return done.returncode, done.stdout, done.stderr

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import chromium
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -144,26 +143,8 @@ def test_the_demo_page_renders_in_a_browser(tmp_path):
     out = tmp_path / "demo"
     assert runner.invoke(app, ["demo", "--out-dir", str(out), "-q"]).exit_code == 0
     shot = tmp_path / "shot.png"
-    done = subprocess.run(
-        [
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1200,1600",
-            f"--screenshot={shot}",
-            (out / "index.html").as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        env={**os.environ, "HOME": str(tmp_path)},
-    )
-    assert shot.exists(), done.stderr[-2000:]
+    _, _, said = chromium(tmp_path, f"--screenshot={shot}", (out / "index.html").as_uri())
+    assert shot.exists(), said[-2000:]
     with Image.open(shot) as image:
         assert image.size == (1200, 1600)
         pixels = np.asarray(image.convert("L"), dtype=np.float64)

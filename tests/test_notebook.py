@@ -7,14 +7,13 @@ both); each result renders as HTML, which a browser then draws.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import chromium
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,29 +86,8 @@ def test_the_rendered_notebook_draws_in_a_browser(executed, tmp_path):
     page = tmp_path / "notebook.html"
     page.write_text("<!doctype html><html><body>" + "".join(_html_outputs(book)) + "</body></html>")
     shot = tmp_path / "shot.png"
-    command = [
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1100,2400",
-    ]
-    env = {**os.environ, "HOME": str(tmp_path)}
-    subprocess.run(
-        [*command, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, env=env
-    )
-    dom = subprocess.run(
-        [*command, "--dump-dom", page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    ).stdout
+    chromium(tmp_path, f"--screenshot={shot}", page.as_uri(), size="1100,2400")
+    _, dom, _ = chromium(tmp_path, "--dump-dom", page.as_uri(), size="1100,2400")
     assert dom.count(">PASS<") >= 7 + 2  # each result's badge, and its checks'
     assert dom.count("<img ") >= 14  # the inputs, outputs and loss curves
     with Image.open(shot) as image:
