@@ -240,3 +240,20 @@ def test_the_counterexample_has_the_largest_gap_on_its_grid(name):
     ((a, b),) = found["values"]
     assert a < b and found["max_of_act"] - found["act_of_max"] == gaps.max()
     assert b == grid[np.argmax(gaps.max(axis=0))]
+
+
+@pytest.mark.parametrize("name", ["gelu", "square", "neg"])
+def test_the_largest_gap_is_the_largest_difference_of_the_two_orders(name):
+    """max_abs against a direct max |sigma(maxpool(x)) - maxpool(sigma(x))|, with the
+    largest difference in the very first window and the input over several blocks."""
+    from cnnfilters import ops
+
+    rng = np.random.default_rng(7)
+    # Positive values, where gelu and square increase: they commute there; the one
+    # window of negatives, the first, holds their only gap.
+    x = rng.uniform(0.5, 1.5, (2, 300, 240)).astype(np.float32)
+    x[0, :2, :2] = [[-3.0, -0.5], [-2.5, -3.5]]
+    result = ops.commute(x, get_activation(name), 2)
+    gaps = np.abs(result.act_of_pool.astype(np.float64) - result.pool_of_act)
+    assert result.max_abs == float(gaps.max())
+    assert result.differing == int(np.count_nonzero(gaps))
