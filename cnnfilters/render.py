@@ -8,6 +8,7 @@ names in it hold.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,20 @@ def _format_number(value: float | None, digits: int = 4) -> str:
     if value == 0:
         return "0"
     return f"{value:.{digits}g}"
+
+
+PIPED_WIDTH = 100  # the width of a table written to a pipe or a file, without COLUMNS
+
+
+def table_width() -> int | None:
+    """The table's width: None for a terminal (Rich asks it), else ``COLUMNS`` or 100."""
+    if sys.stdout.isatty():
+        return None
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return PIPED_WIDTH
+    return columns if columns >= 40 else PIPED_WIDTH
 
 
 def _console(**options: Any) -> Any:
@@ -241,7 +256,7 @@ def render_demo(summary: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    console = _console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    console = _console(highlight=False, width=table_width())
     table = Table(
         title="cnnfilters demo: every construction on the bundled samples", title_justify="left"
     )

@@ -14,13 +14,11 @@ their count. Rich is imported only when the table is drawn.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .render import _console, _format_number, _shown
+from .render import _console, _format_number, _shown, table_width
 
 if TYPE_CHECKING:
     from .report import Check, InputReport, RunReport
@@ -31,20 +29,8 @@ __all__ = ["TABLE_ROWS", "render_table", "table_width"]
 # grows with its rows, and a batch's table must not take longer than its work.
 # The summary counts them all.
 TABLE_ROWS = 100
-PIPED_WIDTH = 100  # the width of a table written to a pipe or a file, without COLUMNS
 NAME_WIDTH = 18  # a longer file name is shortened in its middle in the compact table
 NAMED_NOTES = 3  # a note shared by more inputs gives their count, not their names
-
-
-def table_width() -> int | None:
-    """The table's width: None for a terminal (Rich asks it), else ``COLUMNS`` or 100."""
-    if sys.stdout.isatty():
-        return None
-    try:
-        columns = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
-        return PIPED_WIDTH
-    return columns if columns >= 40 else PIPED_WIDTH
 
 
 def render_table(report: RunReport, *, written: int, wide: bool = False) -> None:
