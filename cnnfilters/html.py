@@ -45,6 +45,7 @@ h1 { font-size: 1.5em; margin-bottom: .2em; }
 h2 { font-size: 1.2em; margin: 1.6em 0 .4em; border-top: 1px solid #ccc; padding-top: .8em; }
 h3 { font-size: 1em; margin: 1em 0 .3em; }
 code, pre, .num { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; }
+.num { white-space: nowrap; }
 pre { background: #f6f6f6; padding: .5em; white-space: pre-wrap; word-break: break-all; }
 table { border-collapse: collapse; margin: .4em 0; }
 th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
