@@ -451,10 +451,13 @@ def render_cell(
     """One result as a notebook cell shows it: the pictures, the checks with their
     verdicts, the kernels as matrices, the notices; self-contained, the page's style
     scoped to the cell."""
+    # The page's rules, each under the cell's class; the print rules (a nested block,
+    # last in STYLE) and the body's are the page's own.
+    rules = STYLE.split("@media")[0].split("}")
     style = "".join(
         f".cnnfilters-cell {rule.strip()}}}"
-        for rule in STYLE.split("}")
-        if rule.strip() and not rule.strip().startswith(("body", "@media"))
+        for rule in rules
+        if rule.strip() and not rule.strip().startswith("body")
     )
     figures = []
     for name, pixels in pictures.items():
