@@ -39,20 +39,20 @@ EXIT_CODES_HELP = (
 )
 
 
-def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
     """A string enum of the library's own choices, for Typer to list and check."""
     return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
-Padding = _choices("Padding", PADDING_MODES)
-GradientOn = _choices("GradientOn", GRADIENT_BASES)
-Edge = _choices("Edge", EDGE_MODES)
-AlphaPolicy = _choices("AlphaPolicy", ALPHA_POLICIES)
-OutFormat = _choices("OutFormat", OUTPUT_FORMATS)
-CommuteOn = _choices("CommuteOn", COMMUTE_INPUTS)
-CommutePictures = _choices("CommutePictures", ("auto", "all", "none"))
-ConvolveOn = _choices("ConvolveOn", CONVOLVE_BASES)
-PictureMap = _choices("PictureMap", PICTURE_MAPS)
+Padding = choices("Padding", PADDING_MODES)
+GradientOn = choices("GradientOn", GRADIENT_BASES)
+Edge = choices("Edge", EDGE_MODES)
+AlphaPolicy = choices("AlphaPolicy", ALPHA_POLICIES)
+OutFormat = choices("OutFormat", OUTPUT_FORMATS)
+CommuteOn = choices("CommuteOn", COMMUTE_INPUTS)
+CommutePictures = choices("CommutePictures", ("auto", "all", "none"))
+ConvolveOn = choices("ConvolveOn", CONVOLVE_BASES)
+PictureMap = choices("PictureMap", PICTURE_MAPS)
 
 
 # Options shared by every image command.
@@ -282,8 +282,8 @@ OldPaddingOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option("--padding", hidden=True, help="Renamed --padding-mode."),
 ]
-LearnWhat = _choices("LearnWhat", LEARN_TARGETS)
-Optimizer = _choices("Optimizer", OPTIMIZERS)
+LearnWhat = choices("LearnWhat", LEARN_TARGETS)
+Optimizer = choices("Optimizer", OPTIMIZERS)
 
 # The options every image command shares: each field of RunOptions, declared.
 SHARED: dict[str, Any] = {

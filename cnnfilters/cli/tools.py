@@ -16,7 +16,7 @@ from ..errors import CnnFiltersError
 from .commands import app, command_line
 from .exits import reports_errors
 from .help import GroupedCommand
-from .options import EXIT_CODES_HELP, ForceOpt, JsonOpt, QuietOpt, _choices
+from .options import EXIT_CODES_HELP, ForceOpt, JsonOpt, QuietOpt, choices
 
 
 @app.command(
@@ -119,7 +119,7 @@ def demo(
     raise typer.Exit(summary["exit_code"])
 
 
-Shell = _choices("Shell", ("bash", "zsh", "fish"))
+Shell = choices("Shell", ("bash", "zsh", "fish"))
 COMPLETE_VAR = "_CNNFILTERS_COMPLETE"  # set by the completion script when it asks
 
 
