@@ -97,7 +97,7 @@ def positive_pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
 
 def _compute_dtype(x: np.ndarray) -> type[np.floating]:
     """float64 stays float64; every other real dtype is computed in float32."""
-    if np.iscomplexobj(x) or x.dtype.kind not in "biuf":
+    if x.dtype.kind not in "biuf":
         raise CnnFiltersError(f"expected a real-valued array, got dtype {x.dtype}")
     return np.float64 if x.dtype == np.float64 else np.float32
 
@@ -637,8 +637,10 @@ def _check_padding_fits(pads: tuple[int, int, int, int], size: tuple[int, int], 
             f"circular padding of {max(top, bottom)} x {max(left, right)} wraps around more "
             f"than once on an input of {height} x {width} pixels"
         )
-    if mode != "zeros" and any(pads) and (height == 0 or width == 0):
-        raise CnnFiltersError(f"cannot {mode}-pad an empty input ({height} x {width} pixels)")
+    if any(pads) and (height == 0 or width == 0):
+        # Zeros too: no window of an empty image holds a pixel (torch refuses it as well).
+        verb = "zero" if mode == "zeros" else mode
+        raise CnnFiltersError(f"cannot {verb}-pad an empty input ({height} x {width} pixels)")
 
 
 def _padded_rows(
@@ -684,13 +686,11 @@ def _source_index(index: np.ndarray, size: int, mode: str) -> np.ndarray:
     """The input row (or column) each padded position ``index`` (from ``-pad``)
     copies under ``mode``; ``zeros`` gives an in-range index whose value is
     then overwritten with 0."""
-    if mode == "replicate":
-        index = np.clip(index, 0, size - 1)
-    elif mode == "reflect":
+    if mode == "reflect":
         index = np.where(index < 0, -index, np.where(index >= size, 2 * (size - 1) - index, index))
     elif mode == "circular":
         index = index % size
-    return np.clip(index, 0, size - 1)
+    return np.clip(index, 0, size - 1)  # replicate: the nearest row; zeros: any row
 
 
 def _plan_for(grouped_w: np.ndarray, dtype: type) -> _Plan:
