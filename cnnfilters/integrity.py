@@ -91,7 +91,6 @@ class PngFacts:
     colour_type: int = 0
     interlaced: bool = False
     exif: bytes | None = None
-    sbit: bytes | None = None
     trns: bytes | None = None
 
     def raw_size(self, width: int, height: int) -> int:
@@ -238,7 +237,7 @@ class _PngWalk:
 
 
 # Ancillary chunks whose data the walk keeps, and the PngFacts field for each.
-_KEPT = {b"eXIf": "exif", b"sBIT": "sbit", b"tRNS": "trns"}
+_KEPT = {b"eXIf": "exif", b"tRNS": "trns"}
 
 
 def _walk(handle: IO[bytes], walk: _PngWalk) -> Iterator[Damage | None]:
@@ -301,9 +300,9 @@ def check_jpeg(data: bytes) -> Damage | None:
     import simplejpeg
 
     try:
-        _, _, space, _ = simplejpeg.decode_jpeg_header(data)
-        target = "CMYK" if space in ("CMYK", "YCCK") else "GRAY"
-        simplejpeg.decode_jpeg(data, target, min_factor=8, strict=True)
+        # To gray, the smallest output: every colour space converts to it (CMYK and
+        # YCCK too), and each coefficient is decoded whatever the target.
+        simplejpeg.decode_jpeg(data, "GRAY", min_factor=8, strict=True)
     except ValueError as exc:
         return Damage(str(exc).strip() or "broken data")
     return None
