@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,3 +26,17 @@ settings.register_profile("explore", derandomize=False, print_blob=True)
 # a few derandomized examples find a wrong mutant, the pinned @examples first.
 settings.register_profile("mutation", derandomize=True, max_examples=10)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derandomized"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a mutation run, the quickest tests first.
+
+    mutmut stops a mutant's tests at the first failure (pytest -x), so a test
+    that runs the command line end to end is reached only by the mutants the
+    unit tests let through. The durations are the ones mutmut recorded.
+    """
+    stats = Path("mutmut-stats.json")
+    if os.environ.get("HYPOTHESIS_PROFILE") != "mutation" or not stats.exists():
+        return
+    durations = json.loads(stats.read_text())["duration_by_test"]
+    items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
