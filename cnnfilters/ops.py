@@ -217,7 +217,7 @@ def _window_details(
     window = x[(*channel, slice(top, top + kernel[0]), slice(left, left + kernel[1]))]
     window_act = activation(window)
     return {
-        "channel": channel[-1] if channel else 0,
+        "channel": channel[-1],  # x has a channel axis: max_pool2d refuses one without
         "output_index": [i, j],
         "top_left": [top, left],
         "values": window.tolist(),

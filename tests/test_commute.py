@@ -257,3 +257,56 @@ def test_the_largest_gap_is_the_largest_difference_of_the_two_orders(name):
     gaps = np.abs(result.act_of_pool.astype(np.float64) - result.pool_of_act)
     assert result.max_abs == float(gaps.max())
     assert result.differing == int(np.count_nonzero(gaps))
+
+
+def _two_drops(x: np.ndarray) -> np.ndarray:
+    """Rises to 1 before -2, drops to -10 (its minimum), rises to 50 before 4, drops
+    to 20: the largest gap is at 4, after the highest value, not at the minimum."""
+    return np.where(x < -2, x + 3, np.where(x < 4, -10 + 10 * (x + 2), 20.0))
+
+
+def test_the_counterexample_is_the_largest_gap_not_the_lowest_value():
+    act = ACTIVATIONS["gelu"]
+    act = dataclasses.replace(act, name="two-drops", function=_two_drops, smooth=False)
+    found = find_counterexample(act)
+    # The default grid steps by 1/256, so both ends are on it.
+    assert found["values"] == [[4 - 1 / 256, 4.0]]
+    assert found["activated"] == [[50 - 10 / 256, 20.0]]
+    assert found["channel"] == 0 and found["top_left"] == [0, 0]
+
+
+def test_integer_input_is_compared_in_float32():
+    x = np.array([[[0, 200, 3, 255], [7, 1, 9, 2]]], dtype=np.uint8)
+    result = commute(x, "relu")
+    assert result.act_of_pool.dtype == result.pool_of_act.dtype == np.float32
+    assert result.act_of_pool.tolist() == [[[200.0, 255.0]]] and result.commutes
+
+
+def test_the_min_identity_is_checked_for_a_nonincreasing_activation_only():
+    x = np.arange(8, dtype=np.float32).reshape(1, 2, 4)
+    assert commute(x, "relu").min_identity_holds is None
+    assert commute(x, "gelu").min_identity_holds is None
+    assert commute(x, "neg").min_identity_holds is True
+
+
+def test_nan_on_one_side_only_is_a_difference():
+    # An activation of one's own that is NaN below 0: the max of the activations of
+    # [-1, 4] is NaN, the activation of the max, sqrt(4), is not.
+    sqrt = dataclasses.replace(ACTIVATIONS["relu"], name="sqrt", function=np.sqrt)
+    x = np.array([[[-1.0, 4.0]]], dtype=np.float32)
+    result = commute(x, sqrt, kernel_size=(1, 2))
+    assert np.isnan(result.pool_of_act).all() and not np.isnan(result.act_of_pool).any()
+    assert result.differing == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"kernel_size": 0}, "kernel_size must be positive, got 0"),
+        ({"kernel_size": 2, "stride": (1, 0)}, "stride must be positive, got (1, 0)"),
+    ],
+)
+def test_commute_names_the_option_it_refuses(options, words):
+    with pytest.raises(CnnFiltersError) as raised:
+        commute(np.zeros((1, 4, 4), dtype=np.float32), "relu", **options)
+    assert str(raised.value) == words
