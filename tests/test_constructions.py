@@ -183,3 +183,33 @@ def test_block_mean_sums_16_bit_blocks_past_32_bits_exactly(k):
     assert means[0, 0, 0] == (65535 * k * k - 1) / (k * k) and means[0, 0, 1] == 65535
     partial = ref.block_mean(x, k, edge="partial")
     assert partial.shape == (1, 1, 3) and partial[0, 0, 2] == 65535
+
+
+@pytest.mark.parametrize("k", [True, 2.0, 0, -1])
+def test_avgpool_names_a_kernel_size_that_is_not_a_positive_int(k):
+    with pytest.raises(CnnFiltersError) as raised:
+        avgpool(np.zeros((1, 5, 7), dtype=np.float32), k)
+    assert str(raised.value) == f"kernel size must be a positive int, got {k!r}"
+
+
+def test_avgpool_refuses_a_window_larger_than_the_image_before_making_its_weights():
+    # 10**6 x 10**6 weights would be 4 TB: the refusal must come first.
+    with pytest.raises(CnnFiltersError) as raised:
+        avgpool(np.zeros((1, 5, 7), dtype=np.float32), 10**6)
+    assert str(raised.value) == (
+        "kernel size 1000000 is larger than the padded input (5 x 7 pixels, from 5 x 7)"
+    )
+
+
+def test_avgpool_shape_drops_the_edge_unless_told():
+    from cnnfilters.ops import avgpool_shape
+
+    assert avgpool_shape(5, 7, 2) == avgpool_shape(5, 7, 2, "drop") == (2, 3)
+    assert avgpool_shape(5, 7, 2, "partial") == (3, 4)
+
+
+def test_grayscale_is_bt601_unless_told_and_computes_only_the_rows_asked():
+    x = coordinate_grid(6, 4, channels=3)
+    whole = grayscale(x)
+    np.testing.assert_array_equal(whole, grayscale(x, "bt601"))
+    np.testing.assert_array_equal(grayscale(x, rows=(2, 5)), whole[:, 2:5])
