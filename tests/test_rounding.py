@@ -208,3 +208,64 @@ def test_correct_ties_reaches_every_block_and_writes_only_the_doubtful():
     np.testing.assert_array_equal(changed, ties)
     np.testing.assert_array_equal(pixels[ties], [4, 8, 201, 255])
     assert (before[ties] == [3, 7, 200, 254]).all()
+
+
+def test_only_values_near_a_tie_are_decided_again_and_clipped_half_up():
+    from fractions import Fraction
+
+    from cnnfilters.rounding import Exact, correct_ties
+
+    # float value, its exact value (the float rounding of the third one is wrong)
+    cases = [(-1.5, Fraction(-3, 2)), (-0.5, Fraction(-1, 2)), (0.5, Fraction(49999, 100000)),
+             (255.5, Fraction(511, 2)), (100.25, Fraction(401, 4))]  # fmt: skip
+    values = np.array([v for v, _ in cases], dtype=np.float32)
+    pixels = np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
+    asked = []
+
+    def exact_values(index):
+        asked.extend(index.tolist())
+        fractions = [cases[i][1] for i in index]
+        return (np.array([f.numerator for f in fractions], dtype=np.int64),
+                np.array([f.denominator for f in fractions], dtype=np.int64))  # fmt: skip
+
+    correct_ties(pixels, values, Exact(bound=1e-3, values=exact_values), top=255)
+    assert sorted(asked) == [0, 1, 2, 3]  # 100.25 is a quarter from any tie
+    assert pixels.tolist() == [0, 0, 0, 255, 100]
+
+
+@pytest.mark.parametrize(
+    ("weights", "rgb"),
+    [
+        # a numerator of 2**62 to 2**63: 2N + D needs more than int64
+        ((0.31000000000001,) * 3, (65535, 65535, 65535)),
+        # 0.30000000000000004: a denominator of 10**17, a numerator past int64
+        ((0.1 + 0.2, 0.6, 0.1), (65535, 0, 0)),
+    ],
+)
+def test_exact_luma_of_16_bit_pixels_with_long_decimal_weights(weights, rgb):
+    from fractions import Fraction
+
+    from cnnfilters.rounding import correct_ties, luma_exact
+
+    pixel = np.array(rgb, dtype=np.uint16).reshape(3, 1, 1)
+    exact_value = sum(Fraction(repr(w)) * v for w, v in zip(weights, rgb, strict=True))
+    exact = luma_exact(pixel, weights, 65535.0)
+    numerators, denominators = exact.values(np.array([0]))
+    assert Fraction(int(numerators[0]), int(denominators[0])) == exact_value
+    value = np.array([float(exact_value)], dtype=np.float32)
+    assert abs(float(value[0]) % 1 - 0.5) <= exact.bound  # near a tie: decided again
+    pixels = np.array([0], dtype=np.uint16)
+    correct_ties(pixels, value, exact, top=65535)
+    assert pixels[0] == int(exact_value + Fraction(1, 2))
+
+
+def test_the_bounds_allow_eight_units_in_the_last_place_and_more_for_large_windows():
+    from cnnfilters.rounding import block_mean_exact, luma_exact
+
+    eps = float(np.finfo(np.float32).eps)
+    rgb = np.zeros((3, 2, 2), dtype=np.uint8)
+    assert luma_exact(rgb, (0.299, 0.587, 0.114), 255.0).bound == pytest.approx(8 * eps * 255)
+    assert luma_exact(rgb, (1.0, 1.0, -1.0), 255.0).bound == 8 * eps * 3.0 * 255
+    assert luma_exact(rgb, (0.0, 0.0, 0.0), 255.0).bound == 8 * eps * 1.0 * 255
+    x = np.zeros((1, 10, 12), dtype=np.uint16)
+    assert block_mean_exact(x, 3, (1, 3, 4), 65535.0).bound == (2 * 9 + 8) * eps * 65535
