@@ -12,7 +12,9 @@ from cnnfilters import CnnFiltersError, avg_pool2d, conv2d, max_pool2d
 from cnnfilters.engine import conv2d_grad, pad2d
 
 X = np.zeros((1, 5, 7), np.float32)
+BATCH = np.zeros((2, 1, 5, 7), np.float32)
 W = np.ones((2, 1, 3, 3), np.float32)
+W2 = np.ones((2, 2, 3, 3), np.float32)
 
 
 def _kernel(h: int, w: int, c_out: int = 1) -> np.ndarray:
@@ -66,6 +68,26 @@ CASES = [
      "padding mode must be one of zeros, replicate, reflect, circular, got 'mirror'"),
     (lambda: conv2d_grad(X, W, np.ones((2, 3, 4), np.float32)),
      "grad_out must have shape (2, 3, 5), got (2, 3, 4)"),
+    (lambda: conv2d_grad(BATCH, W, np.ones((2, 2, 3, 4), np.float32)),
+     "grad_out must have shape (2, 2, 3, 5), got (2, 2, 3, 4)"),
+    (lambda: conv2d(X, W2),
+     "weight of shape (2, 2, 3, 3) expects 2 input channels with groups=1, got 1 "
+     "(input shape (1, 5, 7))"),
+    (lambda: conv2d(BATCH, W2),
+     "weight of shape (2, 2, 3, 3) expects 2 input channels with groups=1, got 1 "
+     "(input shape (2, 1, 5, 7))"),
+    (lambda: conv2d_grad(X, W2, np.ones((2, 3, 5), np.float32)),
+     "weight of shape (2, 2, 3, 3) expects 2 input channels with groups=1, got 1 "
+     "(input shape (1, 5, 7))"),
+    (lambda: conv2d(X, np.ones((0, 1, 3, 3), np.float32)),
+     "weight must not be empty, got shape (0, 1, 3, 3)"),
+    (lambda: conv2d(X, np.ones((2, 1, 0, 3), np.float32)),
+     "weight must not be empty, got shape (2, 1, 0, 3)"),
+    (lambda: conv2d(X, np.ones((2, 1, 3, 0), np.float32)),
+     "weight must not be empty, got shape (2, 1, 3, 0)"),
+    (lambda: conv2d(X, W, rows=(2, 1)), "rows (2, 1) are outside the output's 0..3"),
+    (lambda: max_pool2d(X, 2, padding=(1, 2, 3)),
+     "padding must be an int or a pair of ints, got (1, 2, 3)"),
 ]  # fmt: skip
 
 
