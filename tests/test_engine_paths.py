@@ -173,3 +173,20 @@ def test_max_pooling_names_the_padded_size_on_both_axes():
     assert str(raised.value) == (
         "kernel size (6, 2) is larger than the padded input (5 x 9 pixels, from 5 x 7)"
     )
+
+
+def test_a_layout_is_cached_only_for_plain_arguments():
+    from cnnfilters.engine import _cached_layout
+
+    x = _pixels((1, 5, 7)).astype(np.float32)
+    weight = np.ones((1, 1, 3, 3), dtype=np.float32)
+    _cached_layout.cache_clear()
+    plain = conv2d(x, weight, stride=(1, 1), padding=(1, 1))
+    conv2d(x, weight, stride=(1, 1), padding=(1, 1))  # a batch: worked out once
+    assert (_cached_layout.cache_info().hits, _cached_layout.cache_info().misses) == (1, 1)
+    # A list is not a key a cache can hold, and (True, 1) equals (1, 1) as a key.
+    np.testing.assert_array_equal(conv2d(x, weight, stride=[1, 1], padding=[1, 1]), plain)
+    with pytest.raises(CnnFiltersError) as raised:
+        conv2d(x, weight, stride=(True, 1), padding=(1, 1))
+    assert str(raised.value) == "stride must be an int or a pair of ints, got (True, 1)"
+    assert (_cached_layout.cache_info().hits, _cached_layout.cache_info().misses) == (1, 1)
