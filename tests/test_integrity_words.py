@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from decoders import encoded
-from helpers import run_bounded
+from helpers import run_bounded, run_cli
 from isal import isal_zlib
 from PIL import Image
 from test_integrity import chunk, chunks, corrupt_jpeg_entropy, photo, rebuild
@@ -201,3 +201,34 @@ def test_pixel_data_larger_than_a_piece_is_inflated_to_its_end():
     assert integrity._INFLATE_PIECE < 1100 * (1 + 1400 * 3)
     damage, facts = integrity.check_png(io.BytesIO(encoded(image, "PNG")))
     assert damage is None and (facts.width, facts.height) == (1400, 1100)
+
+
+def test_an_unknown_colour_type_is_left_to_the_decoder_to_refuse(tmp_path, capsys):
+    header = struct.pack(">IIBBBBB", 4, 4, 8, 5, 0, 0, 0)  # colour type 5 does not exist
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+    data += chunk(b"IDAT", zlib.compress(bytes(4 * 5))) + chunk(b"IEND", b"")
+    # The walk counts one sample a pixel and finds the stream whole.
+    assert integrity.check_png(io.BytesIO(data))[0] is None
+    path = tmp_path / "colour-type-5.png"
+    path.write_bytes(data)
+    code, _, err = run_cli(capsys, "grayscale", path, "-q")
+    assert code == 3 and err == f"cnnfilters: error: {path}: not a recognised image file\n"
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_the_stream_check_hands_its_own_error_to_the_caller(tmp_path, background):
+    check = integrity.StreamCheck(tmp_path / "gone.png", "PNG", background=background)
+    with pytest.raises(FileNotFoundError):
+        check.result()
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_the_stream_check_of_a_camera_jpeg_reads_each_picture(tmp_path, background):
+    data, start = _two_pictures()
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(data[:start] + corrupt_jpeg_entropy(data[start:]))
+    check = integrity.StreamCheck(path, "MPO", background=background, starts=(0, start))
+    damage, _ = check.result()
+    assert damage.reason.startswith("image 1: ")
+    check = integrity.StreamCheck(path, "JPEG", background=background)
+    assert check.result() == (None, None)  # the first picture alone is whole
