@@ -190,3 +190,12 @@ def test_a_layout_is_cached_only_for_plain_arguments():
         conv2d(x, weight, stride=(True, 1), padding=(1, 1))
     assert str(raised.value) == "stride must be an int or a pair of ints, got (True, 1)"
     assert (_cached_layout.cache_info().hits, _cached_layout.cache_info().misses) == (1, 1)
+
+
+def test_a_float64_bias_is_rounded_to_float32_before_it_is_added():
+    # The input's type decides: 1 + float32(2**-24 + 2**-50) = 1 + 2**-24 is a tie, and
+    # rounds to even, 1.0; adding the float64 bias first would round up.
+    x = np.ones((1, 1, 1), dtype=np.float32)
+    bias = np.array([2.0**-24 + 2.0**-50])
+    out = conv2d(x, np.ones((1, 1, 1, 1), dtype=np.float32), bias)
+    assert out.dtype == np.float32 and out.item() == 1.0
