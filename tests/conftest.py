@@ -28,15 +28,32 @@ settings.register_profile("mutation", derandomize=True, max_examples=10)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derandomized"))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In a mutation run, the quickest tests first.
+# In a mutation run, the arithmetic modules' mutants are judged by the tests of
+# the arithmetic; the tests that run whole commands (which reach the engine too)
+# are for the damage checks and the clobber rule.
+_ARITHMETIC = (
+    "cnnfilters.engine.",
+    "cnnfilters.reference.",
+    "cnnfilters.ops.",
+    "cnnfilters.rounding.",
+)
+_WHOLE_COMMANDS = ("test_pngrows.py", "test_reruns.py", "test_run_files.py", "test_integrity.py")
 
-    mutmut stops a mutant's tests at the first failure (pytest -x), so a test
-    that runs the command line end to end is reached only by the mutants the
-    unit tests let through. The durations are the ones mutmut recorded.
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a mutation run, only the tests that judge the mutant's module, quickest first.
+
+    mutmut stops a mutant's tests at the first failure (pytest -x), so a slow test
+    is reached only by the mutants the quick ones let through. The durations are
+    the ones mutmut recorded.
     """
     stats = Path("mutmut-stats.json")
     if os.environ.get("HYPOTHESIS_PROFILE") != "mutation" or not stats.exists():
         return
+    if os.environ.get("MUTANT_UNDER_TEST", "").startswith(_ARITHMETIC):
+        whole = [item for item in items if item.path.name in _WHOLE_COMMANDS]
+        if whole and len(whole) < len(items):  # never none: pytest would exit 5, "killed"
+            config.hook.pytest_deselected(items=whole)
+            items[:] = [item for item in items if item.path.name not in _WHOLE_COMMANDS]
     durations = json.loads(stats.read_text())["duration_by_test"]
     items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
