@@ -8,10 +8,10 @@ those modules (an operator, a constant, a comparison changed), runs the tests
 that reach the function it is in, and records whether one failed.
 
 Prints the tally (mutants, killed, survived, timeouts, minutes) and each
-survivor, marked as known when ``docs/TESTING.md`` lists it as equivalent
-(with the reason it cannot change a result), and writes them to
-``OUT/mutation.json``. Exits 1 when a survivor is not listed there: either a
-test is missing or the docs are.
+survivor, marked as known when ``docs/MUTANTS.md`` lists it as equivalent
+under the reason it cannot change a result (or its diff is of a class below),
+and writes them to ``OUT/mutation.json``. Exits 1 when a survivor is neither:
+either a test is missing or the docs are.
 
 Usage, in a virtual environment where cnnfilters is installed as a copy (not
 ``pip install -e``: an editable install would be imported instead of the
@@ -37,14 +37,22 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs" / "TESTING.md"
+DOCS = ROOT / "docs" / "MUTANTS.md"
+_NAME = re.compile(r"`(cnnfilters\.[\w.ǁ]+__mutmut_\d+)`")
 
 
-def known_equivalent() -> set[str]:
-    """The mutants ``docs/TESTING.md`` lists as equivalent (by mutmut's name)."""
+def known_equivalent() -> dict[str, str]:
+    """The mutants ``docs/MUTANTS.md`` lists as equivalent (by mutmut's name), each
+    with the heading it is listed under: the reason it cannot change a result."""
     if not DOCS.exists():
-        return set()
-    return set(re.findall(r"`(cnnfilters\.[\w.]+__mutmut_\d+)`", DOCS.read_text()))
+        return {}
+    reasons, heading = {}, ""
+    for line in DOCS.read_text().splitlines():
+        if line.startswith("### "):
+            heading = line[4:].strip()
+        for name in _NAME.findall(line):
+            reasons[name] = heading
+    return reasons
 
 
 # Changes no input can tell apart, recognised in a mutant's diff: (name, the changed
@@ -162,7 +170,7 @@ def main() -> int:
             sorted(Counter(c for c in classes.values() if c is not None).items())
         ),
         "survivors": [
-            {"name": n, "known": n in known, "class": classes[n], "diff": diffs[n]}
+            {"name": n, "reason": known.get(n), "class": classes[n], "diff": diffs[n]}
             for n in survivors
         ],
     }
@@ -170,10 +178,12 @@ def main() -> int:
     (args.out / "mutation.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"{len(statuses)} mutants in {minutes:.1f} min: {json.dumps(report['by_status'])}")
     for item in report["survivors"]:
-        if item["class"] is None:
-            print(f"\n{'known' if item['known'] else 'NEW'}: {item['diff']}")
+        if item["class"] is None and item["reason"] is None:
+            print(f"\nNEW: {item['diff']}")
+    listed = sum(1 for n in survivors if classes[n] is None and n in known)
     print(f"\nequivalent by class: {json.dumps(report['equivalent_by_class'])}")
-    print(f"{len(survivors)} survived, {len(new)} neither of a class nor listed in docs/TESTING.md")
+    print(f"equivalent, listed in docs/MUTANTS.md: {listed}")
+    print(f"{len(survivors)} survived, {len(new)} neither of a class nor listed")
     return 1 if new else 0
 
 

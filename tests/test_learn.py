@@ -353,34 +353,3 @@ def test_a_pair_made_by_pillow_recovers_its_kernel_and_reports_the_border_apart(
     ours = np.asarray(Image.open(made), dtype=np.int64)[1:-1, 1:-1]
     theirs = np.asarray(Image.open(after), dtype=np.int64)[1:-1, 1:-1]
     assert np.abs(ours - theirs).max() <= 1
-
-
-@pytest.mark.parametrize(("groups", "stride"), [(1, 1), (2, 2), (3, 1)])
-def test_least_squares_recovers_a_grouped_strided_layer_exactly(groups, stride):
-    """Targets made by nested loops from known weights: every group's weights and
-    biases come back, in their place, at full rank; without its data a group's rank
-    falls and says so."""
-    from helpers import naive_conv2d
-
-    rng = np.random.default_rng(groups * 10 + stride)
-    c_in, c_out, kh, kw = 2 * groups, 2 * groups, 3, 2
-    weight = rng.standard_normal((c_out, c_in // groups, kh, kw))
-    bias = rng.standard_normal(c_out)
-    x = rng.standard_normal((3, c_in, 11, 9))
-    targets = naive_conv2d(x, weight, bias, stride=(stride, stride), groups=groups)
-    learned, learned_bias, rank, unknowns = least_squares_conv(
-        x, targets, (kh, kw), stride=stride, groups=groups
-    )
-    np.testing.assert_allclose(learned, weight, atol=1e-9)
-    np.testing.assert_allclose(learned_bias, bias, atol=1e-9)
-    assert (rank, unknowns) == (c_in // groups * kh * kw + 1,) * 2
-    flat = x.copy()
-    flat[:, -1] = 1.0  # the last group's last channel says nothing its bias does not
-    _, _, rank, unknowns = least_squares_conv(
-        flat,
-        naive_conv2d(flat, weight, bias, stride=(stride, stride), groups=groups),
-        (kh, kw),
-        stride=stride,
-        groups=groups,
-    )
-    assert rank < unknowns

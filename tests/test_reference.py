@@ -90,3 +90,34 @@ def test_forward_differences_name_an_unknown_padding_mode():
     with pytest.raises(ValueError) as raised:
         ref.forward_differences(np.zeros((2, 2)), "mirror")
     assert str(raised.value) == "unknown padding mode 'mirror'"
+
+
+@pytest.mark.parametrize(("groups", "stride"), [(1, 1), (2, 2), (3, 1)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_least_squares_recovers_a_grouped_strided_layer_exactly(groups, stride, dtype):
+    """Targets made by nested loops from known weights: every group's weights and
+    biases come back, in their place, at full rank, solved in float64 whatever the
+    data's type; without its data a group's rank falls and says so."""
+    rng = np.random.default_rng(groups * 10 + stride)
+    c_in, c_out, kh, kw = 2 * groups, 2 * groups, 3, 2
+    weight = rng.standard_normal((c_out, c_in // groups, kh, kw))
+    bias = rng.standard_normal(c_out)
+    x = rng.standard_normal((3, c_in, 11, 9)).astype(dtype)
+    targets = naive_conv2d(x, weight, bias, stride=(stride, stride), groups=groups)
+    geometry = {"groups": groups} if stride == 1 else {"stride": stride, "groups": groups}
+    learned, learned_bias, rank, unknowns = ref.least_squares_conv(
+        x, targets.astype(dtype), (kh, kw), **geometry
+    )
+    tolerance = 1e-9 if dtype == np.float64 else 1e-5  # the targets' own float32 rounding
+    np.testing.assert_allclose(learned, weight, atol=tolerance)
+    np.testing.assert_allclose(learned_bias, bias, atol=tolerance)
+    assert (rank, unknowns) == (c_in // groups * kh * kw + 1,) * 2
+    flat = x.astype(np.float64)
+    flat[:, 0] = 1.0  # the first group's first channel says nothing its bias does not
+    _, _, rank, unknowns = ref.least_squares_conv(
+        flat,
+        naive_conv2d(flat, weight, bias, stride=(stride, stride), groups=groups),
+        (kh, kw),
+        **geometry,
+    )
+    assert rank == unknowns - kh * kw  # the smallest rank of any group
