@@ -199,3 +199,28 @@ def test_a_float64_bias_is_rounded_to_float32_before_it_is_added():
     bias = np.array([2.0**-24 + 2.0**-50])
     out = conv2d(x, np.ones((1, 1, 1, 1), dtype=np.float32), bias)
     assert out.dtype == np.float32 and out.item() == 1.0
+
+
+def test_a_kernel_of_unequal_weights_is_the_float32_sum_of_float32_products_in_tap_order():
+    # Bit for bit: every product and every sum is rounded to float32, as the engine
+    # promises for float32 input (a float64 scratch would round each sum once).
+    x = np.random.default_rng(3).standard_normal((1, 40, 42)).astype(np.float32)
+    taps = np.array([0.3, 0.7, 0.11], dtype=np.float32)
+    got = conv2d(x, taps.reshape(1, 1, 1, 3))
+    want = x[..., :-2] * taps[0]
+    want = want + x[..., 1:-1] * taps[1]
+    want = want + x[..., 2:] * taps[2]
+    assert want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_box_sums_its_rows_then_its_columns_in_float32_then_scales_once():
+    x = np.random.default_rng(4).standard_normal((1, 41, 43)).astype(np.float32)
+    got = avg_pool2d(x, 3, stride=2)  # windows that overlap: rows summed one by one
+    rows = x[..., 0:39:2, :] + x[..., 1:40:2, :]
+    rows = rows + x[..., 2:41:2, :]
+    want = rows[..., 0:41:2] + rows[..., 1:42:2]
+    want = want + rows[..., 2:43:2]
+    want = want * np.float32(1 / 9)
+    assert want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
