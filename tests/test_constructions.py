@@ -201,6 +201,24 @@ def test_avgpool_refuses_a_window_larger_than_the_image_before_making_its_weight
     )
 
 
+def test_a_window_as_large_as_the_short_side_fits():
+    pooled = avgpool(np.arange(24, dtype=np.float32).reshape(1, 4, 6), 4)
+    assert pooled.shape == (1, 1, 1) and pooled.item() == np.arange(24).reshape(4, 6)[:, :4].mean()
+
+
+def test_partial_blocks_are_rescaled_by_a_float32_factor():
+    # Bit for bit: the pooled float32 means times k^2 / (rows * columns) in float32.
+    from cnnfilters import avg_pool2d
+    from cnnfilters.engine import pad2d
+
+    x = np.random.default_rng(9).standard_normal((1, 5, 7)).astype(np.float32)
+    got = avgpool(x, 4, edge="partial")
+    want = avg_pool2d(pad2d(x, (0, 3, 0, 1)), 4)
+    exact = np.array([[1, 4 / 3], [4, 16 / 3]])
+    assert np.array_equal(got, want * exact.astype(np.float32))
+    assert not np.array_equal(got, (want * exact).astype(np.float32))  # the test can tell
+
+
 def test_avgpool_shape_drops_the_edge_unless_told():
     from cnnfilters.ops import avgpool_shape
 

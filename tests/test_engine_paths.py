@@ -136,7 +136,8 @@ def test_the_matrix_product_path_on_kernels_that_are_not_square(kernel):
 
 
 @pytest.mark.parametrize(
-    ("kernel", "dilation"), [((2, 4), (1, 1)), ((4, 2), (1, 1)), ((3, 2), (2, 3)), ((1, 2), (1, 1))]
+    ("kernel", "dilation"),
+    [((2, 4), (1, 1)), ((4, 2), (1, 1)), ((3, 2), (2, 3)), ((1, 2), (1, 1)), ((2, 5), (1, 1))],
 )
 def test_same_padding_puts_the_odd_pixel_at_the_bottom_and_right(kernel, dilation):
     x = _pixels((1, 5, 7)).astype(np.float32)

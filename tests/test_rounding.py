@@ -242,6 +242,8 @@ def test_only_values_near_a_tie_are_decided_again_and_clipped_half_up():
         ((0.1 + 0.2, 0.6, 0.1), (65535, 0, 0)),
         # 8.7e-14 below the tie 19660.5: in float64, (2N + D) / 2D would be 19661.0
         ((0.29999999999999993, 4.5e-12, 0.0), (65535, 1, 0)),
+        # N + D just past 2**62 and N - D just below it: 2N + D is past int64
+        ((0.00070954451819639, 0.0, 0.0), (65535, 0, 0)),
     ],
 )
 def test_exact_luma_of_16_bit_pixels_with_long_decimal_weights(weights, rgb):
