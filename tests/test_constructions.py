@@ -211,10 +211,12 @@ def test_partial_blocks_are_rescaled_by_a_float32_factor():
     from cnnfilters import avg_pool2d
     from cnnfilters.engine import pad2d
 
-    x = np.random.default_rng(9).standard_normal((1, 5, 7)).astype(np.float32)
+    x = np.random.default_rng(9).standard_normal((1, 61, 63)).astype(np.float32)
     got = avgpool(x, 4, edge="partial")
     want = avg_pool2d(pad2d(x, (0, 3, 0, 1)), 4)
-    exact = np.array([[1, 4 / 3], [4, 16 / 3]])
+    exact = np.ones((16, 16))
+    exact[-1, :], exact[:, -1] = 4, 4 / 3  # one row, three columns of 4 x 4
+    exact[-1, -1] = 16 / 3
     assert np.array_equal(got, want * exact.astype(np.float32))
     assert not np.array_equal(got, (want * exact).astype(np.float32))  # the test can tell
 
