@@ -310,3 +310,10 @@ def test_commute_names_the_option_it_refuses(options, words):
     with pytest.raises(CnnFiltersError) as raised:
         commute(np.zeros((1, 4, 4), dtype=np.float32), "relu", **options)
     assert str(raised.value) == words
+
+
+def test_the_largest_gap_is_measured_in_float64():
+    # 4097**2 = 16785409 is 16785408 in float32; its gap to 1 is 16785407, which
+    # float32 would round back to 16785408.
+    result = commute(np.array([[[-4097.0, 1.0]]], dtype=np.float32), "square", (1, 2))
+    assert result.max_abs == 16785407.0

@@ -232,3 +232,24 @@ def test_the_stream_check_of_a_camera_jpeg_reads_each_picture(tmp_path, backgrou
     assert damage.reason.startswith("image 1: ")
     check = integrity.StreamCheck(path, "JPEG", background=background)
     assert check.result() == (None, None)  # the first picture alone is whole
+
+
+def test_inflated_data_is_handed_on_a_piece_at_a_time():
+    stream, total = zeros_stream(4000)  # 8 MiB of zeros
+    pieces: list[int] = []
+    inflater = integrity._Inflater("IDAT", total, lambda piece: pieces.append(len(piece)))
+    assert inflater.feed(stream) is None and inflater.finish() is None
+    assert sum(pieces) == total and max(pieces) <= integrity._INFLATE_PIECE < total
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_the_stream_check_reads_the_bytes_it_is_given_not_the_file(background):
+    nowhere = Path("/nonexistent/photo.png")
+    data = encoded(photo(8, 6), "PNG")
+    damage, facts = integrity.StreamCheck(nowhere, "PNG", background=background, data=data).result()
+    assert damage is None and (facts.width, facts.height) == (8, 6)
+
+
+def test_a_damaged_exception_says_its_reason():
+    damage = integrity.Damage("IDAT: broken compressed data (invalid block type)")
+    assert str(integrity.Damaged(damage)) == damage.reason
