@@ -81,6 +81,11 @@ EQUIVALENT_CLASSES = [
         "numpy takes any negative size in reshape as the one it works out",
     ),
     (
+        "astype None",
+        (r"astype\(np\.float64", "astype(None"),
+        "numpy reads astype(None) as astype(float64): the same type",
+    ),
+    (
         "einsum case",
         (r'einsum\("([a-zA-Z,>-]+)"', lambda m: 'einsum("' + m.group(1).lower() + '"'),
         "einsum's subscripts in upper case name the same axes",
