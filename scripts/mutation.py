@@ -155,13 +155,11 @@ def main() -> int:
         # run, and then says "Stopping early", or nothing): the next run tests them.
         command = ["mutmut", "run", "--max-children", str(args.jobs)]
         subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=True)
-        if "not checked" not in set(results().values()):
+        statuses = results()
+        if "not checked" not in statuses.values():
             break
     minutes = (time.perf_counter() - started) / 60
-    statuses = results()
-    tally: dict[str, int] = {}
-    for status in statuses.values():
-        tally[status] = tally.get(status, 0) + 1
+    tally = Counter(statuses.values())
     known = known_equivalent()
     survivors = sorted(name for name, status in statuses.items() if status == "survived")
     diffs = {name: diff_of(name) for name in survivors}
